@@ -1,0 +1,81 @@
+//! Configuration: an optional TOML file (kebab-case keys, unknown keys
+//! rejected) overridden by command-line flags.
+
+use crate::ids::NodeId;
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_MEDIA_PORT: u16 = 40000;
+
+/// The file, as written. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    /// HTTP + WebSocket address of the signaling node.
+    pub listen: Option<SocketAddr>,
+    /// Address the SFU advertises in its ICE candidates.
+    pub media_ip: Option<IpAddr>,
+    /// The SFU's UDP port.
+    pub media_port: Option<u16>,
+    /// error, warn, info, debug or trace.
+    pub log_level: Option<String>,
+    /// This signaling node's id (`bizid`).
+    pub bizid: Option<String>,
+    /// This SFU's id (`sfuid`).
+    pub sfuid: Option<String>,
+    /// Control sockets of the SFUs a signaling node uses.
+    pub sfu_sockets: Option<Vec<PathBuf>>,
+    /// The control socket an SFU listens on.
+    pub socket: Option<PathBuf>,
+    /// Seconds of silence after which a peer is removed.
+    pub liveness_timeout_secs: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let cfg: FileConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(l) = &self.log_level {
+            parse_level(l)?;
+        }
+        for (key, id) in [("bizid", &self.bizid), ("sfuid", &self.sfuid)] {
+            if let Some(id) = id {
+                NodeId::parse(id).ok_or(format!("{key}: invalid id {id:?}"))?;
+            }
+        }
+        if self.liveness_timeout_secs == Some(0) {
+            return Err("liveness-timeout-secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("invalid log level {s:?} (error, warn, info, debug, trace)"))
+}
+
+/// The host's first non-loopback IPv4 address, as the kernel would pick it
+/// for outgoing traffic; 127.0.0.1 when there is none. A UDP `connect`
+/// sends nothing: it only asks the routing table.
+pub fn default_media_ip() -> IpAddr {
+    let probe = || -> std::io::Result<IpAddr> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect("192.0.2.1:9")?;
+        Ok(s.local_addr()?.ip())
+    };
+    match probe() {
+        Ok(ip) if !ip.is_unspecified() && !ip.is_loopback() => ip,
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}

@@ -1,0 +1,171 @@
+//! The control channel between a signaling node and an SFU process: the
+//! messages both roles share, and their framing on a Unix stream socket.
+//!
+//! Framing: a 4-byte big-endian length, then that many bytes of JSON. The
+//! SFU listens; the signaling node connects (and reconnects). The SFU serves
+//! one control connection at a time: its sessions belong to that
+//! connection, so when a signaling node goes away (or a new one takes over)
+//! they are dropped and no orphan lingers.
+
+use crate::ids::{Mid, NodeId, Sid};
+use crate::limits::MAX_IPC_FRAME_BYTES;
+use serde::{Deserialize, Serialize};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::fmt;
+use std::io;
+
+/// Matches an SFU's answer to the request that asked for it.
+pub type CallId = u64;
+
+/// Signaling node → SFU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ToSfu {
+    /// Answer a publisher's offer; the stream will be known as `mid`.
+    Publish {
+        call: CallId,
+        mid: Mid,
+        offer: String,
+    },
+    /// Answer a subscriber's offer with the tracks of stream `mid`.
+    Subscribe {
+        call: CallId,
+        sid: Sid,
+        mid: Mid,
+        offer: String,
+    },
+    /// Stop a stream and every subscription to it.
+    Unpublish { mid: Mid },
+    /// Stop one subscription.
+    Unsubscribe { sid: Sid },
+}
+
+/// SFU → signaling node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum FromSfu {
+    /// First message on every control connection.
+    Hello { sfuid: NodeId, version: String },
+    /// The SDP answer to a publish or subscribe call.
+    Answer { call: CallId, sdp: String },
+    /// A publish or subscribe call failed.
+    Failed { call: CallId, error: SfuError },
+    /// A publisher's media connection failed or closed: the stream is gone
+    /// (and with it every subscription to it).
+    StreamClosed { mid: Mid },
+    /// A subscriber's media connection failed or closed.
+    SubscriptionClosed { sid: Sid },
+}
+
+/// Why an SFU refused a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
+pub enum SfuError {
+    /// The offer could not be parsed or offers nothing we can use.
+    BadOffer(String),
+    /// No stream with that mid on this SFU.
+    NoSuchStream,
+    /// The mid or sid is already in use.
+    Duplicate,
+    /// The SFU's session table is full.
+    Full,
+    /// Anything else.
+    Internal(String),
+}
+
+impl fmt::Display for SfuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SfuError::BadOffer(why) => write!(f, "bad offer: {why}"),
+            SfuError::NoSuchStream => f.write_str("no such stream"),
+            SfuError::Duplicate => f.write_str("duplicate id"),
+            SfuError::Full => f.write_str("SFU session table full"),
+            SfuError::Internal(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+/// Encodes one message as a frame (length prefix included).
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut frame = vec![0; 4];
+    // Our own enums with string keys: serialization cannot fail.
+    let _ = serde_json::to_writer(&mut frame, msg);
+    let len = (frame.len() - 4) as u32;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    frame
+}
+
+/// Decodes the payload of one frame.
+pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads one frame's payload; `Ok(None)` on a clean end of stream.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_IPC_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("control frame of {len} bytes exceeds {MAX_IPC_FRAME_BYTES}"),
+        ));
+    }
+    let mut payload = vec![0; len];
+    r.read_exact(&mut payload).await?;
+    Ok(Some(payload))
+}
+
+/// Writes one message as a frame.
+pub async fn write_msg<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+    w.write_all(&encode(msg)).await?;
+    w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_through_frames() {
+        let msgs = vec![
+            ToSfu::Publish {
+                call: 7,
+                mid: Mid::parse("a#123456").unwrap(),
+                offer: "v=0\r\n".into(),
+            },
+            ToSfu::Unsubscribe {
+                sid: Sid::parse("b#654321").unwrap(),
+            },
+        ];
+        for m in msgs {
+            let frame = encode(&m);
+            let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+            assert_eq!(len, frame.len() - 4);
+            let back: ToSfu = decode(&frame[4..]).unwrap();
+            assert_eq!(back, m);
+        }
+        let f = FromSfu::Failed {
+            call: 1,
+            error: SfuError::BadOffer("no m-lines".into()),
+        };
+        let back: FromSfu = decode(&encode(&f)[4..]).unwrap();
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn oversized_and_garbage_frames_are_errors() {
+        let mut big = Vec::new();
+        big.extend_from_slice(&((MAX_IPC_FRAME_BYTES as u32) + 1).to_be_bytes());
+        let err = smol::block_on(read_frame(&mut big.as_slice())).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(decode::<ToSfu>(b"{\"type\":\"nope\"}").is_err());
+        assert!(decode::<ToSfu>(b"\xff").is_err());
+        let empty: &[u8] = &[];
+        assert!(smol::block_on(read_frame(&mut &*empty)).unwrap().is_none());
+    }
+}

@@ -1,0 +1,16 @@
+//! wren — a small-footprint WebRTC conferencing server for ARM edge devices.
+//!
+//! One binary, three roles (see [`cli`]): a signaling node ([`signal`]) that
+//! speaks the seed protocol over WebSocket and keeps the room tables; an SFU
+//! ([`sfu`]) that terminates WebRTC with str0m and forwards media; and the
+//! default all-in-one mode ([`supervise`]) that runs both. The two talk over
+//! a Unix socket ([`ipc`]).
+
+pub mod cli;
+pub mod config;
+pub mod ids;
+pub mod ipc;
+pub mod limits;
+pub mod sfu;
+pub mod signal;
+pub mod supervise;

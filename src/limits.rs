@@ -1,0 +1,64 @@
+//! Every bound of the system, in one place.
+//!
+//! Tables are fixed-capacity (`heapless`), so each constant here is also a
+//! memory cost paid up front. The byte costs are approximate sizes of one
+//! slot on a 64-bit target; the README sums them into the worst case.
+//! Reaching a bound is an error the client sees (503, or a close reason for a
+//! new socket), never a panic or a silent drop.
+
+/// Longest uid, rid or SFU id, in bytes. Ids are stored inline.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest mid/sid: `UID#` + digits.
+pub const MAX_MEDIA_ID_LEN: usize = MAX_ID_LEN + 1 + MEDIA_ID_DIGITS;
+/// Random digits after the `#` of a mid or sid (the seed shows six).
+pub const MEDIA_ID_DIGITS: usize = 6;
+
+/// Open WebSocket connections of one signaling node (~450 B of table each,
+/// plus the socket buffers the shell holds for a live connection).
+pub const MAX_CONNECTIONS: usize = 256;
+/// Rooms that exist at once (~1.1 KiB each).
+pub const MAX_ROOMS: usize = 64;
+/// Peers in one room.
+pub const MAX_PEERS_PER_ROOM: usize = 16;
+/// Rooms one peer may be in at once.
+pub const MAX_ROOMS_PER_PEER: usize = 4;
+/// Streams published in one room.
+pub const MAX_STREAMS_PER_ROOM: usize = 16;
+/// Streams published on the whole node (~300 B each).
+pub const MAX_STREAMS: usize = 128;
+/// Subscriptions to one stream.
+pub const MAX_SUBS_PER_STREAM: usize = 16;
+/// Subscriptions on the whole node (~300 B each).
+pub const MAX_SUBS: usize = 512;
+/// SFU processes one signaling node talks to.
+pub const MAX_SFUS: usize = 8;
+/// Control requests in flight at once (all SFUs together, ~200 B each).
+pub const MAX_PENDING_SFU_CALLS: usize = 64;
+
+/// Largest WebSocket message a client may send (an SDP offer of a browser
+/// with a handful of transceivers is 5–15 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest frame on the control socket (an offer or answer plus framing).
+pub const MAX_IPC_FRAME_BYTES: usize = 128 * 1024;
+/// Largest HTTP request head the signaling node reads before it answers 431.
+pub const MAX_HTTP_HEAD_BYTES: usize = 8 * 1024;
+/// Messages queued towards one client before it is considered stuck and
+/// disconnected (a reader that stops reading must not grow our memory).
+pub const MAX_QUEUED_PER_CONNECTION: usize = 64;
+
+/// WebRTC sessions (publishers plus subscribers) in one SFU process
+/// (~40–60 KiB each in str0m, mostly RTP buffers).
+pub const MAX_SFU_SESSIONS: usize = 512;
+
+/// A peer that sends nothing for this long is removed (seconds).
+pub const DEFAULT_LIVENESS_TIMEOUT_SECS: u64 = 30;
+/// How long the signaling node waits for an SFU answer (milliseconds).
+pub const SFU_CALL_TIMEOUT_MS: u64 = 5_000;
+/// Frames that get no answer (not JSON, no readable id, binary) a client may
+/// send before its socket is closed.
+pub const MAX_VIOLATIONS: u32 = 10;
+/// How long a new TCP connection may take to send its request head (ms).
+pub const HTTP_HEAD_TIMEOUT_MS: u64 = 10_000;
+/// WebSocket ping interval; browsers answer with pong, which proves them
+/// alive even when the app sends no keepalive (ms).
+pub const PING_INTERVAL_MS: u64 = 10_000;

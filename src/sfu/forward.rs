@@ -1,0 +1,656 @@
+//! The SFU's core: str0m sessions of publishers and subscribers and the
+//! RTP forwarding between them. No I/O: datagrams and `now` go in;
+//! datagrams to send and control events come out (`poll_transmit`,
+//! `poll_event`), and `poll_timeout` says when to call again.
+//!
+//! str0m runs in RTP mode: packets are relayed, never depacketized. Each
+//! subscriber track gets its own sequence-number base (so its SRTP rollover
+//! counter starts at 0), the subscriber's payload type for the same codec,
+//! and str0m's own NACK/RTX, TWCC and RTCP on both legs.
+
+use crate::ids::{Mid, Sid};
+use crate::ipc::{FromSfu, SfuError};
+use crate::limits::MAX_SFU_SESSIONS;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use str0m::change::SdpOffer;
+use str0m::format::{CodecConfig, PayloadParams};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid as TrackMid, Pt};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+
+/// A session that has not connected by then is given up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Key-frame requests towards one publisher track, at most one per this.
+const KEYFRAME_THROTTLE: Duration = Duration::from_millis(300);
+
+/// Identifies a session inside this SFU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SessionId(u64);
+
+/// One media line of a session, in m-line order.
+#[derive(Debug)]
+struct Track {
+    mid: TrackMid,
+    kind: MediaKind,
+    /// Publisher: when we last asked for a key frame on it.
+    last_keyframe_request: Option<Instant>,
+    /// Subscriber: publisher PT → our PT (None: we cannot send that codec).
+    pt_map: Vec<(Pt, Option<Pt>)>,
+    /// Subscriber: subtracted from the publisher's extended sequence number.
+    seq_base: Option<u64>,
+}
+
+impl Track {
+    fn new(mid: TrackMid, kind: MediaKind) -> Track {
+        Track {
+            mid,
+            kind,
+            last_keyframe_request: None,
+            pt_map: Vec::new(),
+            seq_base: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Role {
+    Publisher {
+        mid: Mid,
+        subscribers: Vec<SessionId>,
+        /// SSRC → index into `tracks`, learned from the first packets.
+        ssrcs: Vec<(Ssrc, usize)>,
+    },
+    Subscriber {
+        sid: Sid,
+        publisher: SessionId,
+    },
+}
+
+struct Session {
+    rtc: Rtc,
+    role: Role,
+    tracks: Vec<Track>,
+    created: Instant,
+    connected: bool,
+    /// When str0m next wants `Input::Timeout`.
+    timeout: Instant,
+}
+
+/// What draining one session produced that concerns other sessions.
+enum Happening {
+    Packet(RtpPacket),
+    KeyframeRequest(TrackMid),
+    Connected,
+}
+
+/// All sessions of one SFU process.
+pub struct Sfu {
+    config: RtcConfig,
+    candidate: Candidate,
+    local: SocketAddr,
+    sessions: HashMap<SessionId, Session>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    publishers: HashMap<Mid, SessionId>,
+    subscribers: HashMap<Sid, SessionId>,
+    next_id: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<FromSfu>,
+    happenings: Vec<Happening>,
+}
+
+/// Forwarding counters, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SfuCounts {
+    pub publishers: usize,
+    pub subscribers: usize,
+}
+
+impl Sfu {
+    /// An SFU whose one UDP socket is reachable at `local` (the address
+    /// put in every answer's host candidate).
+    pub fn new(config: RtcConfig, local: SocketAddr) -> Result<Sfu, String> {
+        let candidate =
+            Candidate::host(local, "udp").map_err(|e| format!("bad media address {local}: {e}"))?;
+        Ok(Sfu {
+            config,
+            candidate,
+            local,
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            publishers: HashMap::new(),
+            subscribers: HashMap::new(),
+            next_id: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            happenings: Vec::new(),
+        })
+    }
+
+    /// The str0m configuration every session starts from: ICE-lite, RTP
+    /// mode, the codecs browsers and Pi encoders send, one DTLS certificate.
+    pub fn rtc_config() -> Result<RtcConfig, String> {
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .ok_or("cannot generate a DTLS certificate")?;
+        Ok(Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_vp9(true)
+            .enable_h264(true)
+            .set_dtls_cert(cert))
+    }
+
+    pub fn counts(&self) -> SfuCounts {
+        SfuCounts {
+            publishers: self.publishers.len(),
+            subscribers: self.subscribers.len(),
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<FromSfu> {
+        self.events.pop_front()
+    }
+
+    /// The earliest time any session needs `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .map(|s| {
+                if s.connected {
+                    s.timeout
+                } else {
+                    s.timeout.min(s.created + CONNECT_TIMEOUT)
+                }
+            })
+            .min()
+    }
+
+    // ----- control -----
+
+    /// Answers a publisher's offer.
+    pub fn publish(&mut self, now: Instant, mid: Mid, offer: &str) -> Result<String, SfuError> {
+        if self.publishers.contains_key(&mid) {
+            return Err(SfuError::Duplicate);
+        }
+        let (id, answer) = self.new_session(now, offer, |_| Role::Publisher {
+            mid: mid.clone(),
+            subscribers: Vec::new(),
+            ssrcs: Vec::new(),
+        })?;
+        self.publishers.insert(mid, id);
+        Ok(answer)
+    }
+
+    /// Answers a subscriber's offer with the tracks of stream `mid`.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        sid: Sid,
+        mid: &Mid,
+        offer: &str,
+    ) -> Result<String, SfuError> {
+        if self.subscribers.contains_key(&sid) {
+            return Err(SfuError::Duplicate);
+        }
+        let publisher = *self.publishers.get(mid).ok_or(SfuError::NoSuchStream)?;
+        let (id, answer) = self.new_session(now, offer, |_| Role::Subscriber {
+            sid: sid.clone(),
+            publisher,
+        })?;
+        if let Some(Role::Publisher { subscribers, .. }) =
+            self.sessions.get_mut(&publisher).map(|p| &mut p.role)
+        {
+            subscribers.push(id);
+        }
+        self.subscribers.insert(sid, id);
+        Ok(answer)
+    }
+
+    /// Stops a stream and every subscription to it.
+    pub fn unpublish(&mut self, mid: &Mid) {
+        if let Some(id) = self.publishers.get(mid).copied() {
+            self.remove(id, false);
+        }
+    }
+
+    /// Stops one subscription.
+    pub fn unsubscribe(&mut self, sid: &Sid) {
+        if let Some(id) = self.subscribers.get(sid).copied() {
+            self.remove(id, false);
+        }
+    }
+
+    /// Drops every session (the control connection that owned them is gone).
+    pub fn clear(&mut self) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.remove(id, false);
+        }
+        self.events.clear();
+    }
+
+    fn new_session(
+        &mut self,
+        now: Instant,
+        offer: &str,
+        role: impl FnOnce(SessionId) -> Role,
+    ) -> Result<(SessionId, String), SfuError> {
+        if self.sessions.len() >= MAX_SFU_SESSIONS {
+            return Err(SfuError::Full);
+        }
+        let offer = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| SfuError::BadOffer(format!("unparsable SDP: {e}")))?;
+        let mut rtc = self.config.clone().build(now);
+        rtc.add_local_candidate(self.candidate.clone());
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        let session = Session {
+            rtc,
+            role: role(id),
+            tracks: Vec::new(),
+            created: now,
+            connected: false,
+            timeout: now,
+        };
+        self.sessions.insert(id, session);
+        self.drive(now, id);
+        if !self.sessions.contains_key(&id) {
+            return Err(SfuError::Internal("session failed at start".into()));
+        }
+        Ok((id, answer.to_sdp_string()))
+    }
+
+    // ----- network and time -----
+
+    /// A datagram arrived on the media socket from `source`.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        let Ok(input) = Receive::new(Protocol::Udp, source, self.local, data) else {
+            return; // Not STUN, DTLS, RTP or RTCP: a stranger's noise.
+        };
+        let input = Input::Receive(now, input);
+        let id = match self.by_addr.get(&source) {
+            Some(id) if self.sessions.get(id).is_some_and(|s| s.rtc.accepts(&input)) => *id,
+            _ => {
+                let Some(id) = self
+                    .sessions
+                    .iter()
+                    .find(|(_, s)| s.rtc.accepts(&input))
+                    .map(|(id, _)| *id)
+                else {
+                    log::trace!("no session accepts a datagram from {source}");
+                    return;
+                };
+                self.by_addr.insert(source, id);
+                id
+            }
+        };
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if let Err(e) = s.rtc.handle_input(input) {
+                log::debug!("session {id:?}: input rejected: {e}");
+                s.rtc.disconnect();
+            }
+        }
+        self.drive(now, id);
+    }
+
+    /// Gives every session whose deadline has passed its timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.timeout <= now || (!s.connected && s.created + CONNECT_TIMEOUT <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if !s.connected && s.created + CONNECT_TIMEOUT <= now {
+                log::info!("session {id:?}: no connection within {CONNECT_TIMEOUT:?}");
+                s.rtc.disconnect();
+            } else if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                log::debug!("session {id:?}: timeout handling failed: {e}");
+                s.rtc.disconnect();
+            }
+            self.drive(now, id);
+        }
+    }
+
+    /// Drains one session's output, then acts on what it produced:
+    /// forwards packets, relays key-frame requests, removes it if dead.
+    fn drive(&mut self, now: Instant, id: SessionId) {
+        let mut happenings = std::mem::take(&mut self.happenings);
+        let alive = match self.sessions.get_mut(&id) {
+            Some(s) => drain(s, &mut self.transmits, &mut happenings),
+            None => return,
+        };
+        for h in happenings.drain(..) {
+            match h {
+                Happening::Packet(pkt) => self.forward(now, id, pkt),
+                Happening::KeyframeRequest(track) => self.relay_keyframe_request(now, id, track),
+                Happening::Connected => self.on_connected(now, id),
+            }
+        }
+        self.happenings = happenings;
+        if !alive {
+            self.remove(id, true);
+        }
+    }
+
+    fn on_connected(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        log::debug!("session {id:?} connected");
+        if let Role::Subscriber { publisher, .. } = s.role {
+            // Video must start at once: ask the publisher for a key frame
+            // now that the subscriber can receive it.
+            self.request_keyframes(now, publisher, None, true);
+        }
+    }
+
+    /// Relays a subscriber's PLI/FIR to the publisher's matching track.
+    fn relay_keyframe_request(&mut self, now: Instant, id: SessionId, track: TrackMid) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        let Role::Subscriber { publisher, .. } = s.role else {
+            return;
+        };
+        let Some(ordinal) = ordinal_of(&s.tracks, track) else {
+            return;
+        };
+        self.request_keyframes(now, publisher, Some(ordinal), false);
+    }
+
+    /// Asks a publisher for a key frame on one video track (by kind
+    /// ordinal) or all of them, throttled per track unless `force`.
+    fn request_keyframes(
+        &mut self,
+        now: Instant,
+        publisher: SessionId,
+        only: Option<(MediaKind, usize)>,
+        force: bool,
+    ) {
+        let Some(p) = self.sessions.get_mut(&publisher) else {
+            return;
+        };
+        let mut asked = false;
+        let mut seen = [0usize; 2];
+        for t in p.tracks.iter_mut() {
+            let n = &mut seen[(t.kind == MediaKind::Video) as usize];
+            let ordinal = *n;
+            *n += 1;
+            if t.kind != MediaKind::Video || only.is_some_and(|o| o != (t.kind, ordinal)) {
+                continue;
+            }
+            let recent = t
+                .last_keyframe_request
+                .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_THROTTLE);
+            if recent && !force {
+                continue;
+            }
+            if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(t.mid, None) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                t.last_keyframe_request = Some(now);
+                asked = true;
+            }
+        }
+        if asked {
+            if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                log::debug!("session {publisher:?}: {e}");
+                p.rtc.disconnect();
+            }
+            self.drive(now, publisher);
+        }
+    }
+
+    /// Relays one publisher packet to each of its subscribers.
+    fn forward(&mut self, now: Instant, from: SessionId, pkt: RtpPacket) {
+        if pkt.payload.is_empty() {
+            return; // Padding (bandwidth probing): not ours to relay.
+        }
+        let Some(p) = self.sessions.get_mut(&from) else {
+            return;
+        };
+        let Some(ti) = track_of_ssrc(p, pkt.header.ssrc) else {
+            return;
+        };
+        let Some(ordinal) = ordinal_of(&p.tracks, p.tracks[ti].mid) else {
+            return;
+        };
+        let params = p
+            .rtc
+            .codec_config()
+            .find(|c| c.pt() == pkt.header.payload_type)
+            .copied();
+        let Some(params) = params else {
+            return;
+        };
+        let Role::Publisher { subscribers, .. } = &p.role else {
+            return;
+        };
+        let subscribers = subscribers.clone();
+        let ext = forwardable_extensions(&pkt.header.ext_vals);
+        for sub_id in subscribers {
+            let Some(sub) = self.sessions.get_mut(&sub_id) else {
+                continue;
+            };
+            if !sub.connected {
+                continue;
+            }
+            if write_to_subscriber(sub, ordinal, &params, &pkt, &ext) {
+                if let Err(e) = sub.rtc.handle_input(Input::Timeout(now)) {
+                    log::debug!("session {sub_id:?}: {e}");
+                    sub.rtc.disconnect();
+                }
+                self.drive(now, sub_id);
+            }
+        }
+    }
+
+    /// Removes a session (and, for a publisher, its subscribers). `report`
+    /// says whether the signaling node must be told (it did not ask).
+    fn remove(&mut self, id: SessionId, report: bool) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        s.rtc.disconnect();
+        self.by_addr.retain(|_, v| *v != id);
+        match s.role {
+            Role::Publisher {
+                mid, subscribers, ..
+            } => {
+                log::info!("stream {mid} closed");
+                self.publishers.remove(&mid);
+                for sub in subscribers {
+                    // The signaling node removes subscriptions of a closed
+                    // stream itself: no report per subscriber.
+                    self.remove(sub, false);
+                }
+                if report {
+                    self.events.push_back(FromSfu::StreamClosed { mid });
+                }
+            }
+            Role::Subscriber { sid, publisher } => {
+                log::debug!("subscription {sid} closed");
+                self.subscribers.remove(&sid);
+                if let Some(Role::Publisher { subscribers, .. }) =
+                    self.sessions.get_mut(&publisher).map(|p| &mut p.role)
+                {
+                    subscribers.retain(|s| *s != id);
+                }
+                if report {
+                    self.events.push_back(FromSfu::SubscriptionClosed { sid });
+                }
+            }
+        }
+    }
+}
+
+/// Polls a session until str0m wants a timeout. Returns false if the
+/// session is dead and must be removed.
+fn drain(s: &mut Session, transmits: &mut VecDeque<Transmit>, out: &mut Vec<Happening>) -> bool {
+    loop {
+        if !s.rtc.is_alive() {
+            return false;
+        }
+        match s.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => {
+                s.timeout = t;
+                return true;
+            }
+            Ok(Output::Transmit(t)) => transmits.push_back(t),
+            Ok(Output::Event(e)) => match e {
+                Event::Connected => {
+                    s.connected = true;
+                    out.push(Happening::Connected);
+                }
+                Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                    s.rtc.disconnect();
+                }
+                Event::MediaAdded(m) => s.tracks.push(Track::new(m.mid, m.kind)),
+                Event::RtpPacket(p) => out.push(Happening::Packet(p)),
+                Event::KeyframeRequest(r) => out.push(Happening::KeyframeRequest(r.mid)),
+                Event::Closed => s.rtc.disconnect(),
+                _ => {}
+            },
+            Err(e) => {
+                log::debug!("session output failed: {e}");
+                s.rtc.disconnect();
+                return false;
+            }
+        }
+    }
+}
+
+/// (kind, n): the track is the n-th track of its kind in m-line order.
+/// A subscriber's n-th video track carries the publisher's n-th video.
+fn ordinal_of(tracks: &[Track], mid: TrackMid) -> Option<(MediaKind, usize)> {
+    let t = tracks.iter().find(|t| t.mid == mid)?;
+    let n = tracks
+        .iter()
+        .take_while(|x| x.mid != mid)
+        .filter(|x| x.kind == t.kind)
+        .count();
+    Some((t.kind, n))
+}
+
+/// The publisher track an SSRC belongs to, learned once per SSRC.
+fn track_of_ssrc(p: &mut Session, ssrc: Ssrc) -> Option<usize> {
+    let Role::Publisher { ssrcs, .. } = &mut p.role else {
+        return None;
+    };
+    if let Some((_, i)) = ssrcs.iter().find(|(s, _)| *s == ssrc) {
+        return Some(*i);
+    }
+    let mid = p.rtc.direct_api().stream_rx(&ssrc)?.mid();
+    let i = p.tracks.iter().position(|t| t.mid == mid)?;
+    ssrcs.push((ssrc, i));
+    Some(i)
+}
+
+/// Header extensions worth relaying. str0m writes its own mid/rid,
+/// transport-cc and abs-send-time; the publisher's must not leak through.
+fn forwardable_extensions(e: &ExtensionValues) -> ExtensionValues {
+    let mut x = e.clone();
+    x.mid = None;
+    x.rid = None;
+    x.rid_repair = None;
+    x.transport_cc = None;
+    x.abs_send_time = None;
+    x
+}
+
+/// Writes one packet to the subscriber's track matching `ordinal`.
+/// Returns whether anything was written.
+fn write_to_subscriber(
+    sub: &mut Session,
+    ordinal: (MediaKind, usize),
+    params: &PayloadParams,
+    pkt: &RtpPacket,
+    ext: &ExtensionValues,
+) -> bool {
+    let mut n = 0;
+    let Some(track) = sub.tracks.iter_mut().find(|t| {
+        if t.kind != ordinal.0 {
+            return false;
+        }
+        n += 1;
+        n - 1 == ordinal.1
+    }) else {
+        return false;
+    };
+    let pt = match track.pt_map.iter().find(|(p, _)| *p == params.pt()) {
+        Some((_, pt)) => *pt,
+        None => {
+            let pt = subscriber_pt(&sub.rtc, track.mid, params);
+            if pt.is_none() {
+                log::info!("subscriber cannot receive codec {:?}", params.spec().codec);
+            }
+            track.pt_map.push((params.pt(), pt));
+            pt
+        }
+    };
+    let Some(pt) = pt else {
+        return false;
+    };
+    let seq_in: u64 = *pkt.seq_no;
+    // The first packet fixes the base so the subscriber's rollover counter
+    // starts at 0; older (repaired) packets from before it are skipped.
+    let base = *track.seq_base.get_or_insert((seq_in >> 16) << 16);
+    let Some(seq_out) = seq_in.checked_sub(base) else {
+        return false;
+    };
+    let mid = track.mid;
+    let nackable = track.kind == MediaKind::Video;
+    let mut api = sub.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        return false;
+    };
+    let write = RtpWrite::new(
+        pt,
+        SeqNo::from(seq_out),
+        pkt.header.timestamp,
+        pkt.timestamp,
+        pkt.payload.clone(),
+    )
+    .marker(pkt.header.marker)
+    .ext_vals(ext.clone())
+    .nackable(nackable);
+    tx.write_rtp(write);
+    true
+}
+
+/// The subscriber's payload type for the publisher's codec on one m-line.
+fn subscriber_pt(sub: &Rtc, track: TrackMid, params: &PayloadParams) -> Option<Pt> {
+    let media = sub.media(track)?;
+    let negotiated: Vec<PayloadParams> = sub
+        .codec_config()
+        .params()
+        .iter()
+        .filter(|p| media.remote_pts().contains(&p.pt()))
+        .copied()
+        .collect();
+    let config = CodecConfig::new_from_payload_params(negotiated);
+    let m = config.match_params(*params)?;
+    // match_params returns the best score, which may still be a mismatch.
+    (m.spec().codec == params.spec().codec).then(|| m.pt())
+}

@@ -1,0 +1,272 @@
+//! The SFU role: one process, one thread, one UDP port. It terminates
+//! WebRTC with str0m ([`forward::Sfu`]) and takes orders from one
+//! signaling node over a Unix control socket.
+
+pub mod forward;
+
+use crate::ids::NodeId;
+use crate::ipc::{self, FromSfu, ToSfu};
+use crate::limits::MAX_PENDING_SFU_CALLS;
+use forward::Sfu;
+use smol::channel::{Receiver, Sender};
+use smol::future::FutureExt;
+use smol::net::unix::{UnixListener, UnixStream};
+use smol::{Async, LocalExecutor, Timer};
+use std::io;
+use std::net::{IpAddr, Shutdown, SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What an SFU process needs to run.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    pub sfuid: NodeId,
+    /// The control socket to listen on.
+    pub socket: PathBuf,
+    /// The address advertised in ICE candidates.
+    pub media_ip: IpAddr,
+    pub media_port: u16,
+    /// Exit when stdin closes (set by a supervising parent).
+    pub exit_on_stdin_eof: bool,
+}
+
+/// Something from the control side, for the main loop.
+enum Control {
+    /// A signaling node connected; `generation` tells its messages apart
+    /// from those of one it replaced.
+    Connected {
+        generation: u64,
+        outbox: Sender<FromSfu>,
+        stream: UnixStream,
+    },
+    Message(u64, ToSfu),
+    Closed(u64),
+}
+
+pub fn run(cfg: SfuConfig) -> io::Result<()> {
+    if cfg.exit_on_stdin_eof {
+        std::thread::spawn(|| {
+            // Blocks until the parent's end of the pipe closes.
+            let _ = io::copy(&mut io::stdin(), &mut io::sink());
+            log::info!("supervisor gone, exiting");
+            std::process::exit(0);
+        });
+    }
+    let local = SocketAddr::new(cfg.media_ip, cfg.media_port);
+    // Bind the advertised address itself when it is ours; behind 1:1 NAT it
+    // is not, and the wildcard address receives the same traffic.
+    let udp = UdpSocket::bind(local)
+        .or_else(|_| UdpSocket::bind(SocketAddr::new(unspecified(cfg.media_ip), cfg.media_port)))
+        .map_err(|e| io::Error::new(e.kind(), format!("UDP port {local}: {e}")))?;
+    let local = SocketAddr::new(cfg.media_ip, udp.local_addr()?.port());
+    let udp = Async::new(udp)?;
+
+    if cfg.socket.exists() {
+        // A stale socket of an earlier run: binding over it would fail.
+        std::fs::remove_file(&cfg.socket)?;
+    }
+    let listener = UnixListener::bind(&cfg.socket)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cfg.socket.display())))?;
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))?;
+
+    let rtc_config = Sfu::rtc_config().map_err(io::Error::other)?;
+    let sfu = Sfu::new(rtc_config, local).map_err(io::Error::other)?;
+    log::info!(
+        "SFU {} media on udp {local}, control on {}",
+        cfg.sfuid,
+        cfg.socket.display()
+    );
+
+    let ex = LocalExecutor::new();
+    let (tx, rx) = smol::channel::bounded(2 * MAX_PENDING_SFU_CALLS);
+    let accept = async {
+        accept_loop(&ex, listener, cfg.sfuid.clone(), tx).await;
+        Ok(())
+    };
+    smol::block_on(ex.run(media_loop(sfu, udp, rx).or(accept)))
+}
+
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Accepts control connections; each new one replaces the last.
+async fn accept_loop<'a>(
+    ex: &LocalExecutor<'a>,
+    listener: UnixListener,
+    sfuid: NodeId,
+    to_main: Sender<Control>,
+) {
+    let mut generation = 0;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                log::warn!("control accept failed: {e}");
+                Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        generation += 1;
+        log::info!("signaling node connected (control generation {generation})");
+        let (outbox, outbox_rx) = smol::channel::bounded(2 * MAX_PENDING_SFU_CALLS);
+        let hello = FromSfu::Hello {
+            sfuid: sfuid.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let _ = outbox.try_send(hello);
+        ex.spawn(write_loop(stream.clone(), outbox_rx)).detach();
+        ex.spawn(read_loop(generation, stream.clone(), to_main.clone()))
+            .detach();
+        let connected = Control::Connected {
+            generation,
+            outbox,
+            stream,
+        };
+        if to_main.send(connected).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_loop(generation: u64, mut stream: UnixStream, to_main: Sender<Control>) {
+    loop {
+        let msg = match ipc::read_frame(&mut stream).await {
+            Ok(Some(frame)) => ipc::decode::<ToSfu>(&frame),
+            Ok(None) => break,
+            Err(e) => Err(e),
+        };
+        match msg {
+            Ok(m) => {
+                if to_main.send(Control::Message(generation, m)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                log::warn!("control connection: {e}");
+                break;
+            }
+        }
+    }
+    let _ = to_main.send(Control::Closed(generation)).await;
+}
+
+async fn write_loop(mut stream: UnixStream, outbox: Receiver<FromSfu>) {
+    while let Ok(msg) = outbox.recv().await {
+        if ipc::write_msg(&mut stream, &msg).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+enum Wake {
+    Datagram(usize, SocketAddr),
+    Control(Control),
+    Timeout,
+}
+
+async fn media_loop(
+    mut sfu: Sfu,
+    udp: Async<UdpSocket>,
+    control: Receiver<Control>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 2048];
+    // The current control connection: its generation, outbox and stream.
+    let mut owner: Option<(u64, Sender<FromSfu>, UnixStream)> = None;
+    loop {
+        let deadline = sfu
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let wake = async {
+            match udp.recv_from(&mut buf).await {
+                Ok((n, src)) => Wake::Datagram(n, src),
+                // ICMP errors surface here on Linux; nothing to do.
+                Err(_) => Wake::Timeout,
+            }
+        }
+        .or(async {
+            match control.recv().await {
+                Ok(c) => Wake::Control(c),
+                Err(_) => std::future::pending().await,
+            }
+        })
+        .or(async {
+            Timer::at(deadline).await;
+            Wake::Timeout
+        })
+        .await;
+        let now = Instant::now();
+        match wake {
+            Wake::Datagram(n, src) => sfu.handle_datagram(now, src, &buf[..n]),
+            Wake::Timeout => sfu.handle_timeout(now),
+            Wake::Control(Control::Connected {
+                generation,
+                outbox,
+                stream,
+            }) => {
+                if let Some((_, _, old)) = owner.take() {
+                    log::info!("a new signaling node took over: dropping every session");
+                    let _ = old.shutdown(Shutdown::Both);
+                    sfu.clear();
+                }
+                owner = Some((generation, outbox, stream));
+            }
+            Wake::Control(Control::Closed(generation)) => {
+                if owner.as_ref().is_some_and(|o| o.0 == generation) {
+                    log::info!("signaling node gone: dropping every session");
+                    owner = None;
+                    sfu.clear();
+                }
+            }
+            Wake::Control(Control::Message(generation, msg)) => {
+                let Some((_, outbox, _)) = owner.as_ref().filter(|o| o.0 == generation) else {
+                    continue;
+                };
+                if let Some(reply) = handle_control(&mut sfu, now, msg) {
+                    let _ = outbox.try_send(reply);
+                }
+            }
+        }
+        while let Some(t) = sfu.poll_transmit() {
+            if let Err(e) = udp.send_to(&t.contents, t.destination).await {
+                log::debug!("send to {} failed: {e}", t.destination);
+            }
+        }
+        while let Some(ev) = sfu.poll_event() {
+            if let Some((_, outbox, _)) = &owner {
+                let _ = outbox.try_send(ev);
+            }
+        }
+    }
+}
+
+fn handle_control(sfu: &mut Sfu, now: Instant, msg: ToSfu) -> Option<FromSfu> {
+    match msg {
+        ToSfu::Publish { call, mid, offer } => Some(match sfu.publish(now, mid, &offer) {
+            Ok(sdp) => FromSfu::Answer { call, sdp },
+            Err(error) => FromSfu::Failed { call, error },
+        }),
+        ToSfu::Subscribe {
+            call,
+            sid,
+            mid,
+            offer,
+        } => Some(match sfu.subscribe(now, sid, &mid, &offer) {
+            Ok(sdp) => FromSfu::Answer { call, sdp },
+            Err(error) => FromSfu::Failed { call, error },
+        }),
+        ToSfu::Unpublish { mid } => {
+            sfu.unpublish(&mid);
+            None
+        }
+        ToSfu::Unsubscribe { sid } => {
+            sfu.unsubscribe(&sid);
+            None
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! One client connection: HTTP request, WebSocket upgrade, then frames in
+//! (decoded and handed to the node) and frames out (from the node's queue).
+
+use super::http::{self, Route};
+use super::node::ConnId;
+use super::protoo::{self, Incoming};
+use super::{Outbound, Shared};
+use crate::limits::{
+    HTTP_HEAD_TIMEOUT_MS, MAX_MESSAGE_BYTES, MAX_QUEUED_PER_CONNECTION, MAX_VIOLATIONS,
+    PING_INTERVAL_MS,
+};
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use smol::future::FutureExt;
+use smol::net::TcpStream;
+use smol::stream::StreamExt;
+use smol::Timer;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+type Close = Option<(u16, &'static str)>;
+
+pub async fn handle(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
+    let head = http::read_head(&mut stream).or(async {
+        Timer::after(Duration::from_millis(HTTP_HEAD_TIMEOUT_MS)).await;
+        Err(std::io::ErrorKind::TimedOut.into())
+    });
+    let (head, rest) = match head.await {
+        Ok(h) => h,
+        Err(e) => {
+            log::debug!("{addr}: no valid request head: {e}");
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                let resp = http::Response::text(400, "bad request\n");
+                let _ = http::respond(&mut stream, &resp, false).await;
+            }
+            return;
+        }
+    };
+    let (uid, key, protoo) = match http::route(&head) {
+        Route::Respond(resp) => {
+            if resp.status >= 400 {
+                log::debug!("{addr}: {} {} -> {}", head.method, head.path, resp.status);
+            }
+            let _ = http::respond(&mut stream, &resp, head.method == "HEAD").await;
+            return;
+        }
+        Route::WebSocket { uid, key, protoo } => (uid, key, protoo),
+    };
+    if http::accept_websocket(&mut stream, &key, protoo)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await;
+    let (mut sender, receiver) = ws.split();
+
+    let conn = shared.new_conn_id();
+    let (tx, rx) = smol::channel::bounded(MAX_QUEUED_PER_CONNECTION);
+    shared.conns.borrow_mut().insert(conn, tx);
+    if let Err(e) = shared.with_node(|n| n.connect(Instant::now(), conn, uid.clone())) {
+        log::info!("{addr}: {uid} refused: {e}");
+        shared.conns.borrow_mut().remove(&conn);
+        close(&mut sender, (1013, "capacity full: connections")).await;
+        return;
+    }
+    log::debug!("{addr}: {uid} connected as {conn:?}");
+
+    let reason = read_loop(&shared, conn, receiver)
+        .or(write_loop(&mut sender, rx))
+        .await;
+    shared.conns.borrow_mut().remove(&conn);
+    shared.with_node(|n| n.disconnect(conn));
+    if let Some(reason) = reason {
+        close(&mut sender, reason).await;
+    }
+    log::debug!("{addr}: {uid} ({conn:?}) closed");
+}
+
+/// Frames in. Returns the close to send, if the client misbehaved.
+async fn read_loop(
+    shared: &Shared,
+    conn: ConnId,
+    mut receiver: WebSocketReceiver<TcpStream>,
+) -> Close {
+    let mut violations = 0;
+    while let Some(msg) = receiver.next().await {
+        let now = Instant::now();
+        let text = match msg {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Close(_)) => return None,
+            Ok(Message::Ping(_) | Message::Pong(_)) => {
+                shared.node.borrow_mut().touch(now, conn);
+                continue;
+            }
+            Ok(Message::Binary(_) | Message::Frame(_)) => {
+                violations += 1;
+                if violations > MAX_VIOLATIONS {
+                    return Some((1003, "too many unsupported frames"));
+                }
+                continue;
+            }
+            Err(WsError::Capacity(_)) => return Some((1009, "message too large")),
+            Err(e) => {
+                log::debug!("connection {conn:?}: {e}");
+                return None;
+            }
+        };
+        shared.node.borrow_mut().touch(now, conn);
+        match protoo::decode(text.as_str()) {
+            Incoming::Request(id, req) => shared.with_node(|n| n.request(now, conn, id, req)),
+            Incoming::Invalid(id, err) => shared.with_node(|n| n.reject(conn, id, err)),
+            Incoming::Ignored => {}
+            Incoming::Garbage(why) => {
+                log::debug!("connection {conn:?}: unanswerable frame: {why}");
+                violations += 1;
+                if violations > MAX_VIOLATIONS {
+                    return Some((1008, "too many malformed messages"));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Frames out, plus a ping now and then. Returns the close to send.
+async fn write_loop(
+    sender: &mut WebSocketSender<TcpStream>,
+    rx: smol::channel::Receiver<Outbound>,
+) -> Close {
+    loop {
+        let next = async { rx.recv().await.ok() }.or(async {
+            Timer::after(Duration::from_millis(PING_INTERVAL_MS)).await;
+            Some(Outbound::Ping)
+        });
+        let msg = match next.await {
+            // The node dropped our queue (too slow): just close.
+            None => return Some((1008, "not reading")),
+            Some(Outbound::Close(code, reason)) => return Some((code, reason)),
+            Some(Outbound::Text(t)) => Message::text(&*t),
+            Some(Outbound::Ping) => Message::Ping(Default::default()),
+        };
+        if sender.send(msg).await.is_err() {
+            return None;
+        }
+    }
+}
+
+async fn close(sender: &mut WebSocketSender<TcpStream>, (code, reason): (u16, &'static str)) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = sender
+        .close(Some(frame))
+        .or(async {
+            Timer::after(Duration::from_secs(2)).await;
+            Ok(())
+        })
+        .await;
+}

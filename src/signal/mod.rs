@@ -1,0 +1,153 @@
+//! The signaling role: WebSocket server, room tables, SFU clients — one
+//! thread, one `smol::LocalExecutor`.
+//!
+//! The room logic lives in [`node::Node`], a state machine without I/O;
+//! this module is the shell that moves bytes between it, the client
+//! connections ([`conn`]) and the SFU control sockets ([`sfu_link`]).
+
+mod conn;
+pub mod error;
+pub mod http;
+pub mod node;
+pub mod protoo;
+mod sfu_link;
+
+use crate::ids::NodeId;
+use crate::ipc::ToSfu;
+use node::{ConnId, Effect, Node};
+use smol::channel::Sender;
+use smol::net::TcpListener;
+use smol::LocalExecutor;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// What a signaling node needs to run.
+#[derive(Debug, Clone)]
+pub struct SignalConfig {
+    pub listen: SocketAddr,
+    pub bizid: NodeId,
+    /// Control sockets of the SFUs, one slot each.
+    pub sfu_sockets: Vec<PathBuf>,
+    pub liveness_timeout: Duration,
+}
+
+/// Something to write to one client connection.
+#[derive(Debug)]
+enum Outbound {
+    Text(Rc<str>),
+    Close(u16, &'static str),
+    Ping,
+}
+
+/// State shared by every task of the node (one thread: `RefCell` is enough).
+struct Shared {
+    node: RefCell<Node>,
+    conns: RefCell<HashMap<ConnId, Sender<Outbound>>>,
+    sfus: RefCell<Vec<Option<Sender<ToSfu>>>>,
+    next_conn: Cell<u64>,
+}
+
+impl Shared {
+    /// Runs `f` on the node, then carries out every effect it produced.
+    fn with_node<R>(&self, f: impl FnOnce(&mut Node) -> R) -> R {
+        let r = f(&mut self.node.borrow_mut());
+        self.flush();
+        r
+    }
+
+    fn flush(&self) {
+        loop {
+            let effect = self.node.borrow_mut().poll_effect();
+            let Some(effect) = effect else { break };
+            match effect {
+                Effect::Send { conn, text } => self.to_conn(conn, Outbound::Text(text)),
+                Effect::Close { conn, code, reason } => {
+                    self.to_conn(conn, Outbound::Close(code, reason));
+                    // Nothing more goes to it: its task ends after the close.
+                    self.conns.borrow_mut().remove(&conn);
+                }
+                Effect::Sfu { sfu, msg } => {
+                    let sent = match self.sfus.borrow().get(sfu) {
+                        Some(Some(tx)) => tx.try_send(msg).is_ok(),
+                        _ => false,
+                    };
+                    if !sent {
+                        log::debug!("SFU slot {sfu} is down or stuck; control message dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    fn to_conn(&self, conn: ConnId, out: Outbound) {
+        let full = match self.conns.borrow().get(&conn) {
+            Some(tx) => tx.try_send(out).is_err(),
+            None => false,
+        };
+        if full {
+            // A client that stops reading must not grow our memory: drop
+            // its queue, which ends its task (and so its membership).
+            log::info!("connection {conn:?}: not reading, disconnecting");
+            self.conns.borrow_mut().remove(&conn);
+        }
+    }
+
+    fn new_conn_id(&self) -> ConnId {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        ConnId(id)
+    }
+}
+
+/// Runs a signaling node until the process is stopped.
+pub fn run(cfg: SignalConfig) -> std::io::Result<()> {
+    let ex = LocalExecutor::new();
+    smol::block_on(ex.run(serve(&ex, cfg)))
+}
+
+async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()> {
+    let listener = TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let shared = Rc::new(Shared {
+        node: RefCell::new(Node::new(
+            cfg.bizid.clone(),
+            cfg.liveness_timeout,
+            cfg.sfu_sockets.len(),
+        )),
+        conns: RefCell::new(HashMap::new()),
+        sfus: RefCell::new(vec![None; cfg.sfu_sockets.len()]),
+        next_conn: Cell::new(1),
+    });
+    for (slot, path) in cfg.sfu_sockets.iter().enumerate() {
+        ex.spawn(sfu_link::run(shared.clone(), slot, path.clone()))
+            .detach();
+    }
+    ex.spawn(ticker(shared.clone())).detach();
+    log::info!("signaling node {} listening on http://{addr}/", cfg.bizid);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors and the like: back off, keep serving.
+                log::warn!("accept failed: {e}");
+                smol::Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        ex.spawn(conn::handle(shared.clone(), stream, peer))
+            .detach();
+    }
+}
+
+/// Drives the node's clock: liveness and SFU call timeouts.
+async fn ticker(shared: Rc<Shared>) {
+    loop {
+        smol::Timer::after(Duration::from_millis(500)).await;
+        shared.with_node(|n| n.tick(Instant::now()));
+    }
+}

@@ -1,0 +1,840 @@
+//! The signaling node's state: peers, rooms, streams and subscriptions in
+//! fixed-capacity tables, as an I/O-free state machine.
+//!
+//! Inputs are method calls that take `now`; outputs are [`Effect`]s drained
+//! with [`Node::poll_effect`]: text for a connection, a close, or a control
+//! message for an SFU. It knows nothing of sockets or WebRTC: an SFU is a
+//! slot that answers calls with SDP.
+
+use super::error::RequestError;
+use super::protoo::{self, Minfo, Request, RequestId};
+use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
+use crate::ipc::{CallId, FromSfu, SfuError, ToSfu};
+use crate::limits::*;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// One WebSocket connection, numbered by the shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+/// An SFU's place in the node's SFU table (fixed by configuration order).
+pub type SfuSlot = usize;
+
+/// Something the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a text frame to a connection.
+    Send { conn: ConnId, text: Rc<str> },
+    /// Close a connection (its peer has already left every room).
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: &'static str,
+    },
+    /// Send a control message to an SFU.
+    Sfu { sfu: SfuSlot, msg: ToSfu },
+}
+
+/// WebSocket close code for a connection replaced by a newer one with the
+/// same uid. protoo-client does not reconnect after 4000, which is what we
+/// want: the newer connection is the one that counts.
+pub const CLOSE_REPLACED: u16 = 4000;
+/// WebSocket close code for a peer that stayed silent too long.
+pub const CLOSE_TIMEOUT: u16 = 4408;
+
+struct Peer {
+    uid: PeerId,
+    conn: ConnId,
+    rooms: heapless::Vec<RoomId, MAX_ROOMS_PER_PEER>,
+    last_seen: Instant,
+}
+
+struct Room {
+    rid: RoomId,
+    members: heapless::Vec<PeerId, MAX_PEERS_PER_ROOM>,
+}
+
+struct Stream {
+    mid: Mid,
+    rid: RoomId,
+    uid: PeerId,
+    minfo: Minfo,
+    sfu: SfuSlot,
+}
+
+struct Subscription {
+    sid: Sid,
+    mid: Mid,
+    rid: RoomId,
+    uid: PeerId,
+    sfu: SfuSlot,
+}
+
+struct SfuState {
+    /// `Some` while the SFU is connected and has said hello.
+    id: Option<NodeId>,
+}
+
+enum PendingKind {
+    Publish { mid: Mid, minfo: Minfo },
+    Subscribe { mid: Mid, sid: Sid },
+}
+
+struct PendingCall {
+    call: CallId,
+    sfu: SfuSlot,
+    deadline: Instant,
+    conn: ConnId,
+    uid: PeerId,
+    rid: RoomId,
+    req: RequestId,
+    kind: PendingKind,
+}
+
+/// The room tables of one signaling node.
+pub struct Node {
+    bizid: NodeId,
+    liveness_timeout: Duration,
+    call_timeout: Duration,
+    peers: heapless::Vec<Peer, MAX_CONNECTIONS>,
+    rooms: heapless::Vec<Room, MAX_ROOMS>,
+    streams: heapless::Vec<Stream, MAX_STREAMS>,
+    subs: heapless::Vec<Subscription, MAX_SUBS>,
+    sfus: heapless::Vec<SfuState, MAX_SFUS>,
+    pending: heapless::Vec<PendingCall, MAX_PENDING_SFU_CALLS>,
+    next_call: CallId,
+    effects: VecDeque<Effect>,
+}
+
+/// How a request handler finished.
+enum Outcome {
+    /// Answered `ok` with empty data.
+    Ok,
+    /// Answered with this complete response.
+    Answer(String),
+    /// A call to an SFU is under way; it answers later.
+    Deferred,
+}
+
+type Reply = Result<Outcome, RequestError>;
+
+impl Node {
+    /// A node with `sfu_slots` SFU slots (all down until `sfu_up`).
+    pub fn new(bizid: NodeId, liveness_timeout: Duration, sfu_slots: usize) -> Node {
+        let mut sfus = heapless::Vec::new();
+        for _ in 0..sfu_slots.min(MAX_SFUS) {
+            let _ = sfus.push(SfuState { id: None });
+        }
+        Node {
+            bizid,
+            liveness_timeout,
+            call_timeout: Duration::from_millis(SFU_CALL_TIMEOUT_MS),
+            peers: heapless::Vec::new(),
+            rooms: heapless::Vec::new(),
+            streams: heapless::Vec::new(),
+            subs: heapless::Vec::new(),
+            sfus,
+            pending: heapless::Vec::new(),
+            next_call: 1,
+            effects: VecDeque::new(),
+        }
+    }
+
+    /// The next thing the shell must do.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// Counts for logs and tests: (peers, rooms, streams, subscriptions).
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        (
+            self.peers.len(),
+            self.rooms.len(),
+            self.streams.len(),
+            self.subs.len(),
+        )
+    }
+
+    // ----- connections -----
+
+    /// A new WebSocket for `uid`. An older connection with the same uid is
+    /// replaced: it leaves every room and is closed.
+    pub fn connect(&mut self, now: Instant, conn: ConnId, uid: PeerId) -> Result<(), RequestError> {
+        if let Some(old) = self.peers.iter().find(|p| p.uid == uid).map(|p| p.conn) {
+            log::info!("{uid}: new connection replaces the old one");
+            self.drop_peer(old);
+            self.effects.push_back(Effect::Close {
+                conn: old,
+                code: CLOSE_REPLACED,
+                reason: "replaced by a new connection",
+            });
+        }
+        let peer = Peer {
+            uid,
+            conn,
+            rooms: heapless::Vec::new(),
+            last_seen: now,
+        };
+        self.peers
+            .push(peer)
+            .map_err(|_| RequestError::Full("connections"))
+    }
+
+    /// The WebSocket closed: the same as leaving every room, at once.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        self.drop_peer(conn);
+    }
+
+    /// Any traffic from the connection (a frame, a pong) proves it alive.
+    pub fn touch(&mut self, now: Instant, conn: ConnId) {
+        if let Some(p) = self.peers.iter_mut().find(|p| p.conn == conn) {
+            p.last_seen = now;
+        }
+    }
+
+    fn drop_peer(&mut self, conn: ConnId) {
+        let Some(idx) = self.peers.iter().position(|p| p.conn == conn) else {
+            return;
+        };
+        let rooms = self.peers[idx].rooms.clone();
+        let uid = self.peers[idx].uid.clone();
+        for rid in &rooms {
+            self.leave_room(&uid, rid);
+        }
+        self.peers.swap_remove(idx);
+        log::debug!("{uid}: disconnected");
+    }
+
+    // ----- time -----
+
+    /// Expires silent peers and SFU calls that were not answered in time.
+    pub fn tick(&mut self, now: Instant) {
+        let timeout = self.liveness_timeout;
+        let silent: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|p| now.saturating_duration_since(p.last_seen) >= timeout)
+            .map(|p| p.conn)
+            .collect();
+        for conn in silent {
+            log::info!("connection {conn:?}: liveness timeout");
+            self.drop_peer(conn);
+            self.effects.push_back(Effect::Close {
+                conn,
+                code: CLOSE_TIMEOUT,
+                reason: "liveness timeout",
+            });
+        }
+        while let Some(i) = self.pending.iter().position(|p| p.deadline <= now) {
+            let p = self.pending.swap_remove(i);
+            log::warn!("SFU slot {} did not answer call {} in time", p.sfu, p.call);
+            // The SFU may still set the session up: make sure it does not linger.
+            let msg = match &p.kind {
+                PendingKind::Publish { mid, .. } => ToSfu::Unpublish { mid: mid.clone() },
+                PendingKind::Subscribe { sid, .. } => ToSfu::Unsubscribe { sid: sid.clone() },
+            };
+            self.effects.push_back(Effect::Sfu { sfu: p.sfu, msg });
+            self.reply(p.conn, p.req, Err(RequestError::SfuTimeout));
+        }
+    }
+
+    // ----- requests -----
+
+    /// Answers a request that could not be decoded.
+    pub fn reject(&mut self, conn: ConnId, id: RequestId, err: RequestError) {
+        self.reply(conn, id, Err(err));
+    }
+
+    /// Handles one decoded request of connection `conn`.
+    pub fn request(&mut self, now: Instant, conn: ConnId, id: RequestId, req: Request) {
+        let Some(peer) = self.peers.iter_mut().find(|p| p.conn == conn) else {
+            return;
+        };
+        peer.last_seen = now;
+        let uid = peer.uid.clone();
+        let joined = peer.rooms.contains(req.rid());
+        let result = match req {
+            Request::Join { rid } => self.join(id, &uid, rid),
+            _ if !joined => Err(RequestError::NotInRoom),
+            Request::Leave { rid } => {
+                self.leave_room(&uid, &rid);
+                Ok(Outcome::Ok)
+            }
+            Request::Keepalive { .. } => Ok(Outcome::Ok),
+            Request::Publish { rid, offer, minfo } => {
+                self.publish(now, conn, id, uid, rid, offer, minfo)
+            }
+            Request::Unpublish { rid, mid } => self.unpublish(&uid, &rid, &mid),
+            Request::Subscribe { rid, mid, offer } => {
+                self.subscribe(now, conn, id, uid, rid, mid, offer)
+            }
+            Request::Unsubscribe { rid, mid, sid } => self.unsubscribe(&uid, &rid, &mid, &sid),
+            Request::Broadcast { rid, data } => {
+                let note = protoo::notification(
+                    "broadcast",
+                    &protoo::BroadcastNote {
+                        rid: &rid,
+                        uid: &uid,
+                        data: &data,
+                    },
+                );
+                self.notify_room(&rid, Some(&uid), note);
+                Ok(Outcome::Ok)
+            }
+        };
+        match result {
+            Ok(Outcome::Deferred) => {}
+            Ok(Outcome::Answer(text)) => self.send(conn, text),
+            Ok(Outcome::Ok) => self.send(conn, protoo::ok_response(id, &protoo::Empty {})),
+            Err(e) => self.reply(conn, id, Err(e)),
+        }
+    }
+
+    fn join(&mut self, id: RequestId, uid: &PeerId, rid: RoomId) -> Reply {
+        let pidx = self.peer_idx(uid).ok_or(RequestError::NotInRoom)?;
+        if self.peers[pidx].rooms.contains(&rid) {
+            return Err(RequestError::AlreadyJoined);
+        }
+        if self.peers[pidx].rooms.is_full() {
+            return Err(RequestError::Full("rooms per peer"));
+        }
+        let ridx = match self.rooms.iter().position(|r| r.rid == rid) {
+            Some(i) => {
+                if self.rooms[i].members.is_full() {
+                    return Err(RequestError::Full("peers per room"));
+                }
+                i
+            }
+            None => {
+                let room = Room {
+                    rid: rid.clone(),
+                    members: heapless::Vec::new(),
+                };
+                self.rooms
+                    .push(room)
+                    .map_err(|_| RequestError::Full("rooms"))?;
+                self.rooms.len() - 1
+            }
+        };
+        // Both have room: checked above.
+        let _ = self.rooms[ridx].members.push(uid.clone());
+        let _ = self.peers[pidx].rooms.push(rid.clone());
+
+        let answer = protoo::JoinAnswer {
+            pubs: self
+                .streams
+                .iter()
+                .filter(|s| s.rid == rid)
+                .map(|s| self.pub_info(s))
+                .collect(),
+            users: self.rooms[ridx]
+                .members
+                .iter()
+                .filter(|m| *m != uid)
+                .map(|m| protoo::UserInfo {
+                    bizid: self.bizid.clone(),
+                    rid: rid.clone(),
+                    uid: m.clone(),
+                })
+                .collect(),
+        };
+        let note = protoo::notification(
+            "peer-join",
+            &protoo::PeerJoin {
+                rid: &rid,
+                uid,
+                bizid: &self.bizid,
+            },
+        );
+        self.notify_room(&rid, Some(uid), note);
+        log::info!("{uid} joined room {rid}");
+        Ok(Outcome::Answer(protoo::ok_response(id, &answer)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: RequestId,
+        uid: PeerId,
+        rid: RoomId,
+        offer: String,
+        minfo: Minfo,
+    ) -> Reply {
+        let in_room = self.streams.iter().filter(|s| s.rid == rid).count()
+            + self.pending_publishes(|p| p.rid == rid);
+        if in_room >= MAX_STREAMS_PER_ROOM {
+            return Err(RequestError::Full("streams per room"));
+        }
+        if self.streams.len() + self.pending_publishes(|_| true) >= MAX_STREAMS {
+            return Err(RequestError::Full("streams"));
+        }
+        let sfu = self.least_loaded_sfu().ok_or(RequestError::NoSfu)?;
+        let mid = loop {
+            let mid = Mid::random(&uid);
+            if !self.mid_in_use(&mid) {
+                break mid;
+            }
+        };
+        let call = self.start_call(
+            now,
+            sfu,
+            conn,
+            uid,
+            rid,
+            id,
+            PendingKind::Publish {
+                mid: mid.clone(),
+                minfo,
+            },
+        )?;
+        self.effects.push_back(Effect::Sfu {
+            sfu,
+            msg: ToSfu::Publish { call, mid, offer },
+        });
+        Ok(Outcome::Deferred)
+    }
+
+    fn unpublish(&mut self, uid: &PeerId, rid: &RoomId, mid: &Mid) -> Reply {
+        let s = self
+            .streams
+            .iter()
+            .find(|s| &s.mid == mid && &s.rid == rid)
+            .ok_or(RequestError::NoSuchStream)?;
+        if &s.uid != uid {
+            return Err(RequestError::NotOwner);
+        }
+        self.remove_stream(mid, true, false);
+        Ok(Outcome::Ok)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: RequestId,
+        uid: PeerId,
+        rid: RoomId,
+        mid: Mid,
+        offer: String,
+    ) -> Reply {
+        let stream = self
+            .streams
+            .iter()
+            .find(|s| s.mid == mid && s.rid == rid)
+            .ok_or(RequestError::NoSuchStream)?;
+        let sfu = stream.sfu;
+        let pending_here = self
+            .pending
+            .iter()
+            .filter(|p| matches!(&p.kind, PendingKind::Subscribe { mid: m, .. } if *m == mid))
+            .count();
+        if self.subs.iter().filter(|s| s.mid == mid).count() + pending_here >= MAX_SUBS_PER_STREAM {
+            return Err(RequestError::Full("subscriptions per stream"));
+        }
+        let pending_all = self
+            .pending
+            .iter()
+            .filter(|p| matches!(p.kind, PendingKind::Subscribe { .. }))
+            .count();
+        if self.subs.len() + pending_all >= MAX_SUBS {
+            return Err(RequestError::Full("subscriptions"));
+        }
+        let sid = loop {
+            let sid = Sid::random(&uid);
+            if !self.sid_in_use(&sid) {
+                break sid;
+            }
+        };
+        let call = self.start_call(
+            now,
+            sfu,
+            conn,
+            uid,
+            rid,
+            id,
+            PendingKind::Subscribe {
+                mid: mid.clone(),
+                sid: sid.clone(),
+            },
+        )?;
+        self.effects.push_back(Effect::Sfu {
+            sfu,
+            msg: ToSfu::Subscribe {
+                call,
+                sid,
+                mid,
+                offer,
+            },
+        });
+        Ok(Outcome::Deferred)
+    }
+
+    fn unsubscribe(&mut self, uid: &PeerId, rid: &RoomId, mid: &Mid, sid: &Sid) -> Reply {
+        let i = self
+            .subs
+            .iter()
+            .position(|s| &s.sid == sid && &s.mid == mid && &s.rid == rid)
+            .ok_or(RequestError::NoSuchSubscription)?;
+        if &self.subs[i].uid != uid {
+            return Err(RequestError::NotOwner);
+        }
+        let sub = self.subs.swap_remove(i);
+        self.effects.push_back(Effect::Sfu {
+            sfu: sub.sfu,
+            msg: ToSfu::Unsubscribe { sid: sub.sid },
+        });
+        Ok(Outcome::Ok)
+    }
+
+    /// Leaves one room: the peer's streams there are unpublished (others
+    /// get stream-remove), its subscriptions there closed, then peer-leave.
+    fn leave_room(&mut self, uid: &PeerId, rid: &RoomId) {
+        let mids: Vec<Mid> = self
+            .streams
+            .iter()
+            .filter(|s| &s.uid == uid && &s.rid == rid)
+            .map(|s| s.mid.clone())
+            .collect();
+        for mid in &mids {
+            self.remove_stream(mid, true, false);
+        }
+        while let Some(i) = self
+            .subs
+            .iter()
+            .position(|s| &s.uid == uid && &s.rid == rid)
+        {
+            let sub = self.subs.swap_remove(i);
+            self.effects.push_back(Effect::Sfu {
+                sfu: sub.sfu,
+                msg: ToSfu::Unsubscribe { sid: sub.sid },
+            });
+        }
+        if let Some(ridx) = self.rooms.iter().position(|r| &r.rid == rid) {
+            self.rooms[ridx].members.retain(|m| m != uid);
+            if self.rooms[ridx].members.is_empty() {
+                self.rooms.swap_remove(ridx);
+                log::debug!("room {rid} is empty and freed");
+            }
+        }
+        if let Some(pidx) = self.peer_idx(uid) {
+            self.peers[pidx].rooms.retain(|r| r != rid);
+        }
+        let note = protoo::notification("peer-leave", &protoo::PeerLeave { rid, uid });
+        self.notify_room(rid, Some(uid), note);
+        log::info!("{uid} left room {rid}");
+    }
+
+    /// Removes a stream and every subscription to it; tells the room.
+    /// `tell_sfu` is false when the SFU itself reported the stream gone.
+    /// `tell_owner` is true when the owner did not ask for it.
+    fn remove_stream(&mut self, mid: &Mid, tell_sfu: bool, tell_owner: bool) {
+        let Some(i) = self.streams.iter().position(|s| &s.mid == mid) else {
+            return;
+        };
+        let s = self.streams.swap_remove(i);
+        // The SFU closes the stream's subscriptions itself.
+        self.subs.retain(|sub| &sub.mid != mid);
+        if tell_sfu {
+            self.effects.push_back(Effect::Sfu {
+                sfu: s.sfu,
+                msg: ToSfu::Unpublish { mid: s.mid.clone() },
+            });
+        }
+        let note = protoo::notification(
+            "stream-remove",
+            &protoo::StreamRemove {
+                rid: &s.rid,
+                uid: &s.uid,
+                mid: &s.mid,
+            },
+        );
+        let except = if tell_owner { None } else { Some(&s.uid) };
+        self.notify_room(&s.rid, except, note);
+        log::info!("{}: stream {} removed", s.uid, s.mid);
+    }
+
+    // ----- SFUs -----
+
+    /// An SFU connected and said hello.
+    pub fn sfu_up(&mut self, sfu: SfuSlot, sfuid: NodeId) {
+        if let Some(s) = self.sfus.get_mut(sfu) {
+            log::info!("SFU {sfuid} is up (slot {sfu})");
+            s.id = Some(sfuid);
+        }
+    }
+
+    /// An SFU's control connection is gone: its streams and subscriptions
+    /// are removed as on unpublish, its pending calls fail with 503.
+    pub fn sfu_down(&mut self, sfu: SfuSlot) {
+        let Some(state) = self.sfus.get_mut(sfu) else {
+            return;
+        };
+        if let Some(id) = state.id.take() {
+            log::warn!("SFU {id} is down (slot {sfu})");
+        }
+        let mids: Vec<Mid> = self
+            .streams
+            .iter()
+            .filter(|s| s.sfu == sfu)
+            .map(|s| s.mid.clone())
+            .collect();
+        for mid in &mids {
+            self.remove_stream(mid, false, true);
+        }
+        self.subs.retain(|s| s.sfu != sfu);
+        while let Some(i) = self.pending.iter().position(|p| p.sfu == sfu) {
+            let p = self.pending.swap_remove(i);
+            self.reply(p.conn, p.req, Err(RequestError::NoSfu));
+        }
+    }
+
+    /// A message from an SFU.
+    pub fn from_sfu(&mut self, sfu: SfuSlot, msg: FromSfu) {
+        match msg {
+            FromSfu::Hello { sfuid, .. } => self.sfu_up(sfu, sfuid),
+            FromSfu::Answer { call, sdp } => self.call_done(sfu, call, Ok(sdp)),
+            FromSfu::Failed { call, error } => self.call_done(sfu, call, Err(error)),
+            FromSfu::StreamClosed { mid } => {
+                if self.streams.iter().any(|s| s.mid == mid && s.sfu == sfu) {
+                    self.remove_stream(&mid, false, true);
+                }
+            }
+            FromSfu::SubscriptionClosed { sid } => {
+                self.subs.retain(|s| !(s.sid == sid && s.sfu == sfu));
+            }
+        }
+    }
+
+    fn call_done(&mut self, sfu: SfuSlot, call: CallId, result: Result<String, SfuError>) {
+        let Some(i) = self
+            .pending
+            .iter()
+            .position(|p| p.call == call && p.sfu == sfu)
+        else {
+            log::debug!("SFU slot {sfu}: answer to unknown call {call}");
+            return;
+        };
+        let p = self.pending.swap_remove(i);
+        let sdp = match result {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                let err = match e {
+                    SfuError::BadOffer(why) => RequestError::Malformed(why),
+                    SfuError::NoSuchStream => RequestError::NoSuchStream,
+                    SfuError::Full => RequestError::Full("SFU sessions"),
+                    other => RequestError::Sfu(other.to_string()),
+                };
+                self.reply(p.conn, p.req, Err(err));
+                return;
+            }
+        };
+        // The peer may have left (or the stream gone) while the SFU worked.
+        let still_here = self
+            .peers
+            .iter()
+            .any(|peer| peer.conn == p.conn && peer.rooms.contains(&p.rid));
+        match p.kind {
+            PendingKind::Publish { mid, minfo } => {
+                let sfuid = self.sfus[sfu].id.clone();
+                let (true, Some(sfuid)) = (still_here, sfuid) else {
+                    self.effects.push_back(Effect::Sfu {
+                        sfu,
+                        msg: ToSfu::Unpublish { mid },
+                    });
+                    self.reply(p.conn, p.req, Err(RequestError::NotInRoom));
+                    return;
+                };
+                let stream = Stream {
+                    mid,
+                    rid: p.rid,
+                    uid: p.uid,
+                    minfo,
+                    sfu,
+                };
+                let answer = protoo::ok_response(
+                    p.req,
+                    &protoo::PublishAnswer {
+                        jsep: protoo::AnswerJsep {
+                            kind: "answer",
+                            sdp: &sdp,
+                        },
+                        mid: &stream.mid,
+                        sfuid: &sfuid,
+                    },
+                );
+                self.send(p.conn, answer);
+                let note = protoo::notification(
+                    "stream-add",
+                    &protoo::StreamAdd {
+                        rid: &stream.rid,
+                        uid: &stream.uid,
+                        mid: &stream.mid,
+                        sfuid: &sfuid,
+                        minfo: &stream.minfo,
+                    },
+                );
+                self.notify_room(&stream.rid, Some(&stream.uid), note);
+                log::info!("{}: published {} on {sfuid}", stream.uid, stream.mid);
+                // Capacity was reserved by the pending call.
+                let _ = self.streams.push(stream);
+            }
+            PendingKind::Subscribe { mid, sid } => {
+                let stream_alive = self.streams.iter().any(|s| s.mid == mid);
+                if !(still_here && stream_alive) {
+                    self.effects.push_back(Effect::Sfu {
+                        sfu,
+                        msg: ToSfu::Unsubscribe { sid },
+                    });
+                    let err = if still_here {
+                        RequestError::NoSuchStream
+                    } else {
+                        RequestError::NotInRoom
+                    };
+                    self.reply(p.conn, p.req, Err(err));
+                    return;
+                }
+                let answer = protoo::ok_response(
+                    p.req,
+                    &protoo::SubscribeAnswer {
+                        jsep: protoo::AnswerJsep {
+                            kind: "answer",
+                            sdp: &sdp,
+                        },
+                        sid: &sid,
+                    },
+                );
+                self.send(p.conn, answer);
+                log::info!("{}: subscribed to {mid} as {sid}", p.uid);
+                let _ = self.subs.push(Subscription {
+                    sid,
+                    mid,
+                    rid: p.rid,
+                    uid: p.uid,
+                    sfu,
+                });
+            }
+        }
+    }
+
+    // ----- helpers -----
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_call(
+        &mut self,
+        now: Instant,
+        sfu: SfuSlot,
+        conn: ConnId,
+        uid: PeerId,
+        rid: RoomId,
+        req: RequestId,
+        kind: PendingKind,
+    ) -> Result<CallId, RequestError> {
+        let call = self.next_call;
+        let pending = PendingCall {
+            call,
+            sfu,
+            deadline: now + self.call_timeout,
+            conn,
+            uid,
+            rid,
+            req,
+            kind,
+        };
+        self.pending
+            .push(pending)
+            .map_err(|_| RequestError::Full("pending SFU calls"))?;
+        self.next_call += 1;
+        Ok(call)
+    }
+
+    fn pending_publishes(&self, f: impl Fn(&PendingCall) -> bool) -> usize {
+        self.pending
+            .iter()
+            .filter(|p| matches!(p.kind, PendingKind::Publish { .. }) && f(p))
+            .count()
+    }
+
+    fn mid_in_use(&self, mid: &Mid) -> bool {
+        self.streams.iter().any(|s| &s.mid == mid)
+            || self
+                .pending
+                .iter()
+                .any(|p| matches!(&p.kind, PendingKind::Publish { mid: m, .. } if m == mid))
+    }
+
+    fn sid_in_use(&self, sid: &Sid) -> bool {
+        self.subs.iter().any(|s| &s.sid == sid)
+            || self
+                .pending
+                .iter()
+                .any(|p| matches!(&p.kind, PendingKind::Subscribe { sid: s, .. } if s == sid))
+    }
+
+    /// The live SFU with the fewest sessions (streams + subscriptions +
+    /// calls under way); ties go to the lowest slot.
+    fn least_loaded_sfu(&self) -> Option<SfuSlot> {
+        (0..self.sfus.len())
+            .filter(|&i| self.sfus[i].id.is_some())
+            .min_by_key(|&i| {
+                self.streams.iter().filter(|s| s.sfu == i).count()
+                    + self.subs.iter().filter(|s| s.sfu == i).count()
+                    + self.pending.iter().filter(|p| p.sfu == i).count()
+            })
+    }
+
+    fn pub_info(&self, s: &Stream) -> protoo::PubInfo {
+        protoo::PubInfo {
+            mid: s.mid.clone(),
+            minfo: s.minfo,
+            rid: s.rid.clone(),
+            sfuid: self.sfus[s.sfu]
+                .id
+                .clone()
+                .unwrap_or_else(|| self.bizid.clone()),
+            uid: s.uid.clone(),
+        }
+    }
+
+    fn peer_idx(&self, uid: &PeerId) -> Option<usize> {
+        self.peers.iter().position(|p| &p.uid == uid)
+    }
+
+    fn send(&mut self, conn: ConnId, text: String) {
+        self.effects.push_back(Effect::Send {
+            conn,
+            text: text.into(),
+        });
+    }
+
+    fn reply(&mut self, conn: ConnId, id: RequestId, result: Result<String, RequestError>) {
+        let text = match result {
+            Ok(t) => t,
+            Err(e) => {
+                log::debug!("connection {conn:?}: request {id} failed: {e}");
+                protoo::error_response(id, &e)
+            }
+        };
+        self.send(conn, text);
+    }
+
+    /// Sends one notification to every member of `rid` but `except`.
+    fn notify_room(&mut self, rid: &RoomId, except: Option<&PeerId>, text: String) {
+        let Some(room) = self.rooms.iter().find(|r| &r.rid == rid) else {
+            return;
+        };
+        let text: Rc<str> = text.into();
+        for m in room.members.iter().filter(|m| Some(*m) != except) {
+            if let Some(p) = self.peers.iter().find(|p| &p.uid == m) {
+                self.effects.push_back(Effect::Send {
+                    conn: p.conn,
+                    text: text.clone(),
+                });
+            }
+        }
+    }
+}

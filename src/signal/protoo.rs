@@ -1,0 +1,496 @@
+//! The protoo-style JSON codec of the seed protocol: requests in, responses
+//! and notifications out. No I/O; the shapes here are the wire contract.
+
+use super::error::RequestError;
+use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A request id as protoo sends it (a JSON integer).
+pub type RequestId = u64;
+
+/// What a client may publish, passed through to others unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Minfo {
+    pub audio: bool,
+    pub video: bool,
+    pub audiotype: i64,
+    pub videotype: i64,
+}
+
+/// A decoded request of the seed protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Join {
+        rid: RoomId,
+    },
+    Leave {
+        rid: RoomId,
+    },
+    Keepalive {
+        rid: RoomId,
+    },
+    Publish {
+        rid: RoomId,
+        offer: String,
+        minfo: Minfo,
+    },
+    Unpublish {
+        rid: RoomId,
+        mid: Mid,
+    },
+    Subscribe {
+        rid: RoomId,
+        mid: Mid,
+        offer: String,
+    },
+    Unsubscribe {
+        rid: RoomId,
+        mid: Mid,
+        sid: Sid,
+    },
+    Broadcast {
+        rid: RoomId,
+        data: Value,
+    },
+}
+
+impl Request {
+    pub fn rid(&self) -> &RoomId {
+        match self {
+            Request::Join { rid }
+            | Request::Leave { rid }
+            | Request::Keepalive { rid }
+            | Request::Publish { rid, .. }
+            | Request::Unpublish { rid, .. }
+            | Request::Subscribe { rid, .. }
+            | Request::Unsubscribe { rid, .. }
+            | Request::Broadcast { rid, .. } => rid,
+        }
+    }
+}
+
+/// The outcome of decoding one text frame.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A well-formed request.
+    Request(RequestId, Request),
+    /// A request whose id could be read but whose body is wrong: answer it.
+    Invalid(RequestId, RequestError),
+    /// Something we do not answer: a protoo response or notification from
+    /// the client (we send no requests, so there is nothing to match).
+    Ignored,
+    /// Not a protoo message at all, or a request without a readable id:
+    /// no answer possible; counts as a protocol violation.
+    Garbage(&'static str),
+}
+
+#[derive(Deserialize)]
+struct Jsep {
+    #[serde(rename = "type")]
+    kind: String,
+    sdp: String,
+}
+
+impl Jsep {
+    fn into_offer(self) -> Result<String, RequestError> {
+        if self.kind != "offer" {
+            return Err(RequestError::Malformed(format!(
+                "jsep.type must be \"offer\", not {:?}",
+                self.kind
+            )));
+        }
+        if !self.sdp.starts_with("v=0") {
+            return Err(RequestError::Malformed("jsep.sdp is not an SDP".into()));
+        }
+        Ok(self.sdp)
+    }
+}
+
+// Typed request bodies. `sfuid` is accepted and ignored: the node knows
+// where each stream lives (SPEC §1).
+#[derive(Deserialize)]
+struct RoomBody {
+    rid: RoomId,
+}
+#[derive(Deserialize)]
+struct PublishBody {
+    rid: RoomId,
+    jsep: Jsep,
+    minfo: Minfo,
+}
+#[derive(Deserialize)]
+struct UnpublishBody {
+    rid: RoomId,
+    mid: Mid,
+    #[serde(rename = "sfuid")]
+    _sfuid: Option<Value>,
+}
+#[derive(Deserialize)]
+struct SubscribeBody {
+    rid: RoomId,
+    mid: Mid,
+    jsep: Jsep,
+    #[serde(rename = "sfuid")]
+    _sfuid: Option<Value>,
+}
+#[derive(Deserialize)]
+struct UnsubscribeBody {
+    rid: RoomId,
+    mid: Mid,
+    sid: Sid,
+    #[serde(rename = "sfuid")]
+    _sfuid: Option<Value>,
+}
+#[derive(Deserialize)]
+struct BroadcastBody {
+    rid: RoomId,
+    data: Value,
+}
+
+fn body<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, RequestError> {
+    serde_json::from_value(data).map_err(|e| RequestError::Malformed(e.to_string()))
+}
+
+fn decode_request(method: &str, data: Value) -> Result<Request, RequestError> {
+    Ok(match method {
+        "join" => Request::Join {
+            rid: body::<RoomBody>(data)?.rid,
+        },
+        "leave" => Request::Leave {
+            rid: body::<RoomBody>(data)?.rid,
+        },
+        "keepalive" => Request::Keepalive {
+            rid: body::<RoomBody>(data)?.rid,
+        },
+        "publish" => {
+            let b: PublishBody = body(data)?;
+            Request::Publish {
+                rid: b.rid,
+                offer: b.jsep.into_offer()?,
+                minfo: b.minfo,
+            }
+        }
+        "unpublish" => {
+            let b: UnpublishBody = body(data)?;
+            Request::Unpublish {
+                rid: b.rid,
+                mid: b.mid,
+            }
+        }
+        "subscribe" => {
+            let b: SubscribeBody = body(data)?;
+            Request::Subscribe {
+                rid: b.rid,
+                mid: b.mid,
+                offer: b.jsep.into_offer()?,
+            }
+        }
+        "unsubscribe" => {
+            let b: UnsubscribeBody = body(data)?;
+            Request::Unsubscribe {
+                rid: b.rid,
+                mid: b.mid,
+                sid: b.sid,
+            }
+        }
+        "broadcast" => {
+            let b: BroadcastBody = body(data)?;
+            Request::Broadcast {
+                rid: b.rid,
+                data: b.data,
+            }
+        }
+        other => {
+            // Echo a bounded, printable part of the name only.
+            let name: String = other.chars().take(32).collect();
+            return Err(RequestError::UnknownMethod(name));
+        }
+    })
+}
+
+/// Decodes one text frame from a client.
+pub fn decode(text: &str) -> Incoming {
+    let Ok(Value::Object(mut msg)) = serde_json::from_str::<Value>(text) else {
+        return Incoming::Garbage("not a JSON object");
+    };
+    if msg.get("response") == Some(&Value::Bool(true))
+        || msg.get("notification") == Some(&Value::Bool(true))
+    {
+        return Incoming::Ignored;
+    }
+    if msg.get("request") != Some(&Value::Bool(true)) {
+        return Incoming::Garbage("neither request, response nor notification");
+    }
+    let Some(id) = msg.get("id").and_then(Value::as_u64) else {
+        return Incoming::Garbage("request without a readable id");
+    };
+    let Some(Value::String(method)) = msg.remove("method") else {
+        return Incoming::Invalid(
+            id,
+            RequestError::Malformed("method must be a string".into()),
+        );
+    };
+    let data = match msg.remove("data") {
+        Some(d @ Value::Object(_)) => d,
+        _ => {
+            return Incoming::Invalid(id, RequestError::Malformed("data must be an object".into()))
+        }
+    };
+    match decode_request(&method, data) {
+        Ok(req) => Incoming::Request(id, req),
+        Err(e) => Incoming::Invalid(id, e),
+    }
+}
+
+// ----- outgoing -----
+
+#[derive(Serialize)]
+struct OkResponse<'a, T: Serialize> {
+    response: bool,
+    id: RequestId,
+    ok: bool,
+    data: &'a T,
+}
+
+#[derive(Serialize)]
+struct ErrResponse<'a> {
+    response: bool,
+    id: RequestId,
+    ok: bool,
+    #[serde(rename = "errorCode")]
+    error_code: u16,
+    #[serde(rename = "errorReason")]
+    error_reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct Notification<'a, T: Serialize> {
+    notification: bool,
+    method: &'a str,
+    data: &'a T,
+}
+
+/// An empty `data: {}`.
+#[derive(Serialize)]
+pub struct Empty {}
+
+pub fn ok_response<T: Serialize>(id: RequestId, data: &T) -> String {
+    encode(&OkResponse {
+        response: true,
+        id,
+        ok: true,
+        data,
+    })
+}
+
+pub fn error_response(id: RequestId, err: &RequestError) -> String {
+    encode(&ErrResponse {
+        response: true,
+        id,
+        ok: false,
+        error_code: err.code(),
+        error_reason: &err.to_string(),
+    })
+}
+
+pub fn notification<T: Serialize>(method: &str, data: &T) -> String {
+    encode(&Notification {
+        notification: true,
+        method,
+        data,
+    })
+}
+
+fn encode<T: Serialize>(v: &T) -> String {
+    // Our own types with string keys only: serialization cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+// Response and notification bodies, field for field as in the seed.
+
+#[derive(Serialize, Debug, Clone)]
+pub struct PubInfo {
+    pub mid: Mid,
+    pub minfo: Minfo,
+    pub rid: RoomId,
+    pub sfuid: NodeId,
+    pub uid: PeerId,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct UserInfo {
+    pub bizid: NodeId,
+    pub rid: RoomId,
+    pub uid: PeerId,
+}
+
+#[derive(Serialize)]
+pub struct JoinAnswer {
+    pub pubs: Vec<PubInfo>,
+    pub users: Vec<UserInfo>,
+}
+
+#[derive(Serialize)]
+pub struct AnswerJsep<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub sdp: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct PublishAnswer<'a> {
+    pub jsep: AnswerJsep<'a>,
+    pub mid: &'a Mid,
+    pub sfuid: &'a NodeId,
+}
+
+#[derive(Serialize)]
+pub struct SubscribeAnswer<'a> {
+    pub jsep: AnswerJsep<'a>,
+    pub sid: &'a Sid,
+}
+
+#[derive(Serialize)]
+pub struct PeerJoin<'a> {
+    pub rid: &'a RoomId,
+    pub uid: &'a PeerId,
+    pub bizid: &'a NodeId,
+}
+
+#[derive(Serialize)]
+pub struct PeerLeave<'a> {
+    pub rid: &'a RoomId,
+    pub uid: &'a PeerId,
+}
+
+#[derive(Serialize)]
+pub struct StreamAdd<'a> {
+    pub rid: &'a RoomId,
+    pub uid: &'a PeerId,
+    pub mid: &'a Mid,
+    pub sfuid: &'a NodeId,
+    pub minfo: &'a Minfo,
+}
+
+#[derive(Serialize)]
+pub struct StreamRemove<'a> {
+    pub rid: &'a RoomId,
+    pub uid: &'a PeerId,
+    pub mid: &'a Mid,
+}
+
+#[derive(Serialize)]
+pub struct BroadcastNote<'a> {
+    pub rid: &'a RoomId,
+    pub uid: &'a PeerId,
+    pub data: &'a Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid_code(text: &str) -> (RequestId, u16) {
+        match decode(text) {
+            Incoming::Invalid(id, e) => (id, e.code()),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_the_seed_join() {
+        let m = decode(r#"{"request":true,"id":1928012,"method":"join","data":{"rid":"777777"}}"#);
+        match m {
+            Incoming::Request(1928012, Request::Join { rid }) => assert_eq!(rid.as_str(), "777777"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_publish_with_minfo_and_offer() {
+        let m = decode(
+            r#"{"request":true,"id":3764139,"method":"publish","data":{"rid":"room",
+            "jsep":{"type":"offer","sdp":"v=0\r\n"},
+            "minfo":{"audio":true,"video":true,"audiotype":0,"videotype":0}}}"#,
+        );
+        let Incoming::Request(_, Request::Publish { minfo, offer, .. }) = m else {
+            panic!("{m:?}")
+        };
+        assert!(minfo.audio && minfo.video);
+        assert_eq!(offer, "v=0\r\n");
+    }
+
+    #[test]
+    fn subscribe_accepts_optional_sfuid() {
+        let m = decode(
+            r#"{"request":true,"id":5,"method":"subscribe","data":{"rid":"room",
+            "mid":"a#123456","jsep":{"type":"offer","sdp":"v=0"},"sfuid":"shenzhen-sfu-1"}}"#,
+        );
+        assert!(matches!(m, Incoming::Request(5, Request::Subscribe { .. })));
+    }
+
+    #[test]
+    fn wrong_shapes_are_400_with_the_id() {
+        assert_eq!(
+            invalid_code(r#"{"request":true,"id":7,"method":"join","data":{}}"#),
+            (7, 400)
+        );
+        assert_eq!(
+            invalid_code(r#"{"request":true,"id":7,"method":"join","data":{"rid":5}}"#),
+            (7, 400)
+        );
+        assert_eq!(
+            invalid_code(r#"{"request":true,"id":7,"method":"join","data":{"rid":"a b"}}"#),
+            (7, 400)
+        );
+        assert_eq!(
+            invalid_code(r#"{"request":true,"id":7,"method":"join"}"#),
+            (7, 400)
+        );
+        assert_eq!(
+            invalid_code(
+                r#"{"request":true,"id":8,"method":"publish","data":{"rid":"r",
+                "jsep":{"type":"answer","sdp":"v=0"},"minfo":{"audio":true,"video":true,"audiotype":0,"videotype":0}}}"#
+            ),
+            (8, 400)
+        );
+    }
+
+    #[test]
+    fn unknown_method_is_405() {
+        assert_eq!(
+            invalid_code(r#"{"request":true,"id":9,"method":"dance","data":{}}"#),
+            (9, 405)
+        );
+    }
+
+    #[test]
+    fn unreadable_ids_get_no_answer() {
+        assert!(matches!(decode("nope"), Incoming::Garbage(_)));
+        assert!(matches!(decode("[1]"), Incoming::Garbage(_)));
+        assert!(matches!(
+            decode(r#"{"request":true,"id":"x","method":"join","data":{"rid":"a"}}"#),
+            Incoming::Garbage(_)
+        ));
+        assert!(matches!(
+            decode(r#"{"request":true,"id":-1,"method":"join","data":{"rid":"a"}}"#),
+            Incoming::Garbage(_)
+        ));
+        assert!(matches!(
+            decode(r#"{"response":true,"id":1,"ok":true,"data":{}}"#),
+            Incoming::Ignored
+        ));
+    }
+
+    #[test]
+    fn responses_have_the_seed_shape() {
+        let ok = ok_response(3, &Empty {});
+        assert_eq!(ok, r#"{"response":true,"id":3,"ok":true,"data":{}}"#);
+        let err = error_response(4, &RequestError::NotInRoom);
+        assert_eq!(
+            err,
+            r#"{"response":true,"id":4,"ok":false,"errorCode":403,"errorReason":"not in that room"}"#
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! The signaling node's side of one SFU control socket: connect, wait for
+//! hello, pass messages both ways, and reconnect when the SFU goes away.
+
+use super::node::SfuSlot;
+use super::Shared;
+use crate::ipc::{self, FromSfu, ToSfu};
+use crate::limits::MAX_PENDING_SFU_CALLS;
+use smol::future::FutureExt;
+use smol::net::unix::UnixStream;
+use smol::Timer;
+use std::io;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn run(shared: Rc<Shared>, slot: SfuSlot, path: PathBuf) {
+    let mut retry = RETRY_MIN;
+    let mut logged_down = false;
+    loop {
+        match UnixStream::connect(&path).await {
+            Ok(stream) => {
+                retry = RETRY_MIN;
+                logged_down = false;
+                if let Err(e) = session(&shared, slot, stream).await {
+                    log::warn!("SFU at {}: {e}", path.display());
+                }
+                shared.sfus.borrow_mut()[slot] = None;
+                shared.with_node(|n| n.sfu_down(slot));
+            }
+            Err(e) => {
+                if !logged_down {
+                    log::info!("SFU at {} not reachable yet: {e}", path.display());
+                    logged_down = true;
+                }
+            }
+        }
+        Timer::after(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+async fn session(shared: &Shared, slot: SfuSlot, stream: UnixStream) -> io::Result<()> {
+    let mut reader = stream.clone();
+    let hello = ipc::read_frame(&mut reader).or(async {
+        Timer::after(HELLO_TIMEOUT).await;
+        Err(io::ErrorKind::TimedOut.into())
+    });
+    let Some(frame) = hello.await? else {
+        return Ok(());
+    };
+    let hello: FromSfu = ipc::decode(&frame)?;
+    if !matches!(hello, FromSfu::Hello { .. }) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "expected hello"));
+    }
+    let (tx, rx) = smol::channel::bounded::<ToSfu>(2 * MAX_PENDING_SFU_CALLS);
+    shared.sfus.borrow_mut()[slot] = Some(tx);
+    shared.with_node(|n| n.from_sfu(slot, hello));
+
+    let mut writer = stream;
+    let write_loop = async {
+        while let Ok(msg) = rx.recv().await {
+            ipc::write_msg(&mut writer, &msg).await?;
+        }
+        Ok(())
+    };
+    let read_loop = async {
+        while let Some(frame) = ipc::read_frame(&mut reader).await? {
+            let msg: FromSfu = ipc::decode(&frame)?;
+            shared.with_node(|n| n.from_sfu(slot, msg));
+        }
+        Ok::<(), io::Error>(())
+    };
+    read_loop.or(write_loop).await
+}
