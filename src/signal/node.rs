@@ -838,3 +838,7 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;
