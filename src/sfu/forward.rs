@@ -431,6 +431,10 @@ impl Sfu {
             return;
         };
         let Some(ti) = track_of_ssrc(p, pkt.header.ssrc) else {
+            log::debug!(
+                "session {from:?}: packet of unknown SSRC {}",
+                pkt.header.ssrc
+            );
             return;
         };
         let Some(ordinal) = ordinal_of(&p.tracks, p.tracks[ti].mid) else {
@@ -442,6 +446,10 @@ impl Sfu {
             .find(|c| c.pt() == pkt.header.payload_type)
             .copied();
         let Some(params) = params else {
+            log::debug!(
+                "session {from:?}: packet of unknown PT {}",
+                pkt.header.payload_type
+            );
             return;
         };
         let Role::Publisher { subscribers, .. } = &p.role else {

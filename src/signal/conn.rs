@@ -39,6 +39,16 @@ pub async fn handle(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAddr)
             return;
         }
     };
+    if head.path == "/healthz" {
+        // Ready to carry calls: at least one SFU is connected.
+        let live = shared.sfus.borrow().iter().any(Option::is_some);
+        let resp = match live {
+            true => http::Response::text(200, "ok\n"),
+            false => http::Response::text(503, "no SFU available\n"),
+        };
+        let _ = http::respond(&mut stream, &resp, head.method == "HEAD").await;
+        return;
+    }
     let (uid, key, protoo) = match http::route(&head) {
         Route::Respond(resp) => {
             if resp.status >= 400 {

@@ -1,0 +1,299 @@
+//! Shared helpers of the end-to-end tests: start the real `wren` binary on
+//! loopback, talk the seed protocol to it over real WebSockets, and run
+//! real str0m WebRTC peers against its SFU.
+
+#![allow(dead_code)] // Each test file uses a different part.
+
+pub mod media;
+
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use serde_json::{json, Value};
+use smol::future::FutureExt;
+use smol::net::TcpStream;
+use smol::stream::StreamExt;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A free TCP port on loopback (closed again; the server binds it next).
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
+}
+
+/// A free UDP port on loopback.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// A running `wren` (all-in-one unless told otherwise), killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub media_port: u16,
+}
+
+impl Server {
+    /// Starts `wren` with a signaling node and one SFU on free loopback
+    /// ports and waits until it can carry calls.
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let media_port = free_udp_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wren"));
+        cmd.args(["--listen", &http.to_string()])
+            .args(["--media-ip", "127.0.0.1"])
+            .args(["--media-port", &media_port.to_string()])
+            .args(extra)
+            .stdin(Stdio::null());
+        if std::env::var_os("WREN_TEST_LOG").is_none() {
+            cmd.stderr(Stdio::null()).stdout(Stdio::null());
+        }
+        let child = cmd.spawn().expect("wren starts");
+        let server = Server {
+            child,
+            http,
+            media_port,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    /// Polls `/healthz` until the SFU is connected.
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if http_get(self.http, "/healthz").is_some_and(|(status, _)| status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("wren at {} did not become healthy", self.http);
+    }
+
+    pub fn ws_url(&self, uid: &str) -> String {
+        format!("ws://{}/ws?peer={uid}", self.http)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Our own child, by pid. Its SFU child exits when our pipe closes.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET: (status, body). None if the connection failed.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(WAIT)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// A protoo client over a real WebSocket.
+pub struct Client {
+    pub uid: String,
+    ws: WebSocketStream<TcpStream>,
+    pub protocol: Option<String>,
+    next_id: u64,
+    notes: VecDeque<Value>,
+    pub closed: Option<Option<CloseFrame>>,
+}
+
+impl Client {
+    /// Connects as `uid`, offering subprotocol `protoo`.
+    pub fn connect(server: &Server, uid: &str) -> Client {
+        Client::try_connect(server, uid, true).expect("WebSocket connects")
+    }
+
+    pub fn try_connect(server: &Server, uid: &str, protoo: bool) -> Result<Client, String> {
+        smol::block_on(async {
+            let mut req = server
+                .ws_url(uid)
+                .into_client_request()
+                .map_err(|e| e.to_string())?;
+            if protoo {
+                req.headers_mut()
+                    .insert("Sec-WebSocket-Protocol", "protoo".parse().unwrap());
+            }
+            let tcp = TcpStream::connect(server.http)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (ws, resp) = async_tungstenite::client_async(req, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let protocol = resp
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            Ok(Client {
+                uid: uid.to_string(),
+                ws,
+                protocol,
+                next_id: 1000,
+                notes: VecDeque::new(),
+                closed: None,
+            })
+        })
+    }
+
+    /// Sends a raw text frame.
+    pub fn send_text(&mut self, text: &str) {
+        smol::block_on(self.ws.send(Message::text(text))).expect("send");
+    }
+
+    pub fn send_binary(&mut self, data: Vec<u8>) {
+        smol::block_on(self.ws.send(Message::binary(data))).expect("send");
+    }
+
+    /// Receives the next JSON message, or None on close/timeout.
+    fn recv(&mut self, timeout: Duration) -> Option<Value> {
+        if self.closed.is_some() {
+            return None;
+        }
+        smol::block_on(async {
+            loop {
+                let next = async { self.ws.next().await.map(Some) }.or(async {
+                    smol::Timer::after(timeout).await;
+                    Some(None)
+                });
+                match next.await {
+                    None | Some(Some(Err(_))) => {
+                        self.closed = Some(None);
+                        return None;
+                    }
+                    Some(None) => return None,
+                    Some(Some(Ok(Message::Text(t)))) => {
+                        return Some(serde_json::from_str(t.as_str()).expect("server sends JSON"))
+                    }
+                    Some(Some(Ok(Message::Close(frame)))) => {
+                        self.closed = Some(frame);
+                        return None;
+                    }
+                    Some(Some(Ok(_))) => continue,
+                }
+            }
+        })
+    }
+
+    /// Sends a request and waits for its response (notifications that
+    /// arrive meanwhile are kept for `note`).
+    pub fn request(&mut self, method: &str, data: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = json!({"request": true, "id": id, "method": method, "data": data});
+        self.send_text(&msg.to_string());
+        self.response(id)
+    }
+
+    /// Waits for the response with this id.
+    pub fn response(&mut self, id: u64) -> Value {
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Some(m) = self.recv(left) else { break };
+            if m["response"] == true && m["id"] == id {
+                return m;
+            }
+            assert_eq!(m["notification"], true, "unexpected message {m}");
+            self.notes.push_back(m);
+        }
+        panic!("{}: no response to request {id}", self.uid);
+    }
+
+    /// Expects `ok: true` and returns `data`.
+    pub fn ok(&mut self, method: &str, data: Value) -> Value {
+        let r = self.request(method, data);
+        assert_eq!(r["ok"], true, "{}: {method} failed: {r}", self.uid);
+        r["data"].clone()
+    }
+
+    /// Expects `ok: false` and returns `errorCode`.
+    pub fn err(&mut self, method: &str, data: Value) -> u64 {
+        let r = self.request(method, data);
+        assert_eq!(r["ok"], false, "{}: {method} should fail: {r}", self.uid);
+        assert!(r["errorReason"].as_str().is_some_and(|s| !s.is_empty()));
+        r["errorCode"].as_u64().expect("numeric errorCode")
+    }
+
+    /// The next notification (method, data), waiting up to `WAIT`.
+    pub fn note(&mut self) -> (String, Value) {
+        self.try_note(WAIT)
+            .unwrap_or_else(|| panic!("{}: no notification", self.uid))
+    }
+
+    pub fn try_note(&mut self, timeout: Duration) -> Option<(String, Value)> {
+        let m = match self.notes.pop_front() {
+            Some(m) => m,
+            None => {
+                let m = self.recv(timeout)?;
+                assert_eq!(m["notification"], true, "unexpected message {m}");
+                m
+            }
+        };
+        Some((m["method"].as_str()?.to_string(), m["data"].clone()))
+    }
+
+    /// The next notification with this method, skipping others.
+    pub fn note_named(&mut self, method: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.try_note(left) {
+                Some((m, d)) if m == method => return d,
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        panic!("{}: no {method} notification", self.uid);
+    }
+
+    /// Asserts nothing arrives for a short while.
+    pub fn assert_quiet(&mut self) {
+        if let Some(n) = self.try_note(Duration::from_millis(300)) {
+            panic!("{}: unexpected notification {n:?}", self.uid);
+        }
+    }
+
+    /// Waits for the server to close the socket; returns the close code.
+    pub fn wait_close(&mut self) -> Option<u16> {
+        let deadline = Instant::now() + WAIT;
+        while self.closed.is_none() && Instant::now() < deadline {
+            self.recv(Duration::from_millis(200));
+        }
+        match &self.closed {
+            Some(Some(frame)) => Some(frame.code.into()),
+            _ => None,
+        }
+    }
+
+    /// Closes our side.
+    pub fn close(mut self) {
+        let _ = smol::block_on(self.ws.close(None));
+    }
+}

@@ -1,0 +1,111 @@
+//! Media through the real SFU: str0m peers publish synthetic Opus + VP8
+//! and subscribe over the wire protocol; packets must arrive, and the
+//! publisher must be asked for a key frame when a subscriber attaches.
+
+mod common;
+
+use common::media::{run_all, run_until, Peer};
+use common::{Client, Server};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn minfo() -> serde_json::Value {
+    json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})
+}
+
+#[test]
+fn subscriber_receives_audio_and_video_and_publisher_gets_a_keyframe_request() {
+    let server = Server::start();
+    let mut alice = Client::connect(&server, "alice");
+    let mut bob = Client::connect(&server, "bob");
+    alice.ok("join", json!({"rid": "media"}));
+    bob.ok("join", json!({"rid": "media"}));
+
+    let mut publisher = Peer::publisher();
+    let answer = alice.ok(
+        "publish",
+        json!({"rid": "media", "jsep": {"type": "offer", "sdp": publisher.offer()}, "minfo": minfo()}),
+    );
+    let sdp = answer["jsep"]["sdp"].as_str().unwrap();
+    assert!(sdp.contains("a=ice-lite"), "the SFU is ICE-lite");
+    assert!(
+        sdp.contains("127.0.0.1"),
+        "the answer carries the server candidate"
+    );
+    publisher.accept_answer(sdp);
+    let mid = answer["mid"].as_str().unwrap().to_string();
+    assert!(
+        run_until(&mut [&mut publisher], Duration::from_secs(10), |p| p[0]
+            .connected),
+        "publisher connects without trickle"
+    );
+    run_all(&mut [&mut publisher], Duration::from_millis(300));
+    let requests_before = publisher.keyframe_requests;
+
+    let added = bob.note_named("stream-add");
+    assert_eq!(added["mid"], mid.as_str());
+    let mut subscriber = Peer::subscriber();
+    let sub = bob.ok(
+        "subscribe",
+        json!({"rid": "media", "mid": mid, "sfuid": added["sfuid"],
+               "jsep": {"type": "offer", "sdp": subscriber.offer()}}),
+    );
+    let answered = Instant::now();
+    subscriber.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
+
+    let flowing = run_until(
+        &mut [&mut publisher, &mut subscriber],
+        Duration::from_secs(10),
+        |p| p[1].received[0] > 25 && p[1].received[1] > 25,
+    );
+    assert!(
+        flowing,
+        "media reaches the subscriber: {:?} (audio, video)",
+        subscriber.received
+    );
+    assert!(
+        publisher.keyframe_requests > requests_before,
+        "the SFU asked the publisher for a key frame when the subscriber attached"
+    );
+    let kf = publisher.first_keyframe_request.unwrap();
+    let first_video = subscriber.first_video_packet.unwrap();
+    println!(
+        "first video packet {:?} after the subscribe answer; key-frame request at {:?}",
+        first_video - answered,
+        kf.saturating_duration_since(answered)
+    );
+
+    // Unsubscribe stops the flow to that subscriber.
+    let sid = sub["sid"].as_str().unwrap();
+    bob.ok(
+        "unsubscribe",
+        json!({"rid": "media", "mid": mid, "sid": sid}),
+    );
+    run_all(
+        &mut [&mut publisher, &mut subscriber],
+        Duration::from_millis(300),
+    );
+    let after = subscriber.received;
+    run_all(
+        &mut [&mut publisher, &mut subscriber],
+        Duration::from_millis(500),
+    );
+    assert_eq!(subscriber.received, after, "no media after unsubscribe");
+}
+
+#[test]
+fn a_bad_offer_is_rejected_with_400_and_nothing_changes() {
+    let server = Server::start();
+    let mut alice = Client::connect(&server, "alice");
+    let mut bob = Client::connect(&server, "bob");
+    alice.ok("join", json!({"rid": "r"}));
+    bob.ok("join", json!({"rid": "r"}));
+    let code = alice.err(
+        "publish",
+        json!({"rid": "r", "jsep": {"type": "offer", "sdp": "v=0\r\nthis is not sdp\r\n"}, "minfo": minfo()}),
+    );
+    assert_eq!(code, 400);
+    bob.assert_quiet();
+    let pubs = bob.ok("join", json!({"rid": "other"}))["pubs"].clone();
+    assert_eq!(pubs, json!([]));
+}
