@@ -17,7 +17,9 @@ use smol::stream::StreamExt;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long any single wait in a test may take.
@@ -56,18 +58,17 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
         let media_port = free_udp_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wren"));
-        cmd.args(["--listen", &http.to_string()])
-            .args(["--media-ip", "127.0.0.1"])
-            .args(["--media-port", &media_port.to_string()])
-            .args(extra)
-            .stdin(Stdio::null());
-        if std::env::var_os("WREN_TEST_LOG").is_none() {
-            cmd.stderr(Stdio::null()).stdout(Stdio::null());
-        }
-        let child = cmd.spawn().expect("wren starts");
+        let mut args = vec![
+            "--listen".to_string(),
+            http.to_string(),
+            "--media-ip".into(),
+            "127.0.0.1".into(),
+            "--media-port".into(),
+            media_port.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let server = Server {
-            child,
+            child: spawn_wren(&args),
             http,
             media_port,
         };
@@ -75,16 +76,49 @@ impl Server {
         server
     }
 
+    /// A signaling node alone (`wren signal`), using the SFU at `socket`.
+    /// Not waited for: its health depends on the SFU.
+    pub fn start_signal(socket: &Path) -> Server {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let args = [
+            "signal",
+            "--listen",
+            &http.to_string(),
+            "--sfu-socket",
+            &socket.display().to_string(),
+        ]
+        .map(String::from);
+        let server = Server {
+            child: spawn_wren(&args),
+            http,
+            media_port: 0,
+        };
+        let deadline = Instant::now() + WAIT;
+        while http_get(http, "/healthz").is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
     /// Polls `/healthz` until the SFU is connected.
     pub fn wait_healthy(&self) {
+        assert!(
+            self.wait_health(200),
+            "wren at {} did not become healthy",
+            self.http
+        );
+    }
+
+    /// Polls `/healthz` until it answers `status`; false if it never does.
+    pub fn wait_health(&self, status: u16) -> bool {
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
-            if http_get(self.http, "/healthz").is_some_and(|(status, _)| status == 200) {
-                return;
+            if http_get(self.http, "/healthz").is_some_and(|(s, _)| s == status) {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("wren at {} did not become healthy", self.http);
+        false
     }
 
     pub fn ws_url(&self, uid: &str) -> String {
@@ -97,6 +131,67 @@ impl Drop for Server {
         // Our own child, by pid. Its SFU child exits when our pipe closes.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Starts the `wren` binary with these arguments (logs hidden unless
+/// `WREN_TEST_LOG` is set).
+pub fn spawn_wren(args: &[String]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wren"));
+    cmd.args(args).stdin(Stdio::null());
+    if std::env::var_os("WREN_TEST_LOG").is_none() {
+        cmd.stderr(Stdio::null()).stdout(Stdio::null());
+    }
+    cmd.spawn().expect("wren starts")
+}
+
+/// A fresh path for a control socket of this test.
+pub fn socket_path(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}-{n}.sock", std::process::id()))
+}
+
+/// A standalone SFU process (`wren sfu`), killed on drop.
+pub struct SfuProcess {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub media_port: u16,
+}
+
+impl SfuProcess {
+    pub fn start(socket: &Path, sfuid: &str) -> SfuProcess {
+        let media_port = free_udp_port();
+        let args = [
+            "sfu",
+            "--socket",
+            &socket.display().to_string(),
+            "--sfuid",
+            sfuid,
+            "--media-ip",
+            "127.0.0.1",
+            "--media-port",
+            &media_port.to_string(),
+        ]
+        .map(String::from);
+        SfuProcess {
+            child: spawn_wren(&args),
+            socket: socket.to_path_buf(),
+            media_port,
+        }
+    }
+
+    /// Kills it hard (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SfuProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

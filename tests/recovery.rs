@@ -1,0 +1,85 @@
+//! When media or an SFU goes away: streams are removed as on unpublish,
+//! the node keeps serving, answers publish with 503 while no SFU is there,
+//! and picks the SFU up again when it is back.
+
+mod common;
+
+use common::media::{run_until, Peer};
+use common::{socket_path, Client, Server, SfuProcess};
+use serde_json::json;
+use std::time::Duration;
+
+fn minfo() -> serde_json::Value {
+    json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})
+}
+
+fn publish_offer(rid: &str, peer: &Peer) -> serde_json::Value {
+    json!({"rid": rid, "jsep": {"type": "offer", "sdp": peer.offer()}, "minfo": minfo()})
+}
+
+#[test]
+fn a_publisher_whose_media_closes_is_removed_like_unpublish() {
+    let server = Server::start();
+    let mut alice = Client::connect(&server, "alice");
+    let mut bob = Client::connect(&server, "bob");
+    alice.ok("join", json!({"rid": "r"}));
+    bob.ok("join", json!({"rid": "r"}));
+    let mut peer = Peer::publisher();
+    let answer = alice.ok("publish", publish_offer("r", &peer));
+    peer.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
+    assert!(run_until(&mut [&mut peer], Duration::from_secs(10), |p| p
+        [0]
+    .connected));
+    let mid = answer["mid"].clone();
+    assert_eq!(bob.note_named("stream-add")["mid"], mid);
+
+    // The browser closes its RTCPeerConnection (DTLS close_notify).
+    peer.rtc.close().expect("close");
+    peer.run_for(Duration::from_millis(200));
+    let removed = bob.note_named("stream-remove");
+    assert_eq!(removed, json!({"rid": "r", "uid": "alice", "mid": mid}));
+    assert_eq!(
+        alice.note_named("stream-remove")["mid"],
+        mid,
+        "the owner learns its stream is gone too"
+    );
+}
+
+#[test]
+fn an_sfu_that_dies_takes_its_streams_and_the_node_reconnects_when_it_is_back() {
+    let socket = socket_path("sfu");
+    let mut sfu = SfuProcess::start(&socket, "sfu-a");
+    let server = Server::start_signal(&socket);
+    assert!(server.wait_health(200), "the node connects to the SFU");
+
+    let mut alice = Client::connect(&server, "alice");
+    let mut bob = Client::connect(&server, "bob");
+    alice.ok("join", json!({"rid": "r"}));
+    bob.ok("join", json!({"rid": "r"}));
+    let answer = alice.ok("publish", publish_offer("r", &Peer::publisher()));
+    assert_eq!(answer["sfuid"], "sfu-a");
+    let mid = answer["mid"].clone();
+    assert_eq!(bob.note_named("stream-add")["mid"], mid);
+
+    sfu.kill();
+    assert_eq!(
+        bob.note_named("stream-remove"),
+        json!({"rid": "r", "uid": "alice", "mid": mid})
+    );
+    assert!(server.wait_health(503));
+    assert_eq!(
+        alice.err("publish", publish_offer("r", &Peer::publisher())),
+        503
+    );
+    // Signaling itself still works.
+    assert_eq!(
+        alice.ok("broadcast", json!({"rid": "r", "data": 1})),
+        json!({})
+    );
+    assert_eq!(bob.note_named("broadcast")["data"], 1);
+
+    let _sfu = SfuProcess::start(&socket, "sfu-a");
+    assert!(server.wait_health(200), "the node reconnects");
+    let again = alice.ok("publish", publish_offer("r", &Peer::publisher()));
+    assert_eq!(bob.note_named("stream-add")["mid"], again["mid"]);
+}
