@@ -39,7 +39,7 @@ pub enum Role {
 
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Run(Role, Flags),
+    Run(Role, Box<Flags>),
     Help,
     Version,
 }
@@ -113,7 +113,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(Command::Run(role, f))
+    Ok(Command::Run(role, Box::new(f)))
 }
 
 /// Everything a role needs, with flags, file and defaults merged.
@@ -196,7 +196,7 @@ pub fn run(cmd: Command) -> Result<(), String> {
         }
         Command::Run(role, flags) => (role, flags),
     };
-    let s = settings(flags)?;
+    let s = settings(*flags)?;
     init_logging(s.log_level);
     match role {
         Role::Signal => {

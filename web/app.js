@@ -296,15 +296,17 @@ async function publish() {
   }
 }
 
+// Asks first, then closes the connection: the SFU removes a stream whose
+// connection closes, and an unpublish arriving after that would get a 404.
 async function unpublish() {
-  const published = wren.published;
-  stopPublishing();
-  if (!published || wren.state !== 'joined') return;
-  try {
-    await wren.signaling.request('unpublish', { rid: wren.rid, ...published });
-  } catch (err) {
-    fail(err);
+  if (wren.published) {
+    try {
+      await wren.signaling.request('unpublish', { rid: wren.rid, ...wren.published });
+    } catch (err) {
+      fail(err);
+    }
   }
+  stopPublishing();
 }
 
 function stopPublishing() {

@@ -80,6 +80,9 @@ struct Session {
 }
 
 /// What draining one session produced that concerns other sessions.
+// Packets stay inline: the Vec of happenings is reused, so boxing them
+// would only add an allocation per forwarded packet.
+#[allow(clippy::large_enum_variant)]
 enum Happening {
     Packet(RtpPacket),
     KeyframeRequest(TrackMid),

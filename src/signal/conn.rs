@@ -124,7 +124,7 @@ async fn read_loop(
         };
         shared.node.borrow_mut().touch(now, conn);
         match protoo::decode(text.as_str()) {
-            Incoming::Request(id, req) => shared.with_node(|n| n.request(now, conn, id, req)),
+            Incoming::Request(id, req) => shared.with_node(|n| n.request(now, conn, id, *req)),
             Incoming::Invalid(id, err) => shared.with_node(|n| n.reject(conn, id, err)),
             Incoming::Ignored => {}
             Incoming::Garbage(why) => {

@@ -47,7 +47,7 @@ impl Harness {
         self.next_id += 1;
         let text = json!({"request": true, "id": id, "method": method, "data": data}).to_string();
         match protoo::decode(&text) {
-            protoo::Incoming::Request(id, r) => self.node.request(self.now, ConnId(conn), id, r),
+            protoo::Incoming::Request(id, r) => self.node.request(self.now, ConnId(conn), id, *r),
             protoo::Incoming::Invalid(id, e) => self.node.reject(ConnId(conn), id, e),
             other => panic!("{other:?}"),
         }
