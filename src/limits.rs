@@ -13,10 +13,10 @@ pub const MAX_MEDIA_ID_LEN: usize = MAX_ID_LEN + 1 + MEDIA_ID_DIGITS;
 /// Random digits after the `#` of a mid or sid (the seed shows six).
 pub const MEDIA_ID_DIGITS: usize = 6;
 
-/// Open WebSocket connections of one signaling node (~450 B of table each,
-/// plus the socket buffers the shell holds for a live connection).
+/// Open WebSocket connections of one signaling node (392 B of table each,
+/// plus [`WS_BUFFER_BYTES`] twice and the task of a live connection).
 pub const MAX_CONNECTIONS: usize = 256;
-/// Rooms that exist at once (~1.1 KiB each).
+/// Rooms that exist at once (1232 B each).
 pub const MAX_ROOMS: usize = 64;
 /// Peers in one room.
 pub const MAX_PEERS_PER_ROOM: usize = 16;
@@ -24,15 +24,15 @@ pub const MAX_PEERS_PER_ROOM: usize = 16;
 pub const MAX_ROOMS_PER_PEER: usize = 4;
 /// Streams published in one room.
 pub const MAX_STREAMS_PER_ROOM: usize = 16;
-/// Streams published on the whole node (~300 B each).
+/// Streams published on the whole node (256 B each).
 pub const MAX_STREAMS: usize = 128;
 /// Subscriptions to one stream.
 pub const MAX_SUBS_PER_STREAM: usize = 16;
-/// Subscriptions on the whole node (~300 B each).
+/// Subscriptions on the whole node (312 B each).
 pub const MAX_SUBS: usize = 512;
 /// SFU processes one signaling node talks to.
 pub const MAX_SFUS: usize = 8;
-/// Control requests in flight at once (all SFUs together, ~200 B each).
+/// Control requests in flight at once (all SFUs together, 360 B each).
 pub const MAX_PENDING_SFU_CALLS: usize = 64;
 
 /// Largest WebSocket message a client may send (an SDP offer of a browser
@@ -40,6 +40,10 @@ pub const MAX_PENDING_SFU_CALLS: usize = 64;
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Largest frame on the control socket (an offer or answer plus framing).
 pub const MAX_IPC_FRAME_BYTES: usize = 128 * 1024;
+/// Read and write buffer of one WebSocket (tungstenite's default is 128 KiB,
+/// far more than signaling needs; a larger message still fits, it is read
+/// in several steps).
+pub const WS_BUFFER_BYTES: usize = 4 * 1024;
 /// Largest HTTP request head the signaling node reads before it answers 431.
 pub const MAX_HTTP_HEAD_BYTES: usize = 8 * 1024;
 /// Messages queued towards one client before it is considered stuck and

@@ -10,6 +10,11 @@ const ID_RE = /^[A-Za-z0-9_.@:-]{1,64}$/; // what the server accepts as uid and 
 const LOG_MAX = 500;
 // The SFU has one UDP port for everything: bundle every track onto one transport.
 const PC_CONFIG = { bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
+// The URL parameter `vcodec` names the video codec to publish with (the SFU's
+// own preference, VP8, otherwise); the browser test uses it.
+const VIDEO_CODECS = { vp8: 'video/VP8', vp9: 'video/VP9', h264: 'video/H264' };
+// Not codecs but companions of one: they stay on offer whichever codec is chosen.
+const REPAIR_CODECS = ['video/rtx', 'video/red', 'video/ulpfec'];
 
 const wren = {
   state: 'idle', // 'idle' | 'connecting' | 'joined'
@@ -21,6 +26,7 @@ const wren = {
   subs: new Map(), // mid -> {mid, uid, pc, sid, answeredAt, firstFrameAt}
   publisherPc: null,
   published: null, // {mid, sfuid} of our own stream once the server accepted it
+  videoCodec: null, // mime type to publish video with (URL parameter vcodec), or null
   localStream: null,
   keepaliveTimer: null,
   log: [], // recent signaling traffic and errors: {t, kind, data}
@@ -267,11 +273,12 @@ async function publish() {
   wren.publisherPc = pc;
   const tile = ui.addTile('local', `${wren.uid} (you)`, true);
   ui.attach(tile.video, stream);
-  for (const track of stream.getTracks()) {
-    pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
-  }
   watchConnection(pc, 'Publishing', tile);
   try {
+    for (const track of stream.getTracks()) {
+      const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      if (track.kind === 'video' && wren.videoCodec) offerOnly(transceiver, wren.videoCodec);
+    }
     // No waiting for ICE gathering: the ICE-lite SFU learns our address from our checks.
     await pc.setLocalDescription();
     const minfo = {
@@ -294,6 +301,16 @@ async function publish() {
     ui.publishToggle.checked = false;
     fail(err);
   }
+}
+
+// Restricts the transceiver's offer to one video codec (all its profiles)
+// plus the repair formats, so the SFU's answer cannot pick another one.
+function offerOnly(transceiver, mimeType) {
+  const { codecs } = RTCRtpSender.getCapabilities('video');
+  const chosen = codecs.filter((c) => c.mimeType.toLowerCase() === mimeType.toLowerCase());
+  if (chosen.length === 0) throw new Error(`This browser cannot send ${mimeType}`);
+  const repair = codecs.filter((c) => REPAIR_CODECS.includes(c.mimeType.toLowerCase()));
+  transceiver.setCodecPreferences([...chosen, ...repair]);
 }
 
 // Asks first, then closes the connection: the SFU removes a stream whose
@@ -500,6 +517,11 @@ function init() {
   ui.roomInput.value = params.get('room') || 'demo';
   ui.nameInput.value = params.get('name') || `user-${1000 + Math.floor(Math.random() * 9000)}`;
   ui.publishToggle.checked = params.get('publish') !== '0';
+  const vcodec = params.get('vcodec');
+  if (vcodec) {
+    wren.videoCodec = VIDEO_CODECS[vcodec.toLowerCase()] ?? null;
+    if (!wren.videoCodec) fail(`Unknown vcodec ${vcodec}: use one of ${Object.keys(VIDEO_CODECS).join(', ')}`);
+  }
   const joinFromForm = () => join(ui.roomInput.value.trim(), ui.nameInput.value.trim(), ui.publishToggle.checked);
 
   $('join-form').addEventListener('submit', (ev) => {

@@ -46,10 +46,17 @@ enum Control {
 
 pub fn run(cfg: SfuConfig) -> io::Result<()> {
     if cfg.exit_on_stdin_eof {
-        std::thread::spawn(|| {
+        let socket = cfg.socket.clone();
+        std::thread::spawn(move || {
             // Blocks until the parent's end of the pipe closes.
             let _ = io::copy(&mut io::stdin(), &mut io::sink());
             log::info!("supervisor gone, exiting");
+            // The supervisor made the socket's folder for us alone; it may
+            // have died too suddenly to tidy up.
+            let _ = std::fs::remove_file(&socket);
+            if let Some(dir) = socket.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
             std::process::exit(0);
         });
     }

@@ -7,7 +7,7 @@ use super::protoo::{self, Incoming};
 use super::{Outbound, Shared};
 use crate::limits::{
     HTTP_HEAD_TIMEOUT_MS, MAX_MESSAGE_BYTES, MAX_QUEUED_PER_CONNECTION, MAX_VIOLATIONS,
-    PING_INTERVAL_MS,
+    PING_INTERVAL_MS, WS_BUFFER_BYTES,
 };
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -66,6 +66,8 @@ pub async fn handle(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAddr)
         return;
     }
     let config = WebSocketConfig::default()
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await;

@@ -612,3 +612,19 @@ fn malformed_requests_are_400_and_unknown_methods_405() {
     assert_eq!(error_code(&h.req(1, "publish", bad_jsep), 1), 400);
     assert_eq!(h.node.counts(), (1, 1, 0, 0));
 }
+
+#[test]
+fn the_fixed_tables_fit_the_documented_budget() {
+    // README "Limits": the node's tables are allocated up front, 512 KiB at most.
+    use std::mem::size_of;
+    let size = size_of::<Node>();
+    println!(
+        "Node tables: {size} bytes; slots: peer {}, room {}, stream {}, subscription {}, call {}",
+        size_of::<Peer>(),
+        size_of::<Room>(),
+        size_of::<Stream>(),
+        size_of::<Subscription>(),
+        size_of::<PendingCall>()
+    );
+    assert!(size <= 512 * 1024, "{size} bytes");
+}

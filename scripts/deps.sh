@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what building (and, with "test", testing) wren needs on Debian.
+# Idempotent: only missing packages are installed. Run as root.
+set -euo pipefail
+
+want=(gcc make pkg-config ca-certificates)
+if [ "${1:-}" = "test" ]; then
+    want+=(chromium fonts-liberation)
+    # Node may come from elsewhere (nodesource, nvm): any node >= 18 will do.
+    command -v node >/dev/null && command -v npm >/dev/null || want+=(nodejs npm)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null; then
+    echo "deps: no Rust toolchain found. Install Rust >= 1.80 (rustup), then run again." >&2
+    exit 1
+fi
+if [ "${1:-}" = "test" ] && command -v rustup >/dev/null; then
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi

@@ -1,0 +1,235 @@
+// What the browser tests share: the wren binary, one headless Chromium, its
+// tabs, and polling a tab's WebRTC stats.
+//
+// Environment:
+//   WREN_BIN        the server binary (default: target/debug/wren)
+//   WREN_LOG_LEVEL  its --log-level (default: the binary's own, info)
+//   WREN_WEB=disk   serve the web client from web/ instead of the copy
+//                   compiled into the binary (to try web/ without a rebuild)
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as delay } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const WREN_BIN = process.env.WREN_BIN ?? join(REPO, 'target/debug/wren');
+const WEB_FROM_DISK = process.env.WREN_WEB === 'disk';
+// URL path -> file in web/, as the binary embeds them.
+const WEB_ASSETS = { '/': 'index.html', '/index.html': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
+const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection', // without it Chromium offers no 127.0.0.1 candidate
+  '--autoplay-policy=no-user-gesture-required',
+];
+export const MEDIA_TIMEOUT_MS = 20_000;
+// Generous: with two tabs encoding and decoding video on two cores, Playwright's
+// actionability checks alone can take a second or two.
+export const UI_TIMEOUT_MS = 10_000;
+
+// One browser and (at a time) one wren server, plus what their pages logged.
+export class Harness {
+  tmp = null;
+  context = null;
+  wren = null; // {proc, port, output()} while a server runs
+  lastWren = null; // the same, kept after the server stopped, for diagnostics
+  pageErrors = [];
+  pageConsole = [];
+
+  async launch() {
+    this.tmp = await mkdtemp(join(tmpdir(), 'wren-browser-'));
+    // A persistent context is how Playwright takes a --user-data-dir of ours.
+    this.context = await chromium.launchPersistentContext(join(this.tmp, 'profile'), {
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      args: CHROMIUM_FLAGS,
+      env: { ...process.env, TMPDIR: this.tmp },
+      timeout: 30_000,
+    });
+    this.context.setDefaultTimeout(15_000);
+    if (WEB_FROM_DISK) {
+      await this.context.route(
+        (url) => url.hostname === '127.0.0.1' && url.pathname in WEB_ASSETS,
+        (route) => route.fulfill({ path: join(REPO, 'web', WEB_ASSETS[new URL(route.request().url()).pathname]) }),
+      );
+    }
+  }
+
+  async close() {
+    await this.context?.close().catch(() => {});
+    this.context = null;
+    await this.stopWren();
+    if (this.tmp) await rm(this.tmp, { recursive: true, force: true });
+    this.tmp = null;
+  }
+
+  // A tab whose uncaught errors and console output are recorded under `name`.
+  async newPage(name) {
+    const page = await this.context.newPage();
+    page.on('pageerror', (err) => this.pageErrors.push(`${name}: ${err.message}`));
+    page.on('console', (msg) => this.pageConsole.push(`${name} ${msg.type()}: ${msg.text()}`));
+    return page;
+  }
+
+  // The web client joining `room` as `name` on load; `params` are more URL parameters.
+  pageUrl(room, name, params = {}) {
+    const query = new URLSearchParams({ room, name, autojoin: '1', ...params });
+    return `http://127.0.0.1:${this.wren.port}/?${query}`;
+  }
+
+  // Starts the server and resolves once GET / answers 200 (within 10 s).
+  async startWren() {
+    assert.equal(this.wren, null, 'a wren server is already running');
+    const port = await freePort('tcp');
+    const mediaPort = await freePort('udp');
+    const logLevel = process.env.WREN_LOG_LEVEL ? ['--log-level', process.env.WREN_LOG_LEVEL] : [];
+    const proc = spawn(WREN_BIN, [
+      '--listen', `127.0.0.1:${port}`,
+      '--media-ip', '127.0.0.1',
+      '--media-port', String(mediaPort),
+      ...logLevel,
+    ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: this.tmp } });
+    let output = '';
+    proc.stdout.on('data', (chunk) => { output += chunk; });
+    proc.stderr.on('data', (chunk) => { output += chunk; });
+    const spawned = new Promise((resolve, reject) => proc.once('spawn', resolve).once('error', reject));
+    await spawned.catch((err) => assert.fail(`cannot start ${WREN_BIN}: ${err.message}`));
+    this.wren = this.lastWren = { proc, port, output: () => output };
+
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      if (proc.exitCode !== null || proc.signalCode !== null) {
+        this.wren = null;
+        assert.fail(`wren exited (${proc.exitCode ?? proc.signalCode}) before it was ready:\n${output}`);
+      }
+      const status = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(1000) })
+        .then((res) => res.status, () => null);
+      if (status === 200) {
+        if (!WEB_FROM_DISK) await this.checkEmbeddedWeb();
+        return this.wren;
+      }
+      await delay(100);
+    }
+    await this.stopWren();
+    assert.fail(`wren did not answer GET / within 10 s:\n${output}`);
+  }
+
+  // The binary compiles web/ in: a binary built before the last edit there
+  // would test an old client, and a test of a new feature would fail obscurely.
+  async checkEmbeddedWeb() {
+    const stale = [];
+    for (const [path, file] of Object.entries(WEB_ASSETS)) {
+      const served = await fetch(`http://127.0.0.1:${this.wren.port}${path}`, { signal: AbortSignal.timeout(5000) })
+        .then((res) => res.text());
+      if (served !== await readFile(join(REPO, 'web', file), 'utf8')) stale.push(file);
+    }
+    if (stale.length > 0) {
+      await this.stopWren();
+      assert.fail(`${WREN_BIN} serves a different ${[...new Set(stale)].join(', ')} than web/: `
+        + 'rebuild it, or set WREN_WEB=disk to serve web/ as it is');
+    }
+  }
+
+  // SIGTERM to the server's own pid; SIGKILL if it is still running after 5 s.
+  async stopWren() {
+    const proc = this.wren?.proc;
+    if (!proc) return;
+    this.wren = null;
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGTERM');
+    const timedOut = await Promise.race([exited.then(() => false), delay(5000).then(() => true)]);
+    if (timedOut) {
+      proc.kill('SIGKILL');
+      await exited;
+    }
+  }
+
+  // Wraps a test body: when it fails, prints the server's output and the pages' console.
+  diagnosed(fn) {
+    return async (t) => {
+      try {
+        await fn(t);
+      } catch (err) {
+        console.error(`--- wren output (tail) ---\n${this.lastWren?.output().slice(-6000)}`);
+        console.error(`--- page console (tail) ---\n${this.pageConsole.slice(-40).join('\n')}`);
+        throw err;
+      }
+    };
+  }
+}
+
+// Resolves to the mid of the page's own stream once the server accepted it.
+export async function waitForPublished(page) {
+  const handle = await page.waitForFunction(() => window.wren.published?.mid, null, { timeout: 15_000 });
+  return handle.jsonValue();
+}
+
+// Polls the page's subscriber connection for `mid` until video frames were
+// decoded and audio samples received (the <audio> element makes them count).
+// Resolves to the last stats, with the mime type of the video codec received.
+export async function waitForMedia(page, mid) {
+  const deadline = Date.now() + MEDIA_TIMEOUT_MS;
+  let last;
+  while (Date.now() < deadline) {
+    last = await page.evaluate(async (mid) => {
+      const sub = window.wren.subs.get(mid);
+      if (!sub) return { subscribed: false };
+      const stats = await sub.pc.getStats();
+      const inbound = {};
+      stats.forEach((report) => {
+        if (report.type === 'inbound-rtp') inbound[report.kind] = report;
+      });
+      return {
+        subscribed: true,
+        connection: sub.pc.connectionState,
+        framesDecoded: inbound.video?.framesDecoded ?? 0,
+        totalSamplesReceived: inbound.audio?.totalSamplesReceived ?? 0,
+        videoCodec: stats.get(inbound.video?.codecId)?.mimeType ?? null,
+        decoder: inbound.video?.decoderImplementation ?? null,
+      };
+    }, mid);
+    if (last.framesDecoded > 0 && last.totalSamplesReceived > 0) return last;
+    await delay(250);
+  }
+  assert.fail(`no media for ${mid} within ${MEDIA_TIMEOUT_MS} ms: ${JSON.stringify(last)}`);
+}
+
+// Milliseconds from the subscribe answer to the first video frame shown for `mid`.
+export async function firstFrameMs(page, mid) {
+  const handle = await page.waitForFunction((mid) => {
+    const sub = window.wren.subs.get(mid);
+    return sub?.firstFrameAt != null && sub.answeredAt != null && sub.firstFrameAt - sub.answeredAt;
+  }, mid, { timeout: UI_TIMEOUT_MS });
+  return Math.round(await handle.jsonValue());
+}
+
+async function freePort(kind) {
+  if (kind === 'udp') {
+    const socket = createSocket('udp4');
+    await new Promise((resolve, reject) => socket.once('error', reject).bind(0, '127.0.0.1', resolve));
+    const { port } = socket.address();
+    await new Promise((resolve) => socket.close(resolve));
+    return port;
+  }
+  const server = createServer();
+  await new Promise((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
