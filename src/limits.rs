@@ -35,9 +35,12 @@ pub const MAX_SFUS: usize = 8;
 /// Control requests in flight at once (all SFUs together, 360 B each).
 pub const MAX_PENDING_SFU_CALLS: usize = 64;
 
-/// Largest WebSocket message a client may send (an SDP offer of a browser
-/// with a handful of transceivers is 5–15 KiB).
+/// Largest request a client may send (an SDP offer of a browser with a
+/// handful of transceivers is 5–15 KiB). A larger one is answered 413.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest WebSocket message read at all: beyond it the socket is closed
+/// with 1009, since not even the request id can be read.
+pub const MAX_FRAME_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
 /// Largest frame on the control socket (an offer or answer plus framing).
 pub const MAX_IPC_FRAME_BYTES: usize = 128 * 1024;
 /// Read and write buffer of one WebSocket (tungstenite's default is 128 KiB,

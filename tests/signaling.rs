@@ -249,14 +249,21 @@ fn endless_garbage_closes_the_socket() {
 }
 
 #[test]
-fn a_message_over_the_size_limit_closes_with_1009() {
+fn an_oversized_request_gets_413_and_a_huge_frame_closes_with_1009() {
     let server = Server::start();
     let mut alice = Client::connect(&server, "alice");
-    let big = format!(
-        r#"{{"request":true,"id":1,"method":"broadcast","data":{{"rid":"r","data":"{}"}}}}"#,
-        "x".repeat(wren::limits::MAX_MESSAGE_BYTES)
-    );
-    alice.send_text(&big);
+    alice.ok("join", json!({"rid": "r"}));
+    let big = |n: usize| {
+        format!(
+            r#"{{"request":true,"id":9,"method":"broadcast","data":{{"rid":"r","data":"{}"}}}}"#,
+            "x".repeat(n)
+        )
+    };
+    alice.send_text(&big(wren::limits::MAX_MESSAGE_BYTES));
+    assert_eq!(alice.response(9)["errorCode"], 413);
+    // Still usable afterwards.
+    assert_eq!(alice.ok("keepalive", json!({"rid": "r"})), json!({}));
+    alice.send_text(&big(wren::limits::MAX_FRAME_BYTES));
     assert_eq!(alice.wait_close(), Some(1009));
 }
 

@@ -6,8 +6,8 @@ use super::node::ConnId;
 use super::protoo::{self, Incoming};
 use super::{Outbound, Shared};
 use crate::limits::{
-    HTTP_HEAD_TIMEOUT_MS, MAX_MESSAGE_BYTES, MAX_QUEUED_PER_CONNECTION, MAX_VIOLATIONS,
-    PING_INTERVAL_MS, WS_BUFFER_BYTES,
+    HTTP_HEAD_TIMEOUT_MS, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_QUEUED_PER_CONNECTION,
+    MAX_VIOLATIONS, PING_INTERVAL_MS, WS_BUFFER_BYTES,
 };
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -68,8 +68,8 @@ pub async fn handle(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAddr)
     let config = WebSocketConfig::default()
         .read_buffer_size(WS_BUFFER_BYTES)
         .write_buffer_size(WS_BUFFER_BYTES)
-        .max_message_size(Some(MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
     let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await;
     let (mut sender, receiver) = ws.split();
 
@@ -125,7 +125,7 @@ async fn read_loop(
             }
         };
         shared.node.borrow_mut().touch(now, conn);
-        match protoo::decode(text.as_str()) {
+        match protoo::decode_bounded(text.as_str(), MAX_MESSAGE_BYTES) {
             Incoming::Request(id, req) => shared.with_node(|n| n.request(now, conn, id, *req)),
             Incoming::Invalid(id, err) => shared.with_node(|n| n.reject(conn, id, err)),
             Incoming::Ignored => {}

@@ -209,6 +209,23 @@ fn decode_request(method: &str, data: Value) -> Result<Request, RequestError> {
     })
 }
 
+/// Decodes one text frame from a client. A frame over `max_len` bytes is
+/// answered 413 if its request id can be read.
+pub fn decode_bounded(text: &str, max_len: usize) -> Incoming {
+    if text.len() <= max_len {
+        return decode(text);
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(msg)) if msg.get("request") == Some(&Value::Bool(true)) => {
+            match msg.get("id").and_then(Value::as_u64) {
+                Some(id) => Incoming::Invalid(id, RequestError::TooLarge),
+                None => Incoming::Garbage("request without a readable id"),
+            }
+        }
+        _ => Incoming::Garbage("oversized frame"),
+    }
+}
+
 /// Decodes one text frame from a client.
 pub fn decode(text: &str) -> Incoming {
     let Ok(Value::Object(mut msg)) = serde_json::from_str::<Value>(text) else {
@@ -488,6 +505,26 @@ mod tests {
         assert!(matches!(
             decode(r#"{"response":true,"id":1,"ok":true,"data":{}}"#),
             Incoming::Ignored
+        ));
+    }
+
+    #[test]
+    fn oversized_requests_are_413_when_their_id_is_readable() {
+        let big = format!(
+            r#"{{"request":true,"id":5,"method":"broadcast","data":{{"rid":"r","data":"{}"}}}}"#,
+            "x".repeat(100)
+        );
+        assert!(matches!(
+            decode_bounded(&big, 1000),
+            Incoming::Request(5, _)
+        ));
+        match decode_bounded(&big, 50) {
+            Incoming::Invalid(5, e) => assert_eq!(e.code(), 413),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_bounded(&"x".repeat(100), 50),
+            Incoming::Garbage(_)
         ));
     }
 

@@ -201,7 +201,6 @@ export async function waitForMedia(page, mid) {
         framesDecoded: inbound.video?.framesDecoded ?? 0,
         totalSamplesReceived: inbound.audio?.totalSamplesReceived ?? 0,
         videoCodec: stats.get(inbound.video?.codecId)?.mimeType ?? null,
-        decoder: inbound.video?.decoderImplementation ?? null,
       };
     }, mid);
     if (last.framesDecoded > 0 && last.totalSamplesReceived > 0) return last;
