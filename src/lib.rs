@@ -11,6 +11,7 @@ pub mod config;
 pub mod ids;
 pub mod ipc;
 pub mod limits;
+pub mod notify;
 pub mod sfu;
 pub mod signal;
 pub mod supervise;

@@ -7,10 +7,12 @@ pub mod forward;
 use crate::ids::NodeId;
 use crate::ipc::{self, FromSfu, ToSfu};
 use crate::limits::MAX_PENDING_SFU_CALLS;
+use async_signal::{Signal, Signals};
 use forward::Sfu;
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::net::unix::{UnixListener, UnixStream};
+use smol::stream::StreamExt;
 use smol::{Async, LocalExecutor, Timer};
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr, UdpSocket};
@@ -45,6 +47,8 @@ enum Control {
 }
 
 pub fn run(cfg: SfuConfig) -> io::Result<()> {
+    // First of all, so that a stop request never meets the default action.
+    let mut signals = Signals::new([Signal::Term, Signal::Int])?;
     if cfg.exit_on_stdin_eof {
         let socket = cfg.socket.clone();
         std::thread::spawn(move || {
@@ -91,7 +95,17 @@ pub fn run(cfg: SfuConfig) -> io::Result<()> {
         accept_loop(&ex, listener, cfg.sfuid.clone(), tx).await;
         Ok(())
     };
-    smol::block_on(ex.run(media_loop(sfu, udp, rx).or(accept)))
+    let stop = async {
+        signals.next().await;
+        log::info!("shutting down");
+        crate::notify::notify("STOPPING=1");
+        Ok(())
+    };
+    crate::notify::notify("READY=1");
+    let result = smol::block_on(ex.run(media_loop(sfu, udp, rx).or(accept).or(stop)));
+    // Sessions end with the process; the control socket must not linger.
+    let _ = std::fs::remove_file(&cfg.socket);
+    result
 }
 
 fn unspecified(ip: IpAddr) -> IpAddr {

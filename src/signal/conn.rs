@@ -23,7 +23,24 @@ use std::time::{Duration, Instant};
 
 type Close = Option<(u16, &'static str)>;
 
+/// Counts a connection task as live until dropped.
+struct LiveGuard<'a>(&'a Shared);
+
+impl<'a> LiveGuard<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.live_conns.set(shared.live_conns.get() + 1);
+        LiveGuard(shared)
+    }
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.live_conns.set(self.0.live_conns.get() - 1);
+    }
+}
+
 pub async fn handle(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
+    let _live = LiveGuard::new(&shared);
     let head = http::read_head(&mut stream).or(async {
         Timer::after(Duration::from_millis(HTTP_HEAD_TIMEOUT_MS)).await;
         Err(std::io::ErrorKind::TimedOut.into())

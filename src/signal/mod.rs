@@ -14,9 +14,12 @@ mod sfu_link;
 
 use crate::ids::NodeId;
 use crate::ipc::ToSfu;
+use async_signal::{Signal, Signals};
 use node::{ConnId, Effect, Node};
 use smol::channel::Sender;
+use smol::future::FutureExt;
 use smol::net::TcpListener;
+use smol::stream::StreamExt;
 use smol::LocalExecutor;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -49,6 +52,8 @@ struct Shared {
     conns: RefCell<HashMap<ConnId, Sender<Outbound>>>,
     sfus: RefCell<Vec<Option<Sender<ToSfu>>>>,
     next_conn: Cell<u64>,
+    /// Connection tasks still running (a shutdown waits for them).
+    live_conns: Cell<usize>,
 }
 
 impl Shared {
@@ -110,6 +115,8 @@ pub fn run(cfg: SignalConfig) -> std::io::Result<()> {
 }
 
 async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()> {
+    // Before anything else, so that a stop request is always a clean one.
+    let mut signals = Signals::new([Signal::Term, Signal::Int])?;
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let shared = Rc::new(Shared {
@@ -121,6 +128,7 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
         conns: RefCell::new(HashMap::new()),
         sfus: RefCell::new(vec![None; cfg.sfu_sockets.len()]),
         next_conn: Cell::new(1),
+        live_conns: Cell::new(0),
     });
     for (slot, path) in cfg.sfu_sockets.iter().enumerate() {
         ex.spawn(sfu_link::run(shared.clone(), slot, path.clone()))
@@ -128,19 +136,47 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
     }
     ex.spawn(ticker(shared.clone())).detach();
     log::info!("signaling node {} listening on http://{addr}/", cfg.bizid);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of descriptors and the like: back off, keep serving.
-                log::warn!("accept failed: {e}");
-                smol::Timer::after(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        ex.spawn(conn::handle(shared.clone(), stream, peer))
-            .detach();
+    crate::notify::notify("READY=1");
+    let accept = async {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of descriptors and the like: back off, keep serving.
+                    log::warn!("accept failed: {e}");
+                    smol::Timer::after(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            ex.spawn(conn::handle(shared.clone(), stream, peer))
+                .detach();
+        }
+    };
+    accept
+        .or(async {
+            signals.next().await;
+        })
+        .await;
+    drain(&shared).await;
+    Ok(())
+}
+
+/// Shutdown: every client gets a 1001 ("going away") close; waits a few
+/// seconds for the sockets to finish. Dropping the SFU control connections
+/// (when the process exits) makes the SFUs drop their sessions.
+async fn drain(shared: &Shared) {
+    log::info!(
+        "shutting down: closing {} connections",
+        shared.conns.borrow().len()
+    );
+    crate::notify::notify("STOPPING=1");
+    for tx in shared.conns.borrow().values() {
+        let _ = tx.try_send(Outbound::Close(1001, "server shutting down"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while shared.live_conns.get() > 0 && Instant::now() < deadline {
+        smol::Timer::after(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,0 +1,130 @@
+//! Process lifecycle: SIGTERM drains and exits 0; an SFU whose signaling
+//! node dies drops the sessions that node made.
+
+mod common;
+
+use common::media::{run_all, run_until, Peer};
+use common::{socket_path, Client, Server, SfuProcess, WAIT};
+use serde_json::json;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Waits for our child to exit; returns its exit code.
+fn wait_exit(child: &mut Child) -> Option<i32> {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Child processes of `pid`, whichever of its threads started them.
+fn children_of(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("our child exists");
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+#[test]
+fn sigterm_closes_every_socket_with_1001_and_exits_0() {
+    let mut server = Server::start();
+    let sfu_pid = children_of(server.child.id());
+    assert_eq!(sfu_pid.len(), 1, "one SFU child");
+    let mut alice = Client::connect(&server, "alice");
+    alice.ok("join", json!({"rid": "r"}));
+    sigterm(&server.child);
+    assert_eq!(alice.wait_close(), Some(1001));
+    assert_eq!(wait_exit(&mut server.child), Some(0));
+    // The SFU child follows its parent and removes its socket.
+    let deadline = Instant::now() + WAIT;
+    while std::path::Path::new(&format!("/proc/{}", sfu_pid[0])).exists()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", sfu_pid[0])).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "the SFU child is gone"
+    );
+}
+
+#[test]
+fn an_sfu_stopped_with_sigterm_exits_0_and_removes_its_socket() {
+    let socket = socket_path("term");
+    let mut sfu = SfuProcess::start(&socket, "sfu-t");
+    let deadline = Instant::now() + WAIT;
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(socket.exists());
+    sigterm(&sfu.child);
+    assert_eq!(wait_exit(&mut sfu.child), Some(0));
+    assert!(!socket.exists());
+}
+
+#[test]
+fn an_sfu_drops_the_sessions_of_a_signaling_node_that_died() {
+    let socket = socket_path("orphans");
+    let _sfu = SfuProcess::start(&socket, "sfu-o");
+    let mut node = Server::start_signal(&socket);
+    assert!(node.wait_health(200));
+    let mut alice = Client::connect(&node, "alice");
+    let mut bob = Client::connect(&node, "bob");
+    alice.ok("join", json!({"rid": "r"}));
+    bob.ok("join", json!({"rid": "r"}));
+    let mut publisher = Peer::publisher();
+    let answer = alice.ok(
+        "publish",
+        json!({"rid": "r", "jsep": {"type": "offer", "sdp": publisher.offer()},
+               "minfo": {"audio": true, "video": true, "audiotype": 0, "videotype": 0}}),
+    );
+    publisher.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
+    let mut subscriber = Peer::subscriber();
+    let sub = bob.ok(
+        "subscribe",
+        json!({"rid": "r", "mid": answer["mid"], "jsep": {"type": "offer", "sdp": subscriber.offer()}}),
+    );
+    subscriber.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
+    assert!(run_until(
+        &mut [&mut publisher, &mut subscriber],
+        Duration::from_secs(10),
+        |p| p[1].received[1] > 10
+    ));
+
+    // The node dies without a word; a new one takes over the SFU.
+    let _ = node.child.kill();
+    let _ = node.child.wait();
+    let fresh = Server::start_signal(&socket);
+    assert!(fresh.wait_health(200));
+    run_all(
+        &mut [&mut publisher, &mut subscriber],
+        Duration::from_millis(300),
+    );
+    let after = subscriber.received;
+    run_all(
+        &mut [&mut publisher, &mut subscriber],
+        Duration::from_millis(700),
+    );
+    assert_eq!(
+        subscriber.received, after,
+        "the orphaned subscription carries no more media"
+    );
+}
