@@ -2,31 +2,40 @@
 
 use crate::config::{self, FileConfig, DEFAULT_LISTEN, DEFAULT_MEDIA_PORT};
 use crate::ids::NodeId;
-use crate::limits::DEFAULT_LIVENESS_TIMEOUT_SECS;
+use crate::limits::{DEFAULT_LIVENESS_TIMEOUT_SECS, MAX_SFUS};
 use crate::{sfu, signal, supervise};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const USAGE: &str = "\
 usage: wren [ROLE] [OPTIONS]
 
 roles:
-  (none)    a signaling node plus one SFU child process it supervises
-  signal    a signaling node only (connects to --sfu-socket)
-  sfu       one SFU process (listens on --socket)
+  (none)               a signaling node plus --sfus SFU child processes
+  signal               a signaling node only
+  sfu                  one SFU process
+  check-config FILE    validate a configuration file and exit
 
 options:
   --listen ADDR:PORT     HTTP + WebSocket address (default 0.0.0.0:8080)
-  --media-ip IP          address the SFU advertises in ICE candidates
+  --media-ip IP          address the SFUs advertise in ICE candidates
                          (default: the host's first non-loopback IPv4)
-  --media-port PORT      the SFU's UDP port (default 40000)
+  --media-port PORT      UDP port of sfu-1; sfu-N uses PORT+N-1 (default 40000)
+  --sfus N               SFU processes (default 1; one per core at most)
   --config FILE          TOML configuration (kebab-case keys)
   --log-level LEVEL      error, warn, info, debug, trace (default info)
   --bizid ID             the signaling node's id (default biz-1)
-  --sfuid ID             the SFU's id (default sfu-1)
-  --sfu-socket PATH      an SFU control socket (signal role; repeatable)
-  --socket PATH          the control socket to listen on (sfu role)
+  --socket-dir DIR       folder of the control sockets sfu-N.sock
+                         (default $RUNTIME_DIRECTORY, else /run/wren; the
+                         all-in-one mode makes a private one)
+  --instance N           sfu role: be sfu-N (socket, port and id follow)
+  --sfu-socket PATH      signal role: an SFU control socket (repeatable;
+                         replaces the socket-dir ones)
+  --socket PATH          sfu role: the control socket to listen on
+  --sfuid ID             sfu role: the SFU's id (default sfu-N)
+  --sfu-wrapper CMD      command prefix for SFU children, split at spaces
+                         (e.g. \"nice -n 5\", \"qemu-aarch64\")
   -h, --help             this text
   -V, --version          the version";
 
@@ -40,6 +49,7 @@ pub enum Role {
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Run(Role, Box<Flags>),
+    CheckConfig(PathBuf),
     Help,
     Version,
 }
@@ -50,12 +60,16 @@ pub struct Flags {
     pub listen: Option<SocketAddr>,
     pub media_ip: Option<IpAddr>,
     pub media_port: Option<u16>,
+    pub sfus: Option<usize>,
     pub config: Option<PathBuf>,
     pub log_level: Option<String>,
     pub bizid: Option<String>,
     pub sfuid: Option<String>,
+    pub socket_dir: Option<PathBuf>,
+    pub instance: Option<usize>,
     pub sfu_sockets: Vec<PathBuf>,
     pub socket: Option<PathBuf>,
+    pub sfu_wrapper: Option<Vec<String>>,
     /// Exit when standard input closes: how an SFU child notices that its
     /// supervising parent died, whatever killed it.
     pub exit_on_stdin_eof: bool,
@@ -66,6 +80,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let role = match it.peek().map(|s| s.as_str()) {
         Some("signal") => Role::Signal,
         Some("sfu") => Role::Sfu,
+        Some("check-config") => {
+            return match args {
+                [_, file] => Ok(Command::CheckConfig(file.into())),
+                _ => Err("check-config takes one FILE".into()),
+            }
+        }
         _ => Role::AllInOne,
     };
     if role != Role::AllInOne {
@@ -99,6 +119,22 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 let v = value()?;
                 f.media_port = Some(v.parse().map_err(|_| bad("port", &v))?);
             }
+            "--sfus" => {
+                let v = value()?;
+                let n = v.parse().map_err(|_| bad("count", &v))?;
+                if n == 0 || n > MAX_SFUS {
+                    return Err(bad(&format!("count (1..={MAX_SFUS})"), &v));
+                }
+                f.sfus = Some(n);
+            }
+            "--instance" => {
+                let v = value()?;
+                let n = v.parse().map_err(|_| bad("instance", &v))?;
+                if n == 0 || n > MAX_SFUS {
+                    return Err(bad(&format!("instance (1..={MAX_SFUS})"), &v));
+                }
+                f.instance = Some(n);
+            }
             "--config" => f.config = Some(value()?.into()),
             "--log-level" => {
                 let v = value()?;
@@ -107,8 +143,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
             "--bizid" => f.bizid = Some(value()?),
             "--sfuid" => f.sfuid = Some(value()?),
+            "--socket-dir" => f.socket_dir = Some(value()?.into()),
             "--sfu-socket" => f.sfu_sockets.push(value()?.into()),
             "--socket" => f.socket = Some(value()?.into()),
+            "--sfu-wrapper" => {
+                f.sfu_wrapper = Some(value()?.split_whitespace().map(String::from).collect())
+            }
             "--exit-on-stdin-eof" => f.exit_on_stdin_eof = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -121,19 +161,41 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 pub struct Settings {
     pub listen: SocketAddr,
     pub media_ip: IpAddr,
+    /// UDP port of sfu-1.
     pub media_port: u16,
+    pub sfus: usize,
     pub log_level: log::LevelFilter,
     pub bizid: NodeId,
-    pub sfuid: NodeId,
+    /// Set only when given: the all-in-one mode makes a private folder.
+    pub socket_dir: Option<PathBuf>,
+    pub instance: usize,
+    pub sfuid: Option<NodeId>,
     pub sfu_sockets: Vec<PathBuf>,
     pub socket: Option<PathBuf>,
+    pub sfu_wrapper: Vec<String>,
     pub liveness_timeout: Duration,
     pub exit_on_stdin_eof: bool,
 }
 
-fn node_id(key: &str, v: Option<String>, default: &str) -> Result<NodeId, String> {
-    let v = v.unwrap_or_else(|| default.to_string());
+fn node_id(key: &str, v: String) -> Result<NodeId, String> {
     NodeId::parse(&v).ok_or_else(|| format!("{key}: invalid id {v:?}"))
+}
+
+/// The id of SFU instance `n`.
+pub fn sfu_id(n: usize) -> NodeId {
+    node_id("sfuid", format!("sfu-{n}")).expect("sfu-N is a valid id")
+}
+
+/// The control socket of SFU instance `n` in `dir`.
+pub fn sfu_socket(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!("sfu-{n}.sock"))
+}
+
+/// systemd's runtime folder when it made one, else /run/wren.
+fn service_socket_dir() -> PathBuf {
+    std::env::var_os("RUNTIME_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/wren"))
 }
 
 pub fn settings(f: Flags) -> Result<Settings, String> {
@@ -150,6 +212,18 @@ pub fn settings(f: Flags) -> Result<Settings, String> {
     } else {
         f.sfu_sockets
     };
+    let media_port = f
+        .media_port
+        .or(file.media_port)
+        .unwrap_or(DEFAULT_MEDIA_PORT);
+    let sfus = f.sfus.or(file.sfus).unwrap_or(1);
+    let instance = f.instance.unwrap_or(1);
+    let top = sfus.max(instance);
+    if usize::from(media_port) + top - 1 > usize::from(u16::MAX) {
+        return Err(format!(
+            "SFU {top} does not fit above UDP port {media_port}"
+        ));
+    }
     Ok(Settings {
         listen: f
             .listen
@@ -159,21 +233,61 @@ pub fn settings(f: Flags) -> Result<Settings, String> {
             .media_ip
             .or(file.media_ip)
             .unwrap_or_else(config::default_media_ip),
-        media_port: f
-            .media_port
-            .or(file.media_port)
-            .unwrap_or(DEFAULT_MEDIA_PORT),
+        media_port,
+        sfus,
         log_level: config::parse_level(&level)?,
-        bizid: node_id("bizid", f.bizid.or(file.bizid), "biz-1")?,
-        sfuid: node_id("sfuid", f.sfuid.or(file.sfuid), "sfu-1")?,
+        bizid: node_id(
+            "bizid",
+            f.bizid.or(file.bizid).unwrap_or_else(|| "biz-1".into()),
+        )?,
+        socket_dir: f.socket_dir.or(file.socket_dir),
+        instance,
+        sfuid: f
+            .sfuid
+            .or(file.sfuid)
+            .map(|v| node_id("sfuid", v))
+            .transpose()?,
         sfu_sockets,
         socket: f.socket.or(file.socket),
+        sfu_wrapper: f.sfu_wrapper.or(file.sfu_wrapper).unwrap_or_default(),
         liveness_timeout: Duration::from_secs(
             file.liveness_timeout_secs
                 .unwrap_or(DEFAULT_LIVENESS_TIMEOUT_SECS),
         ),
         exit_on_stdin_eof: f.exit_on_stdin_eof,
     })
+}
+
+impl Settings {
+    /// The signaling role's view: the explicit sockets, or `sfus` sockets
+    /// in the socket folder.
+    pub fn signal_config(&self, dir: &Path) -> signal::SignalConfig {
+        let sfu_sockets = if self.sfu_sockets.is_empty() {
+            (1..=self.sfus).map(|n| sfu_socket(dir, n)).collect()
+        } else {
+            self.sfu_sockets.clone()
+        };
+        signal::SignalConfig {
+            listen: self.listen,
+            bizid: self.bizid.clone(),
+            sfu_sockets,
+            liveness_timeout: self.liveness_timeout,
+        }
+    }
+
+    /// The SFU role's view: instance N has id sfu-N, socket sfu-N.sock and
+    /// UDP port media-port + N - 1, unless told otherwise.
+    pub fn sfu_config(&self, dir: &Path) -> sfu::SfuConfig {
+        let n = self.instance;
+        sfu::SfuConfig {
+            sfuid: self.sfuid.clone().unwrap_or_else(|| sfu_id(n)),
+            socket: self.socket.clone().unwrap_or_else(|| sfu_socket(dir, n)),
+            media_ip: self.media_ip,
+            // Cannot overflow: `settings` checked the top instance's port.
+            media_port: self.media_port + (n - 1) as u16,
+            exit_on_stdin_eof: self.exit_on_stdin_eof,
+        }
+    }
 }
 
 fn init_logging(level: log::LevelFilter) {
@@ -194,38 +308,24 @@ pub fn run(cmd: Command) -> Result<(), String> {
             println!("wren {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
+        Command::CheckConfig(path) => {
+            let flags = Flags {
+                config: Some(path.clone()),
+                ..Flags::default()
+            };
+            settings(flags)?;
+            println!("{}: ok", path.display());
+            return Ok(());
+        }
         Command::Run(role, flags) => (role, flags),
     };
     let s = settings(*flags)?;
     init_logging(s.log_level);
+    let dir = || s.socket_dir.clone().unwrap_or_else(service_socket_dir);
     match role {
-        Role::Signal => {
-            if s.sfu_sockets.is_empty() {
-                return Err("signal: name at least one --sfu-socket".into());
-            }
-            signal::run(signal_config(&s)).map_err(|e| format!("signal: {e}"))
-        }
-        Role::Sfu => {
-            let socket = s.socket.clone().ok_or("sfu: --socket PATH is required")?;
-            sfu::run(sfu::SfuConfig {
-                sfuid: s.sfuid.clone(),
-                socket,
-                media_ip: s.media_ip,
-                media_port: s.media_port,
-                exit_on_stdin_eof: s.exit_on_stdin_eof,
-            })
-            .map_err(|e| format!("sfu: {e}"))
-        }
+        Role::Signal => signal::run(s.signal_config(&dir())).map_err(|e| format!("signal: {e}")),
+        Role::Sfu => sfu::run(s.sfu_config(&dir())).map_err(|e| format!("sfu: {e}")),
         Role::AllInOne => supervise::run(&s),
-    }
-}
-
-pub fn signal_config(s: &Settings) -> signal::SignalConfig {
-    signal::SignalConfig {
-        listen: s.listen,
-        bizid: s.bizid.clone(),
-        sfu_sockets: s.sfu_sockets.clone(),
-        liveness_timeout: s.liveness_timeout,
     }
 }
 
@@ -237,29 +337,68 @@ mod tests {
         s.split_whitespace().map(String::from).collect()
     }
 
+    fn run_settings(s: &str) -> (Role, Settings) {
+        match parse(&args(s)).unwrap() {
+            Command::Run(role, f) => (role, settings(*f).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn roles_and_flags_parse() {
-        let Command::Run(role, f) = parse(&args(
-            "sfu --socket /x.sock --media-port=5000 --media-ip 127.0.0.1",
-        ))
-        .unwrap() else {
-            panic!()
-        };
+        let (role, s) = run_settings("sfu --socket /x.sock --media-port=5000 --media-ip 127.0.0.1");
         assert_eq!(role, Role::Sfu);
-        assert_eq!(f.media_port, Some(5000));
-        assert_eq!(f.socket, Some(PathBuf::from("/x.sock")));
+        let c = s.sfu_config(Path::new("/run/wren"));
+        assert_eq!(c.media_port, 5000);
+        assert_eq!(c.socket, PathBuf::from("/x.sock"));
+        assert_eq!(c.sfuid.as_str(), "sfu-1");
         assert!(matches!(
             parse(&args("--listen 127.0.0.1:1")).unwrap(),
             Command::Run(Role::AllInOne, _)
         ));
+        assert_eq!(
+            parse(&args("check-config /etc/wren/wren.toml")).unwrap(),
+            Command::CheckConfig("/etc/wren/wren.toml".into())
+        );
+    }
+
+    #[test]
+    fn an_sfu_instance_derives_its_id_socket_and_port() {
+        let (_, s) = run_settings("sfu --instance 3 --media-port 40000 --media-ip 10.0.0.2");
+        let c = s.sfu_config(Path::new("/run/wren"));
+        assert_eq!(c.sfuid.as_str(), "sfu-3");
+        assert_eq!(c.socket, PathBuf::from("/run/wren/sfu-3.sock"));
+        assert_eq!(c.media_port, 40002);
+        let (_, s) = run_settings("signal --sfus 2 --media-ip 10.0.0.2");
+        let sig = s.signal_config(Path::new("/run/wren"));
+        assert_eq!(
+            sig.sfu_sockets,
+            vec![
+                PathBuf::from("/run/wren/sfu-1.sock"),
+                PathBuf::from("/run/wren/sfu-2.sock")
+            ]
+        );
     }
 
     #[test]
     fn bad_flags_are_errors() {
-        assert!(parse(&args("--listen nope")).is_err());
-        assert!(parse(&args("--media-port 70000")).is_err());
-        assert!(parse(&args("--bogus")).is_err());
-        assert!(parse(&args("--listen")).is_err());
-        assert!(parse(&args("--log-level loud")).is_err());
+        for bad in [
+            "--listen nope",
+            "--media-port 70000",
+            "--bogus",
+            "--listen",
+            "--log-level loud",
+            "--sfus 0",
+            "--sfus 99",
+            "sfu --instance 0",
+            "check-config",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+        let Command::Run(_, f) = parse(&args("sfu --instance 3 --media-port 65534")).unwrap()
+        else {
+            panic!()
+        };
+        assert!(settings(*f).is_err(), "sfu-3's port is past 65535");
     }
 }

@@ -25,10 +25,18 @@ pub struct FileConfig {
     pub bizid: Option<String>,
     /// This SFU's id (`sfuid`).
     pub sfuid: Option<String>,
-    /// Control sockets of the SFUs a signaling node uses.
+    /// How many SFU processes (`sfu-1`..`sfu-N`, UDP ports `media-port`..+N-1).
+    pub sfus: Option<usize>,
+    /// Folder of the control sockets `sfu-N.sock`.
+    pub socket_dir: Option<PathBuf>,
+    /// Control sockets of the SFUs a signaling node uses, when not the
+    /// `sfus` sockets in `socket-dir`.
     pub sfu_sockets: Option<Vec<PathBuf>>,
-    /// The control socket an SFU listens on.
+    /// The control socket an SFU listens on, when not its `socket-dir` one.
     pub socket: Option<PathBuf>,
+    /// A command prefix for the SFU children of the all-in-one mode, e.g.
+    /// `["nice", "-n", "5"]` or `["qemu-aarch64"]`.
+    pub sfu_wrapper: Option<Vec<String>>,
     /// Seconds of silence after which a peer is removed.
     pub liveness_timeout_secs: Option<u64>,
 }
@@ -51,6 +59,11 @@ impl FileConfig {
         for (key, id) in [("bizid", &self.bizid), ("sfuid", &self.sfuid)] {
             if let Some(id) = id {
                 NodeId::parse(id).ok_or(format!("{key}: invalid id {id:?}"))?;
+            }
+        }
+        if let Some(n) = self.sfus {
+            if n == 0 || n > crate::limits::MAX_SFUS {
+                return Err(format!("sfus must be 1..={}", crate::limits::MAX_SFUS));
             }
         }
         if self.liveness_timeout_secs == Some(0) {

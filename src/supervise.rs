@@ -1,7 +1,8 @@
-//! The all-in-one mode: a signaling node plus one SFU child process that it
-//! starts (the same executable, `sfu` role) and restarts when it dies.
+//! The all-in-one mode: a signaling node plus `sfus` SFU child processes
+//! that it starts (the same executable, `sfu` role) and restarts when they
+//! die.
 
-use crate::cli::{signal_config, Settings};
+use crate::cli::Settings;
 use crate::signal;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,40 +14,44 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
 pub fn run(s: &Settings) -> Result<(), String> {
-    let dir = socket_dir()?;
-    let socket = dir.join(format!("{}.sock", s.sfuid));
+    let dir = match &s.socket_dir {
+        Some(d) => d.clone(),
+        None => private_socket_dir()?,
+    };
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let args: Vec<String> = vec![
-        "sfu".into(),
-        "--exit-on-stdin-eof".into(),
-        "--socket".into(),
-        socket.display().to_string(),
-        "--sfuid".into(),
-        s.sfuid.to_string(),
-        "--media-ip".into(),
-        s.media_ip.to_string(),
-        "--media-port".into(),
-        s.media_port.to_string(),
-        "--log-level".into(),
-        s.log_level.to_string(),
-    ];
-    std::thread::Builder::new()
-        .name("sfu-supervisor".into())
-        .spawn(move || supervise(&exe, &args))
-        .map_err(|e| format!("cannot start the supervisor: {e}"))?;
-
-    let mut cfg = signal_config(s);
-    cfg.sfu_sockets = vec![socket];
+    for n in 1..=s.sfus {
+        let mut cmd = s.sfu_wrapper.clone();
+        cmd.push(exe.display().to_string());
+        cmd.extend(
+            [
+                "sfu",
+                "--exit-on-stdin-eof",
+                "--instance",
+                &n.to_string(),
+                "--socket-dir",
+                &dir.display().to_string(),
+                "--media-ip",
+                &s.media_ip.to_string(),
+                "--media-port",
+                &s.media_port.to_string(),
+                "--log-level",
+                s.log_level.as_str(),
+            ]
+            .map(String::from),
+        );
+        std::thread::Builder::new()
+            .name(format!("sfu-{n}-supervisor"))
+            .spawn(move || supervise(&cmd))
+            .map_err(|e| format!("cannot start the supervisor: {e}"))?;
+    }
     println!("wren: open http://{}/ in a browser", display_addr(s));
-    signal::run(cfg).map_err(|e| format!("signal: {e}"))
+    signal::run(s.signal_config(&dir)).map_err(|e| format!("signal: {e}"))
 }
 
-/// Where the control socket goes: systemd's `RUNTIME_DIRECTORY`, else a
-/// private folder of this process under `XDG_RUNTIME_DIR` or the temp dir.
-fn socket_dir() -> Result<PathBuf, String> {
-    if let Some(d) = std::env::var_os("RUNTIME_DIRECTORY") {
-        return Ok(PathBuf::from(d));
-    }
+/// A folder for the control sockets that only this process uses: under
+/// `XDG_RUNTIME_DIR` or the temp dir. The SFU children remove their
+/// sockets and the folder when they exit.
+fn private_socket_dir() -> Result<PathBuf, String> {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -71,12 +76,12 @@ fn display_addr(s: &Settings) -> String {
     }
 }
 
-/// Runs the SFU child forever, restarting it with backoff.
-fn supervise(exe: &Path, args: &[String]) {
+/// Runs one SFU child forever, restarting it with backoff.
+fn supervise(cmd: &[String]) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let started = Instant::now();
-        match spawn(exe, args) {
+        match spawn(cmd) {
             Ok(mut child) => {
                 log::info!("SFU child started (pid {})", child.id());
                 // The child's stdin is a pipe whose write end only we hold:
@@ -88,7 +93,7 @@ fn supervise(exe: &Path, args: &[String]) {
                     Err(e) => log::warn!("SFU child wait failed: {e}"),
                 }
             }
-            Err(e) => log::error!("cannot start the SFU child: {e}"),
+            Err(e) => log::error!("cannot start the SFU child {:?}: {e}", cmd[0]),
         }
         if started.elapsed() >= HEALTHY_AFTER {
             backoff = BACKOFF_MIN;
@@ -98,6 +103,9 @@ fn supervise(exe: &Path, args: &[String]) {
     }
 }
 
-fn spawn(exe: &Path, args: &[String]) -> std::io::Result<Child> {
-    Command::new(exe).args(args).stdin(Stdio::piped()).spawn()
+fn spawn(cmd: &[String]) -> std::io::Result<Child> {
+    Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::piped())
+        .spawn()
 }
