@@ -4,8 +4,6 @@
 // Environment:
 //   WREN_BIN        the server binary (default: target/debug/wren)
 //   WREN_LOG_LEVEL  its --log-level (default: the binary's own, info)
-//   WREN_WEB=disk   serve the web client from web/ instead of the copy
-//                   compiled into the binary (to try web/ without a rebuild)
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -20,9 +18,8 @@ import { chromium } from 'playwright-core';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const WREN_BIN = process.env.WREN_BIN ?? join(REPO, 'target/debug/wren');
-const WEB_FROM_DISK = process.env.WREN_WEB === 'disk';
-// URL path -> file in web/, as the binary embeds them.
-const WEB_ASSETS = { '/': 'index.html', '/index.html': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
+// URL path -> the file in web/ the binary compiled in for it.
+const WEB_ASSETS = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
 const CHROMIUM_FLAGS = [
   '--headless',
   '--no-sandbox',
@@ -62,12 +59,6 @@ export class Harness {
       timeout: 30_000,
     });
     this.context.setDefaultTimeout(15_000);
-    if (WEB_FROM_DISK) {
-      await this.context.route(
-        (url) => url.hostname === '127.0.0.1' && url.pathname in WEB_ASSETS,
-        (route) => route.fulfill({ path: join(REPO, 'web', WEB_ASSETS[new URL(route.request().url()).pathname]) }),
-      );
-    }
   }
 
   async close() {
@@ -92,7 +83,8 @@ export class Harness {
     return `http://127.0.0.1:${this.wren.port}/?${query}`;
   }
 
-  // Starts the server and resolves once GET / answers 200 (within 10 s).
+  // Starts the server and resolves once it can carry calls (within 10 s):
+  // /healthz answers 200 only once its SFU child is connected, GET / before.
   async startWren() {
     assert.equal(this.wren, null, 'a wren server is already running');
     const port = await freePort('tcp');
@@ -117,16 +109,16 @@ export class Harness {
         this.wren = null;
         assert.fail(`wren exited (${proc.exitCode ?? proc.signalCode}) before it was ready:\n${output}`);
       }
-      const status = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(1000) })
+      const status = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(1000) })
         .then((res) => res.status, () => null);
       if (status === 200) {
-        if (!WEB_FROM_DISK) await this.checkEmbeddedWeb();
+        await this.checkEmbeddedWeb();
         return this.wren;
       }
       await delay(100);
     }
     await this.stopWren();
-    assert.fail(`wren did not answer GET / within 10 s:\n${output}`);
+    assert.fail(`wren's /healthz did not answer 200 within 10 s:\n${output}`);
   }
 
   // The binary compiles web/ in: a binary built before the last edit there
@@ -140,8 +132,7 @@ export class Harness {
     }
     if (stale.length > 0) {
       await this.stopWren();
-      assert.fail(`${WREN_BIN} serves a different ${[...new Set(stale)].join(', ')} than web/: `
-        + 'rebuild it, or set WREN_WEB=disk to serve web/ as it is');
+      assert.fail(`${WREN_BIN} serves another ${stale.join(', ')} than web/ has: rebuild it (it compiles web/ in)`);
     }
   }
 
