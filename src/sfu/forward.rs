@@ -15,7 +15,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
-use str0m::format::{CodecConfig, PayloadParams};
+use str0m::config::DtlsCert;
+use str0m::format::{Codec, CodecConfig, PayloadParams};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid as TrackMid, Pt};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
@@ -91,7 +92,8 @@ enum Happening {
 
 /// All sessions of one SFU process.
 pub struct Sfu {
-    config: RtcConfig,
+    /// One DTLS certificate for every session (making one is slow).
+    cert: DtlsCert,
     candidate: Candidate,
     local: SocketAddr,
     sessions: HashMap<SessionId, Session>,
@@ -114,11 +116,15 @@ pub struct SfuCounts {
 impl Sfu {
     /// An SFU whose one UDP socket is reachable at `local` (the address
     /// put in every answer's host candidate).
-    pub fn new(config: RtcConfig, local: SocketAddr) -> Result<Sfu, String> {
+    pub fn new(local: SocketAddr) -> Result<Sfu, String> {
         let candidate =
             Candidate::host(local, "udp").map_err(|e| format!("bad media address {local}: {e}"))?;
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .ok_or("cannot generate a DTLS certificate")?;
         Ok(Sfu {
-            config,
+            cert,
             candidate,
             local,
             sessions: HashMap::new(),
@@ -132,22 +138,25 @@ impl Sfu {
         })
     }
 
-    /// The str0m configuration every session starts from: ICE-lite, RTP
-    /// mode, the codecs browsers and Pi encoders send, one DTLS certificate.
-    pub fn rtc_config() -> Result<RtcConfig, String> {
-        let cert = str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate()
-            .ok_or("cannot generate a DTLS certificate")?;
-        Ok(Rtc::builder()
+    /// The str0m configuration of a session: ICE-lite, RTP mode, Opus and
+    /// the video codecs browsers and Pi encoders send, in the offerer's
+    /// order of preference, so that the answer keeps its choice (str0m
+    /// answers in the order of its own configuration).
+    fn rtc_config(&self, offer: &str) -> RtcConfig {
+        let mut config = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_vp9(true)
-            .enable_h264(true)
-            .set_dtls_cert(cert))
+            .set_dtls_cert(self.cert.clone());
+        for codec in video_preference(offer) {
+            config = match codec {
+                Codec::Vp8 => config.enable_vp8(true),
+                Codec::Vp9 => config.enable_vp9(true),
+                _ => config.enable_h264(true),
+            };
+        }
+        config
     }
 
     pub fn counts(&self) -> SfuCounts {
@@ -252,13 +261,13 @@ impl Sfu {
         if self.sessions.len() >= MAX_SFU_SESSIONS {
             return Err(SfuError::Full);
         }
-        let offer = SdpOffer::from_sdp_string(offer)
+        let parsed = SdpOffer::from_sdp_string(offer)
             .map_err(|e| SfuError::BadOffer(format!("unparsable SDP: {e}")))?;
-        let mut rtc = self.config.clone().build(now);
+        let mut rtc = self.rtc_config(offer).build(now);
         rtc.add_local_candidate(self.candidate.clone());
         let answer = rtc
             .sdp_api()
-            .accept_offer(offer)
+            .accept_offer(parsed)
             .map_err(|e| SfuError::BadOffer(e.to_string()))?;
         let id = SessionId(self.next_id);
         self.next_id += 1;
@@ -552,6 +561,43 @@ fn drain(s: &mut Session, transmits: &mut VecDeque<Transmit>, out: &mut Vec<Happ
     }
 }
 
+/// The video codecs we forward (VP8, VP9, H.264), in the order the offer's
+/// first video m-line lists them; those it does not list follow.
+fn video_preference(offer: &str) -> Vec<Codec> {
+    let mut order = Vec::with_capacity(3);
+    let lines = || offer.lines().map(str::trim_end);
+    let pts = lines()
+        .find_map(|l| l.strip_prefix("m=video "))
+        .map(|m| m.split(' ').skip(2).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for pt in pts {
+        let prefix = format!("a=rtpmap:{pt} ");
+        let Some(name) = lines().find_map(|l| l.strip_prefix(prefix.as_str())) else {
+            continue;
+        };
+        let codec = match name
+            .split('/')
+            .next()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("VP8") => Codec::Vp8,
+            Some("VP9") => Codec::Vp9,
+            Some("H264") => Codec::H264,
+            _ => continue,
+        };
+        if !order.contains(&codec) {
+            order.push(codec);
+        }
+    }
+    for codec in [Codec::Vp8, Codec::Vp9, Codec::H264] {
+        if !order.contains(&codec) {
+            order.push(codec);
+        }
+    }
+    order
+}
+
 /// (kind, n): the track is the n-th track of its kind in m-line order.
 /// A subscriber's n-th video track carries the publisher's n-th video.
 fn ordinal_of(tracks: &[Track], mid: TrackMid) -> Option<(MediaKind, usize)> {
@@ -664,4 +710,24 @@ fn subscriber_pt(sub: &Rtc, track: TrackMid, params: &PayloadParams) -> Option<P
     let m = config.match_params(*params)?;
     // match_params returns the best score, which may still be a mismatch.
     (m.spec().codec == params.spec().codec).then(|| m.pt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_preference_follows_the_offer() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 102 103 98 96\r\na=rtpmap:96 VP8/90000\r\n\
+            a=rtpmap:98 VP9/90000\r\na=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n";
+        assert_eq!(
+            video_preference(offer),
+            vec![Codec::H264, Codec::Vp9, Codec::Vp8]
+        );
+        assert_eq!(
+            video_preference("v=0\r\n"),
+            vec![Codec::Vp8, Codec::Vp9, Codec::H264]
+        );
+    }
 }

@@ -81,8 +81,7 @@ pub fn run(cfg: SfuConfig) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cfg.socket.display())))?;
     std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))?;
 
-    let rtc_config = Sfu::rtc_config().map_err(io::Error::other)?;
-    let sfu = Sfu::new(rtc_config, local).map_err(io::Error::other)?;
+    let sfu = Sfu::new(local).map_err(io::Error::other)?;
     log::info!(
         "SFU {} media on udp {local}, control on {}",
         cfg.sfuid,

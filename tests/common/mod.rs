@@ -20,6 +20,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long any single wait in a test may take.
@@ -66,6 +67,10 @@ impl Server {
             "--media-port".into(),
             media_port.to_string(),
         ];
+        if !runner().is_empty() {
+            // The SFU child is as foreign as its parent.
+            args.extend(["--sfu-wrapper".to_string(), runner().join(" ")]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let server = Server {
             child: spawn_wren(&args),
@@ -134,10 +139,42 @@ impl Drop for Server {
     }
 }
 
+/// The command that runs the wren binary here: the binary itself, or, when
+/// it is built for another architecture and the kernel cannot execute it
+/// (no binfmt in our sandboxes), QEMU user emulation named by its ELF
+/// machine. `WREN_RUNNER` overrides the choice.
+pub fn runner() -> &'static [String] {
+    static RUNNER: OnceLock<Vec<String>> = OnceLock::new();
+    RUNNER.get_or_init(|| {
+        if let Ok(r) = std::env::var("WREN_RUNNER") {
+            return r.split_whitespace().map(String::from).collect();
+        }
+        let bin = env!("CARGO_BIN_EXE_wren");
+        match Command::new(bin).arg("--version").output() {
+            Err(e) if e.raw_os_error() == Some(8) => {} // ENOEXEC: foreign.
+            _ => return Vec::new(),
+        }
+        let elf = std::fs::read(bin).expect("the wren binary is readable");
+        let qemu = match elf.get(18..20) {
+            Some([0xb7, 0]) => "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+            Some([0x28, 0]) => "qemu-arm -L /usr/arm-linux-gnueabihf",
+            other => panic!("wren is built for an unknown machine {other:?}"),
+        };
+        qemu.split_whitespace().map(String::from).collect()
+    })
+}
+
 /// Starts the `wren` binary with these arguments (logs hidden unless
 /// `WREN_TEST_LOG` is set).
 pub fn spawn_wren(args: &[String]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wren"));
+    let mut cmd = match runner() {
+        [] => Command::new(env!("CARGO_BIN_EXE_wren")),
+        [qemu, rest @ ..] => {
+            let mut c = Command::new(qemu);
+            c.args(rest).arg(env!("CARGO_BIN_EXE_wren"));
+            c
+        }
+    };
     cmd.args(args).stdin(Stdio::null());
     if std::env::var_os("WREN_TEST_LOG").is_none() {
         cmd.stderr(Stdio::null()).stdout(Stdio::null());
