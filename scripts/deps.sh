@@ -5,7 +5,10 @@ set -euo pipefail
 
 want=(gcc make pkg-config ca-certificates)
 if [ "${1:-}" = "test" ]; then
-    want+=(chromium fonts-liberation)
+    want+=(chromium fonts-liberation systemd)
+    # The ARM stage: cross gcc and QEMU user emulation.
+    want+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf
+        libc6-dev-armhf-cross qemu-user)
     # Node may come from elsewhere (nodesource, nvm): any node >= 18 will do.
     command -v node >/dev/null && command -v npm >/dev/null || want+=(nodejs npm)
 fi
@@ -28,6 +31,7 @@ if ! command -v cargo >/dev/null; then
     echo "deps: no Rust toolchain found. Install Rust >= 1.80 (rustup), then run again." >&2
     exit 1
 fi
-if [ "${1:-}" = "test" ] && command -v rustup >/dev/null; then
-    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if [ "${1:-}" = "test" ]; then
+    rustup component add rustfmt clippy >/dev/null
+    rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
 fi

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine and runs every test of wren: formatting and
 # lints, unit tests, end-to-end tests against the real binary (WebSockets,
-# str0m peers, SFU processes), and the headless-Chromium call test.
+# str0m peers, SFU processes), the headless-Chromium call tests, the shipped
+# systemd units and config, and the whole Rust suite again for aarch64 and
+# armv7 under QEMU user emulation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh test
@@ -21,3 +23,11 @@ cargo build --bin wren
     npm ci --no-audit --no-fund --loglevel=error
     WREN_BIN="$PWD/../../target/debug/wren" npm test
 )
+step "systemd units and shipped config"
+scripts/verify-units.sh target/debug/wren
+for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+    step "cargo test --target $target (under QEMU)"
+    start=$(date +%s)
+    cargo test --target "$target"
+    echo "$target: built and tested in $(($(date +%s) - start)) s"
+done
