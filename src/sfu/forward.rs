@@ -464,12 +464,23 @@ impl Sfu {
             );
             return;
         };
-        let Role::Publisher { subscribers, .. } = &p.role else {
-            return;
-        };
-        let subscribers = subscribers.clone();
         let ext = forwardable_extensions(&pkt.header.ext_vals);
-        for sub_id in subscribers {
+        // By index, not by a copy of the list: no allocation per packet.
+        // Driving a subscriber may remove it and shift the list: then one
+        // other subscriber misses this one packet, which RTX repairs.
+        let mut i = 0;
+        loop {
+            let Some(Session {
+                role: Role::Publisher { subscribers, .. },
+                ..
+            }) = self.sessions.get(&from)
+            else {
+                return;
+            };
+            let Some(&sub_id) = subscribers.get(i) else {
+                return;
+            };
+            i += 1;
             let Some(sub) = self.sessions.get_mut(&sub_id) else {
                 continue;
             };

@@ -82,6 +82,14 @@ enum PendingKind {
     Subscribe { mid: Mid, sid: Sid },
 }
 
+/// Who asked for a call to an SFU, to answer them later.
+struct Asker {
+    conn: ConnId,
+    req: RequestId,
+    uid: PeerId,
+    rid: RoomId,
+}
+
 struct PendingCall {
     call: CallId,
     sfu: SfuSlot,
@@ -98,12 +106,14 @@ pub struct Node {
     bizid: NodeId,
     liveness_timeout: Duration,
     call_timeout: Duration,
-    peers: heapless::Vec<Peer, MAX_CONNECTIONS>,
-    rooms: heapless::Vec<Room, MAX_ROOMS>,
-    streams: heapless::Vec<Stream, MAX_STREAMS>,
-    subs: heapless::Vec<Subscription, MAX_SUBS>,
+    // Fixed-capacity tables, each allocated once, up front (boxed so that
+    // the node itself stays small to move around).
+    peers: Box<heapless::Vec<Peer, MAX_CONNECTIONS>>,
+    rooms: Box<heapless::Vec<Room, MAX_ROOMS>>,
+    streams: Box<heapless::Vec<Stream, MAX_STREAMS>>,
+    subs: Box<heapless::Vec<Subscription, MAX_SUBS>>,
     sfus: heapless::Vec<SfuState, MAX_SFUS>,
-    pending: heapless::Vec<PendingCall, MAX_PENDING_SFU_CALLS>,
+    pending: Box<heapless::Vec<PendingCall, MAX_PENDING_SFU_CALLS>>,
     next_call: CallId,
     effects: VecDeque<Effect>,
 }
@@ -131,12 +141,12 @@ impl Node {
             bizid,
             liveness_timeout,
             call_timeout: Duration::from_millis(SFU_CALL_TIMEOUT_MS),
-            peers: heapless::Vec::new(),
-            rooms: heapless::Vec::new(),
-            streams: heapless::Vec::new(),
-            subs: heapless::Vec::new(),
+            peers: Box::default(),
+            rooms: Box::default(),
+            streams: Box::default(),
+            subs: Box::default(),
             sfus,
-            pending: heapless::Vec::new(),
+            pending: Box::default(),
             next_call: 1,
             effects: VecDeque::new(),
         }
@@ -145,6 +155,17 @@ impl Node {
     /// The next thing the shell must do.
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()
+    }
+
+    /// Bytes of the fixed tables, all allocated when the node is made.
+    pub fn table_bytes(&self) -> usize {
+        use std::mem::size_of_val;
+        size_of_val(self)
+            + size_of_val(&*self.peers)
+            + size_of_val(&*self.rooms)
+            + size_of_val(&*self.streams)
+            + size_of_val(&*self.subs)
+            + size_of_val(&*self.pending)
     }
 
     /// Counts for logs and tests: (peers, rooms, streams, subscriptions).
@@ -264,11 +285,23 @@ impl Node {
             }
             Request::Keepalive { .. } => Ok(Outcome::Ok),
             Request::Publish { rid, offer, minfo } => {
-                self.publish(now, conn, id, uid, rid, offer, minfo)
+                let asker = Asker {
+                    conn,
+                    req: id,
+                    uid,
+                    rid,
+                };
+                self.publish(now, asker, offer, minfo)
             }
             Request::Unpublish { rid, mid } => self.unpublish(&uid, &rid, &mid),
             Request::Subscribe { rid, mid, offer } => {
-                self.subscribe(now, conn, id, uid, rid, mid, offer)
+                let asker = Asker {
+                    conn,
+                    req: id,
+                    uid,
+                    rid,
+                };
+                self.subscribe(now, asker, mid, offer)
             }
             Request::Unsubscribe { rid, mid, sid } => self.unsubscribe(&uid, &rid, &mid, &sid),
             Request::Broadcast { rid, data } => {
@@ -353,49 +386,27 @@ impl Node {
         Ok(Outcome::Answer(protoo::ok_response(id, &answer)))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn publish(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        id: RequestId,
-        uid: PeerId,
-        rid: RoomId,
-        offer: String,
-        minfo: Minfo,
-    ) -> Reply {
-        let in_room = self.streams.iter().filter(|s| s.rid == rid).count()
-            + self.pending_publishes(|p| p.rid == rid);
+    fn publish(&mut self, now: Instant, asker: Asker, offer: String, minfo: Minfo) -> Reply {
+        let is_publish = |k: &PendingKind| matches!(k, PendingKind::Publish { .. });
+        let in_room = self.streams.iter().filter(|s| s.rid == asker.rid).count()
+            + self.pending_count(|p| is_publish(&p.kind) && p.rid == asker.rid);
         if in_room >= MAX_STREAMS_PER_ROOM {
             return Err(RequestError::Full("streams per room"));
         }
-        if self.streams.len() + self.pending_publishes(|_| true) >= MAX_STREAMS {
+        if self.streams.len() + self.pending_count(|p| is_publish(&p.kind)) >= MAX_STREAMS {
             return Err(RequestError::Full("streams"));
         }
         let sfu = self.least_loaded_sfu().ok_or(RequestError::NoSfu)?;
-        let mid = loop {
-            let mid = Mid::random(&uid);
-            if !self.mid_in_use(&mid) {
-                break mid;
-            }
+        let mid = unique(|| Mid::random(&asker.uid), |m| self.mid_in_use(m));
+        let kind = PendingKind::Publish {
+            mid: mid.clone(),
+            minfo,
         };
-        let call = self.start_call(
-            now,
-            sfu,
-            conn,
-            uid,
-            rid,
-            id,
-            PendingKind::Publish {
-                mid: mid.clone(),
-                minfo,
-            },
-        )?;
-        self.effects.push_back(Effect::Sfu {
-            sfu,
-            msg: ToSfu::Publish { call, mid, offer },
-        });
-        Ok(Outcome::Deferred)
+        self.call_sfu(now, sfu, asker, kind, |call| ToSfu::Publish {
+            call,
+            mid,
+            offer,
+        })
     }
 
     fn unpublish(&mut self, uid: &PeerId, rid: &RoomId, mid: &Mid) -> Reply {
@@ -411,67 +422,35 @@ impl Node {
         Ok(Outcome::Ok)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn subscribe(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        id: RequestId,
-        uid: PeerId,
-        rid: RoomId,
-        mid: Mid,
-        offer: String,
-    ) -> Reply {
+    fn subscribe(&mut self, now: Instant, asker: Asker, mid: Mid, offer: String) -> Reply {
         let stream = self
             .streams
             .iter()
-            .find(|s| s.mid == mid && s.rid == rid)
+            .find(|s| s.mid == mid && s.rid == asker.rid)
             .ok_or(RequestError::NoSuchStream)?;
         let sfu = stream.sfu;
-        let pending_here = self
-            .pending
-            .iter()
-            .filter(|p| matches!(&p.kind, PendingKind::Subscribe { mid: m, .. } if *m == mid))
-            .count();
-        if self.subs.iter().filter(|s| s.mid == mid).count() + pending_here >= MAX_SUBS_PER_STREAM {
+        let is_sub = |k: &PendingKind| matches!(k, PendingKind::Subscribe { .. });
+        let to_this = self.subs.iter().filter(|s| s.mid == mid).count()
+            + self.pending_count(
+                |p| matches!(&p.kind, PendingKind::Subscribe { mid: m, .. } if *m == mid),
+            );
+        if to_this >= MAX_SUBS_PER_STREAM {
             return Err(RequestError::Full("subscriptions per stream"));
         }
-        let pending_all = self
-            .pending
-            .iter()
-            .filter(|p| matches!(p.kind, PendingKind::Subscribe { .. }))
-            .count();
-        if self.subs.len() + pending_all >= MAX_SUBS {
+        if self.subs.len() + self.pending_count(|p| is_sub(&p.kind)) >= MAX_SUBS {
             return Err(RequestError::Full("subscriptions"));
         }
-        let sid = loop {
-            let sid = Sid::random(&uid);
-            if !self.sid_in_use(&sid) {
-                break sid;
-            }
+        let sid = unique(|| Sid::random(&asker.uid), |s| self.sid_in_use(s));
+        let kind = PendingKind::Subscribe {
+            mid: mid.clone(),
+            sid: sid.clone(),
         };
-        let call = self.start_call(
-            now,
-            sfu,
-            conn,
-            uid,
-            rid,
-            id,
-            PendingKind::Subscribe {
-                mid: mid.clone(),
-                sid: sid.clone(),
-            },
-        )?;
-        self.effects.push_back(Effect::Sfu {
-            sfu,
-            msg: ToSfu::Subscribe {
-                call,
-                sid,
-                mid,
-                offer,
-            },
-        });
-        Ok(Outcome::Deferred)
+        self.call_sfu(now, sfu, asker, kind, |call| ToSfu::Subscribe {
+            call,
+            sid,
+            mid,
+            offer,
+        })
     }
 
     fn unsubscribe(&mut self, uid: &PeerId, rid: &RoomId, mid: &Mid, sid: &Sid) -> Reply {
@@ -723,40 +702,40 @@ impl Node {
 
     // ----- helpers -----
 
-    #[allow(clippy::too_many_arguments)]
-    fn start_call(
+    /// Sends a call to an SFU; the request is answered when the SFU
+    /// answers (or does not, in time).
+    fn call_sfu(
         &mut self,
         now: Instant,
         sfu: SfuSlot,
-        conn: ConnId,
-        uid: PeerId,
-        rid: RoomId,
-        req: RequestId,
+        asker: Asker,
         kind: PendingKind,
-    ) -> Result<CallId, RequestError> {
+        msg: impl FnOnce(CallId) -> ToSfu,
+    ) -> Reply {
         let call = self.next_call;
         let pending = PendingCall {
             call,
             sfu,
             deadline: now + self.call_timeout,
-            conn,
-            uid,
-            rid,
-            req,
+            conn: asker.conn,
+            uid: asker.uid,
+            rid: asker.rid,
+            req: asker.req,
             kind,
         };
         self.pending
             .push(pending)
             .map_err(|_| RequestError::Full("pending SFU calls"))?;
         self.next_call += 1;
-        Ok(call)
+        self.effects.push_back(Effect::Sfu {
+            sfu,
+            msg: msg(call),
+        });
+        Ok(Outcome::Deferred)
     }
 
-    fn pending_publishes(&self, f: impl Fn(&PendingCall) -> bool) -> usize {
-        self.pending
-            .iter()
-            .filter(|p| matches!(p.kind, PendingKind::Publish { .. }) && f(p))
-            .count()
+    fn pending_count(&self, f: impl Fn(&PendingCall) -> bool) -> usize {
+        self.pending.iter().filter(|p| f(p)).count()
     }
 
     fn mid_in_use(&self, mid: &Mid) -> bool {
@@ -835,6 +814,17 @@ impl Node {
                     text: text.clone(),
                 });
             }
+        }
+    }
+}
+
+/// Draws ids until one is not taken (six random digits: collisions are
+/// rare, and the tables are far smaller than the id space).
+fn unique<T>(mut draw: impl FnMut() -> T, taken: impl Fn(&T) -> bool) -> T {
+    loop {
+        let v = draw();
+        if !taken(&v) {
+            return v;
         }
     }
 }

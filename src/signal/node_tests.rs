@@ -31,6 +31,17 @@ impl Harness {
         }
     }
 
+    /// Alice (connection 1) and Bob (2) in room r1, effects drained.
+    fn alice_and_bob_in_r1(sfus: usize) -> Harness {
+        let mut h = Harness::new(sfus);
+        h.connect(1, "alice");
+        h.connect(2, "bob");
+        h.join(1, "r1");
+        h.join(2, "r1");
+        h.effects();
+        h
+    }
+
     fn effects(&mut self) -> Vec<Effect> {
         std::iter::from_fn(|| self.node.poll_effect()).collect()
     }
@@ -187,11 +198,7 @@ fn joining_twice_is_409_and_other_rooms_are_403() {
 
 #[test]
 fn publish_answers_with_mid_and_sfuid_and_tells_the_others() {
-    let mut h = Harness::new(1);
-    h.connect(1, "alice");
-    h.connect(2, "bob");
-    h.join(1, "r1");
-    h.join(2, "r1");
+    let mut h = Harness::alice_and_bob_in_r1(1);
     let fx = h.req(1, "publish", publish_data("r1"));
     assert!(sent_to(&fx, 1).is_empty(), "the answer waits for the SFU");
     let (sfu, call) = sfu_call(&fx);
@@ -255,11 +262,7 @@ fn sfu_errors_timeouts_and_absence_become_error_codes() {
 
 #[test]
 fn only_the_owner_may_unpublish_and_others_get_stream_remove() {
-    let mut h = Harness::new(1);
-    h.connect(1, "alice");
-    h.connect(2, "bob");
-    h.join(1, "r1");
-    h.join(2, "r1");
+    let mut h = Harness::alice_and_bob_in_r1(1);
     let mid = h.publish(1, "r1");
     let fx = h.req(
         2,
@@ -294,11 +297,7 @@ fn only_the_owner_may_unpublish_and_others_get_stream_remove() {
 
 #[test]
 fn subscribe_and_unsubscribe_go_to_the_stream_sfu() {
-    let mut h = Harness::new(2);
-    h.connect(1, "alice");
-    h.connect(2, "bob");
-    h.join(1, "r1");
-    h.join(2, "r1");
+    let mut h = Harness::alice_and_bob_in_r1(2);
     let mid = h.publish(1, "r1");
     assert_eq!(
         error_code(
@@ -371,11 +370,7 @@ fn publishes_spread_over_sfus_by_load() {
 
 #[test]
 fn leave_unpublishes_closes_subscriptions_then_says_peer_leave() {
-    let mut h = Harness::new(1);
-    h.connect(1, "alice");
-    h.connect(2, "bob");
-    h.join(1, "r1");
-    h.join(2, "r1");
+    let mut h = Harness::alice_and_bob_in_r1(1);
     let mid = h.publish(1, "r1");
     let mid_b = h.publish(2, "r1");
     let fx = h.req(
@@ -432,11 +427,7 @@ fn a_closed_connection_leaves_every_room_at_once() {
 
 #[test]
 fn a_second_connection_with_the_same_uid_replaces_the_first() {
-    let mut h = Harness::new(1);
-    h.connect(1, "alice");
-    h.connect(2, "bob");
-    h.join(1, "r1");
-    h.join(2, "r1");
+    let mut h = Harness::alice_and_bob_in_r1(1);
     h.connect(3, "alice");
     let fx = h.effects();
     assert!(fx.contains(&Effect::Close {
@@ -510,11 +501,7 @@ fn rooms_per_peer_are_bounded() {
 
 #[test]
 fn a_silent_peer_is_removed_after_the_liveness_timeout() {
-    let mut h = Harness::new(1);
-    h.connect(1, "alice");
-    h.connect(2, "bob");
-    h.join(1, "r1");
-    h.join(2, "r1");
+    let mut h = Harness::alice_and_bob_in_r1(1);
     h.now += Duration::from_secs(20);
     h.req(2, "keepalive", json!({"rid": "r1"}));
     h.now += Duration::from_secs(10);
@@ -540,11 +527,7 @@ fn a_silent_peer_is_removed_after_the_liveness_timeout() {
 
 #[test]
 fn an_sfu_going_down_removes_its_streams_for_everyone() {
-    let mut h = Harness::new(1);
-    h.connect(1, "alice");
-    h.connect(2, "bob");
-    h.join(1, "r1");
-    h.join(2, "r1");
+    let mut h = Harness::alice_and_bob_in_r1(1);
     let mid = h.publish(1, "r1");
     h.node.sfu_down(0);
     let fx = h.effects();
@@ -562,11 +545,7 @@ fn an_sfu_going_down_removes_its_streams_for_everyone() {
 
 #[test]
 fn a_publisher_whose_media_fails_is_removed_like_unpublish() {
-    let mut h = Harness::new(1);
-    h.connect(1, "alice");
-    h.connect(2, "bob");
-    h.join(1, "r1");
-    h.join(2, "r1");
+    let mut h = Harness::alice_and_bob_in_r1(1);
     let mid = h.publish(1, "r1");
     h.node.from_sfu(
         0,
@@ -617,7 +596,7 @@ fn malformed_requests_are_400_and_unknown_methods_405() {
 fn the_fixed_tables_fit_the_documented_budget() {
     // README "Limits": the node's tables are allocated up front, 512 KiB at most.
     use std::mem::size_of;
-    let size = size_of::<Node>();
+    let size = Harness::new(1).node.table_bytes();
     println!(
         "Node tables: {size} bytes; slots: peer {}, room {}, stream {}, subscription {}, call {}",
         size_of::<Peer>(),
