@@ -126,6 +126,11 @@ impl Server {
         false
     }
 
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().is_ok_and(|s| s.is_none())
+    }
+
     pub fn ws_url(&self, uid: &str) -> String {
         format!("ws://{}/ws?peer={uid}", self.http)
     }
@@ -301,13 +306,20 @@ impl Client {
         })
     }
 
-    /// Sends a raw text frame.
+    /// Sends a raw text frame. A socket the server closed is recorded as
+    /// closed (a later wait for an answer fails).
     pub fn send_text(&mut self, text: &str) {
-        smol::block_on(self.ws.send(Message::text(text))).expect("send");
+        self.send(Message::text(text));
     }
 
     pub fn send_binary(&mut self, data: Vec<u8>) {
-        smol::block_on(self.ws.send(Message::binary(data))).expect("send");
+        self.send(Message::binary(data));
+    }
+
+    fn send(&mut self, msg: Message) {
+        if smol::block_on(self.ws.send(msg)).is_err() && self.closed.is_none() {
+            self.closed = Some(None);
+        }
     }
 
     /// Receives the next JSON message, or None on close/timeout.
@@ -408,6 +420,13 @@ impl Client {
             }
         }
         panic!("{}: no {method} notification", self.uid);
+    }
+
+    /// Reads and drops whatever arrives within `d` (keeps a flooding
+    /// client's socket from backing up).
+    pub fn drain(&mut self, d: Duration) {
+        while self.recv(d).is_some() {}
+        self.notes.clear();
     }
 
     /// Asserts nothing arrives for a short while.
