@@ -2,7 +2,7 @@
 
 use crate::config::{self, FileConfig, DEFAULT_LISTEN, DEFAULT_MEDIA_PORT};
 use crate::ids::NodeId;
-use crate::limits::{DEFAULT_LIVENESS_TIMEOUT_SECS, MAX_SFUS};
+use crate::limits::{Limits, DEFAULT_LIVENESS_TIMEOUT_SECS, MAX_SFUS};
 use crate::{sfu, signal, supervise};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -174,6 +174,9 @@ pub struct Settings {
     pub socket: Option<PathBuf>,
     pub sfu_wrapper: Vec<String>,
     pub liveness_timeout: Duration,
+    pub limits: Limits,
+    /// The config file, passed on to SFU children.
+    pub config: Option<PathBuf>,
     pub exit_on_stdin_eof: bool,
 }
 
@@ -254,6 +257,8 @@ pub fn settings(f: Flags) -> Result<Settings, String> {
             file.liveness_timeout_secs
                 .unwrap_or(DEFAULT_LIVENESS_TIMEOUT_SECS),
         ),
+        limits: file.limits,
+        config: f.config,
         exit_on_stdin_eof: f.exit_on_stdin_eof,
     })
 }
@@ -272,6 +277,7 @@ impl Settings {
             bizid: self.bizid.clone(),
             sfu_sockets,
             liveness_timeout: self.liveness_timeout,
+            limits: self.limits,
         }
     }
 
@@ -285,6 +291,7 @@ impl Settings {
             media_ip: self.media_ip,
             // Cannot overflow: `settings` checked the top instance's port.
             media_port: self.media_port + (n - 1) as u16,
+            max_sessions: self.limits.sfu_sessions,
             exit_on_stdin_eof: self.exit_on_stdin_eof,
         }
     }

@@ -2,6 +2,7 @@
 //! rejected) overridden by command-line flags.
 
 use crate::ids::NodeId;
+use crate::limits::Limits;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,9 @@ pub struct FileConfig {
     pub sfu_wrapper: Option<Vec<String>>,
     /// Seconds of silence after which a peer is removed.
     pub liveness_timeout_secs: Option<u64>,
+    /// Bounds lower than the built-in capacities.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 impl FileConfig {
@@ -66,6 +70,7 @@ impl FileConfig {
                 return Err(format!("sfus must be 1..={}", crate::limits::MAX_SFUS));
             }
         }
+        self.limits.validate()?;
         if self.liveness_timeout_secs == Some(0) {
             return Err("liveness-timeout-secs must be at least 1".into());
         }

@@ -69,3 +69,90 @@ pub const HTTP_HEAD_TIMEOUT_MS: u64 = 10_000;
 /// WebSocket ping interval; browsers answer with pong, which proves them
 /// alive even when the app sends no keepalive (ms).
 pub const PING_INTERVAL_MS: u64 = 10_000;
+
+/// The bounds in force, each at most its compile-time capacity above: the
+/// `[limits]` table of the config file may lower them (an edge box with
+/// little memory, or a test that wants to reach a bound cheaply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Limits {
+    pub connections: usize,
+    pub rooms: usize,
+    pub peers_per_room: usize,
+    pub rooms_per_peer: usize,
+    pub streams_per_room: usize,
+    pub streams: usize,
+    pub subs_per_stream: usize,
+    pub subs: usize,
+    pub pending_sfu_calls: usize,
+    pub sfu_sessions: usize,
+    /// Requests one connection may make per second, on average...
+    pub requests_per_sec: u32,
+    /// ...and in a burst.
+    pub request_burst: u32,
+    /// How long the signaling node waits for an SFU answer.
+    pub sfu_call_timeout_ms: u64,
+}
+
+/// Requests per second a connection may keep up (a browser sends a few
+/// per minute; a join storm of a reconnecting client a dozen at once).
+pub const DEFAULT_REQUESTS_PER_SEC: u32 = 20;
+pub const DEFAULT_REQUEST_BURST: u32 = 50;
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections: MAX_CONNECTIONS,
+            rooms: MAX_ROOMS,
+            peers_per_room: MAX_PEERS_PER_ROOM,
+            rooms_per_peer: MAX_ROOMS_PER_PEER,
+            streams_per_room: MAX_STREAMS_PER_ROOM,
+            streams: MAX_STREAMS,
+            subs_per_stream: MAX_SUBS_PER_STREAM,
+            subs: MAX_SUBS,
+            pending_sfu_calls: MAX_PENDING_SFU_CALLS,
+            sfu_sessions: MAX_SFU_SESSIONS,
+            requests_per_sec: DEFAULT_REQUESTS_PER_SEC,
+            request_burst: DEFAULT_REQUEST_BURST,
+            sfu_call_timeout_ms: SFU_CALL_TIMEOUT_MS,
+        }
+    }
+}
+
+impl Limits {
+    /// Each bound must be at least 1 and at most its capacity.
+    pub fn validate(&self) -> Result<(), String> {
+        let table = [
+            ("connections", self.connections, MAX_CONNECTIONS),
+            ("rooms", self.rooms, MAX_ROOMS),
+            ("peers-per-room", self.peers_per_room, MAX_PEERS_PER_ROOM),
+            ("rooms-per-peer", self.rooms_per_peer, MAX_ROOMS_PER_PEER),
+            (
+                "streams-per-room",
+                self.streams_per_room,
+                MAX_STREAMS_PER_ROOM,
+            ),
+            ("streams", self.streams, MAX_STREAMS),
+            ("subs-per-stream", self.subs_per_stream, MAX_SUBS_PER_STREAM),
+            ("subs", self.subs, MAX_SUBS),
+            (
+                "pending-sfu-calls",
+                self.pending_sfu_calls,
+                MAX_PENDING_SFU_CALLS,
+            ),
+            ("sfu-sessions", self.sfu_sessions, MAX_SFU_SESSIONS),
+        ];
+        for (name, value, cap) in table {
+            if value == 0 || value > cap {
+                return Err(format!("limits.{name} must be 1..={cap}, not {value}"));
+            }
+        }
+        if self.requests_per_sec == 0 || self.request_burst == 0 {
+            return Err("limits.requests-per-sec and request-burst must be at least 1".into());
+        }
+        if self.sfu_call_timeout_ms == 0 {
+            return Err("limits.sfu-call-timeout-ms must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -39,6 +39,10 @@ pub fn run(s: &Settings) -> Result<(), String> {
             ]
             .map(String::from),
         );
+        if let Some(config) = &s.config {
+            // The SFUs read their limits from the same file; flags win.
+            cmd.extend(["--config".to_string(), config.display().to_string()]);
+        }
         std::thread::Builder::new()
             .name(format!("sfu-{n}-supervisor"))
             .spawn(move || supervise(&cmd))

@@ -113,7 +113,10 @@ fn thousands_of_mutated_frames_disturb_nobody() {
             attacker.drain(Duration::from_millis(5));
         }
     }
-    println!("sent {sent} hostile frames over {} connections", reconnects + 1);
+    println!(
+        "sent {sent} hostile frames over {} connections",
+        reconnects + 1
+    );
     assert!(server.alive(), "the server survived");
     calm.assert_quiet();
     assert_eq!(calm.ok("keepalive", json!({"rid": "calm"})), json!({}));

@@ -92,6 +92,7 @@ enum Happening {
 
 /// All sessions of one SFU process.
 pub struct Sfu {
+    max_sessions: usize,
     /// One DTLS certificate for every session (making one is slow).
     cert: DtlsCert,
     candidate: Candidate,
@@ -116,7 +117,7 @@ pub struct SfuCounts {
 impl Sfu {
     /// An SFU whose one UDP socket is reachable at `local` (the address
     /// put in every answer's host candidate).
-    pub fn new(local: SocketAddr) -> Result<Sfu, String> {
+    pub fn new(local: SocketAddr, max_sessions: usize) -> Result<Sfu, String> {
         let candidate =
             Candidate::host(local, "udp").map_err(|e| format!("bad media address {local}: {e}"))?;
         let cert = str0m::crypto::from_feature_flags()
@@ -124,6 +125,7 @@ impl Sfu {
             .generate_certificate()
             .ok_or("cannot generate a DTLS certificate")?;
         Ok(Sfu {
+            max_sessions: max_sessions.min(MAX_SFU_SESSIONS),
             cert,
             candidate,
             local,
@@ -258,7 +260,7 @@ impl Sfu {
         offer: &str,
         role: impl FnOnce(SessionId) -> Role,
     ) -> Result<(SessionId, String), SfuError> {
-        if self.sessions.len() >= MAX_SFU_SESSIONS {
+        if self.sessions.len() >= self.max_sessions {
             return Err(SfuError::Full);
         }
         let parsed = SdpOffer::from_sdp_string(offer)

@@ -29,6 +29,8 @@ pub struct SfuConfig {
     /// The address advertised in ICE candidates.
     pub media_ip: IpAddr,
     pub media_port: u16,
+    /// Sessions (publishers + subscribers) this process takes at most.
+    pub max_sessions: usize,
     /// Exit when stdin closes (set by a supervising parent).
     pub exit_on_stdin_eof: bool,
 }
@@ -81,7 +83,7 @@ pub fn run(cfg: SfuConfig) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cfg.socket.display())))?;
     std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))?;
 
-    let sfu = Sfu::new(local).map_err(io::Error::other)?;
+    let sfu = Sfu::new(local, cfg.max_sessions).map_err(io::Error::other)?;
     log::info!(
         "SFU {} media on udp {local}, control on {}",
         cfg.sfuid,

@@ -14,6 +14,7 @@ mod sfu_link;
 
 use crate::ids::NodeId;
 use crate::ipc::ToSfu;
+use crate::limits::Limits;
 use async_signal::{Signal, Signals};
 use node::{ConnId, Effect, Node};
 use smol::channel::Sender;
@@ -36,6 +37,7 @@ pub struct SignalConfig {
     /// Control sockets of the SFUs, one slot each.
     pub sfu_sockets: Vec<PathBuf>,
     pub liveness_timeout: Duration,
+    pub limits: Limits,
 }
 
 /// Something to write to one client connection.
@@ -123,6 +125,7 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
         node: RefCell::new(Node::new(
             cfg.bizid.clone(),
             cfg.liveness_timeout,
+            cfg.limits,
             cfg.sfu_sockets.len(),
         )),
         conns: RefCell::new(HashMap::new()),

@@ -49,6 +49,35 @@ struct Peer {
     conn: ConnId,
     rooms: heapless::Vec<RoomId, MAX_ROOMS_PER_PEER>,
     last_seen: Instant,
+    bucket: TokenBucket,
+}
+
+/// Per-connection request budget: `rate` tokens a second, `burst` at most.
+struct TokenBucket {
+    tokens: f32,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(now: Instant, burst: u32) -> TokenBucket {
+        TokenBucket {
+            tokens: burst as f32,
+            at: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f32() * rate as f32;
+        self.tokens = (self.tokens + refill).min(burst as f32);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 struct Room {
@@ -106,6 +135,7 @@ pub struct Node {
     bizid: NodeId,
     liveness_timeout: Duration,
     call_timeout: Duration,
+    limits: Limits,
     // Fixed-capacity tables, each allocated once, up front (boxed so that
     // the node itself stays small to move around).
     peers: Box<heapless::Vec<Peer, MAX_CONNECTIONS>>,
@@ -132,7 +162,12 @@ type Reply = Result<Outcome, RequestError>;
 
 impl Node {
     /// A node with `sfu_slots` SFU slots (all down until `sfu_up`).
-    pub fn new(bizid: NodeId, liveness_timeout: Duration, sfu_slots: usize) -> Node {
+    pub fn new(
+        bizid: NodeId,
+        liveness_timeout: Duration,
+        limits: Limits,
+        sfu_slots: usize,
+    ) -> Node {
         let mut sfus = heapless::Vec::new();
         for _ in 0..sfu_slots.min(MAX_SFUS) {
             let _ = sfus.push(SfuState { id: None });
@@ -140,7 +175,8 @@ impl Node {
         Node {
             bizid,
             liveness_timeout,
-            call_timeout: Duration::from_millis(SFU_CALL_TIMEOUT_MS),
+            call_timeout: Duration::from_millis(limits.sfu_call_timeout_ms),
+            limits,
             peers: Box::default(),
             rooms: Box::default(),
             streams: Box::default(),
@@ -192,11 +228,15 @@ impl Node {
                 reason: "replaced by a new connection",
             });
         }
+        if self.peers.len() >= self.limits.connections {
+            return Err(RequestError::Full("connections"));
+        }
         let peer = Peer {
             uid,
             conn,
             rooms: heapless::Vec::new(),
             last_seen: now,
+            bucket: TokenBucket::new(now, self.limits.request_burst),
         };
         self.peers
             .push(peer)
@@ -274,6 +314,11 @@ impl Node {
             return;
         };
         peer.last_seen = now;
+        let (rate, burst) = (self.limits.requests_per_sec, self.limits.request_burst);
+        if !peer.bucket.take(now, rate, burst) {
+            self.reply(conn, id, Err(RequestError::RateLimited));
+            return;
+        }
         let uid = peer.uid.clone();
         let joined = peer.rooms.contains(req.rid());
         let result = match req {
@@ -330,15 +375,18 @@ impl Node {
         if self.peers[pidx].rooms.contains(&rid) {
             return Err(RequestError::AlreadyJoined);
         }
-        if self.peers[pidx].rooms.is_full() {
+        if self.peers[pidx].rooms.len() >= self.limits.rooms_per_peer {
             return Err(RequestError::Full("rooms per peer"));
         }
         let ridx = match self.rooms.iter().position(|r| r.rid == rid) {
             Some(i) => {
-                if self.rooms[i].members.is_full() {
+                if self.rooms[i].members.len() >= self.limits.peers_per_room {
                     return Err(RequestError::Full("peers per room"));
                 }
                 i
+            }
+            None if self.rooms.len() >= self.limits.rooms => {
+                return Err(RequestError::Full("rooms"));
             }
             None => {
                 let room = Room {
@@ -390,10 +438,10 @@ impl Node {
         let is_publish = |k: &PendingKind| matches!(k, PendingKind::Publish { .. });
         let in_room = self.streams.iter().filter(|s| s.rid == asker.rid).count()
             + self.pending_count(|p| is_publish(&p.kind) && p.rid == asker.rid);
-        if in_room >= MAX_STREAMS_PER_ROOM {
+        if in_room >= self.limits.streams_per_room {
             return Err(RequestError::Full("streams per room"));
         }
-        if self.streams.len() + self.pending_count(|p| is_publish(&p.kind)) >= MAX_STREAMS {
+        if self.streams.len() + self.pending_count(|p| is_publish(&p.kind)) >= self.limits.streams {
             return Err(RequestError::Full("streams"));
         }
         let sfu = self.least_loaded_sfu().ok_or(RequestError::NoSfu)?;
@@ -434,10 +482,10 @@ impl Node {
             + self.pending_count(
                 |p| matches!(&p.kind, PendingKind::Subscribe { mid: m, .. } if *m == mid),
             );
-        if to_this >= MAX_SUBS_PER_STREAM {
+        if to_this >= self.limits.subs_per_stream {
             return Err(RequestError::Full("subscriptions per stream"));
         }
-        if self.subs.len() + self.pending_count(|p| is_sub(&p.kind)) >= MAX_SUBS {
+        if self.subs.len() + self.pending_count(|p| is_sub(&p.kind)) >= self.limits.subs {
             return Err(RequestError::Full("subscriptions"));
         }
         let sid = unique(|| Sid::random(&asker.uid), |s| self.sid_in_use(s));
@@ -712,6 +760,9 @@ impl Node {
         kind: PendingKind,
         msg: impl FnOnce(CallId) -> ToSfu,
     ) -> Reply {
+        if self.pending.len() >= self.limits.pending_sfu_calls {
+            return Err(RequestError::Full("pending SFU calls"));
+        }
         let call = self.next_call;
         let pending = PendingCall {
             call,

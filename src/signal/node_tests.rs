@@ -16,9 +16,14 @@ fn parse(text: &str) -> Value {
 
 impl Harness {
     fn new(sfus: usize) -> Harness {
+        Harness::with_limits(sfus, Limits::default())
+    }
+
+    fn with_limits(sfus: usize, limits: Limits) -> Harness {
         let mut node = Node::new(
             NodeId::parse("biz-1").unwrap(),
             Duration::from_secs(30),
+            limits,
             sfus,
         );
         for i in 0..sfus {
@@ -606,4 +611,50 @@ fn the_fixed_tables_fit_the_documented_budget() {
         size_of::<PendingCall>()
     );
     assert!(size <= 512 * 1024, "{size} bytes");
+}
+
+#[test]
+fn a_burst_past_the_request_budget_gets_429_until_it_refills() {
+    let limits = Limits {
+        requests_per_sec: 2,
+        request_burst: 3,
+        ..Limits::default()
+    };
+    let mut h = Harness::with_limits(1, limits);
+    h.connect(1, "alice");
+    h.join(1, "r1");
+    for _ in 0..2 {
+        assert_eq!(
+            response_to(&h.req(1, "keepalive", json!({"rid": "r1"})), 1)["ok"],
+            true
+        );
+    }
+    assert_eq!(
+        error_code(&h.req(1, "keepalive", json!({"rid": "r1"})), 1),
+        429
+    );
+    h.now += Duration::from_millis(500);
+    assert_eq!(
+        response_to(&h.req(1, "keepalive", json!({"rid": "r1"})), 1)["ok"],
+        true
+    );
+    assert_eq!(
+        error_code(&h.req(1, "broadcast", json!({"rid": "r1", "data": 1})), 1),
+        429
+    );
+}
+
+#[test]
+fn limits_above_capacity_or_zero_are_rejected() {
+    assert!(Limits::default().validate().is_ok());
+    let too_many = Limits {
+        rooms: MAX_ROOMS + 1,
+        ..Limits::default()
+    };
+    assert!(too_many.validate().unwrap_err().contains("rooms"));
+    let zero = Limits {
+        subs: 0,
+        ..Limits::default()
+    };
+    assert!(zero.validate().is_err());
 }

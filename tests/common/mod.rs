@@ -81,18 +81,31 @@ impl Server {
         server
     }
 
+    /// `wren` with a config file of this TOML text.
+    pub fn start_with_config(toml: &str) -> Server {
+        let path = socket_path("config").with_extension("toml");
+        std::fs::write(&path, toml).expect("config written");
+        Server::start_with(&["--config", path.to_str().unwrap()])
+    }
+
     /// A signaling node alone (`wren signal`), using the SFU at `socket`.
     /// Not waited for: its health depends on the SFU.
     pub fn start_signal(socket: &Path) -> Server {
+        Server::start_signal_with(socket, &[])
+    }
+
+    pub fn start_signal_with(socket: &Path, extra: &[&str]) -> Server {
         let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-        let args = [
+        let mut args = [
             "signal",
             "--listen",
             &http.to_string(),
             "--sfu-socket",
             &socket.display().to_string(),
         ]
-        .map(String::from);
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
         let server = Server {
             child: spawn_wren(&args),
             http,
@@ -227,6 +240,15 @@ impl SfuProcess {
             socket: socket.to_path_buf(),
             media_port,
         }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `TERM`, ...) to it, by pid.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name}");
     }
 
     /// Kills it hard (SIGKILL), as a crash would.

@@ -1,0 +1,173 @@
+//! Every bound is reachable and answers with a clear error, and nothing
+//! else changes. Limits are lowered through the config file's `[limits]`
+//! table so that each is reached with a handful of real clients.
+
+mod common;
+
+use common::media::Peer;
+use common::{socket_path, Client, Server, SfuProcess};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn minfo() -> Value {
+    json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})
+}
+
+fn publish_data(rid: &str) -> Value {
+    json!({"rid": rid, "jsep": {"type": "offer", "sdp": Peer::publisher().offer()}, "minfo": minfo()})
+}
+
+fn subscribe_data(rid: &str, mid: &Value) -> Value {
+    json!({"rid": rid, "mid": mid, "jsep": {"type": "offer", "sdp": Peer::subscriber().offer()}})
+}
+
+/// Expects a 503 whose reason names the bound.
+fn full(c: &mut Client, method: &str, data: Value, bound: &str) {
+    let r = c.request(method, data);
+    assert_eq!(r["errorCode"], 503, "{r}");
+    let reason = r["errorReason"].as_str().unwrap();
+    assert!(reason.contains(bound), "{reason:?} names {bound:?}");
+}
+
+#[test]
+fn the_connection_table_refuses_a_new_socket_with_1013() {
+    let server = Server::start_with_config("[limits]\nconnections = 2\n");
+    let mut a = Client::connect(&server, "a");
+    let mut b = Client::connect(&server, "b");
+    a.ok("join", json!({"rid": "r"}));
+    b.ok("join", json!({"rid": "r"}));
+    a.note_named("peer-join");
+    let mut c = Client::connect(&server, "c");
+    assert_eq!(c.wait_close(), Some(1013));
+    a.assert_quiet();
+    // Replacing a connected uid needs no new slot.
+    let mut b2 = Client::connect(&server, "b");
+    assert_eq!(b.wait_close(), Some(4000));
+    b2.ok("join", json!({"rid": "r"}));
+}
+
+#[test]
+fn rooms_peers_per_room_and_rooms_per_peer() {
+    let server =
+        Server::start_with_config("[limits]\nrooms = 2\npeers-per-room = 2\nrooms-per-peer = 1\n");
+    let mut a = Client::connect(&server, "a");
+    let mut b = Client::connect(&server, "b");
+    let mut c = Client::connect(&server, "c");
+    a.ok("join", json!({"rid": "r1"}));
+    full(&mut a, "join", json!({"rid": "r2"}), "rooms per peer");
+    b.ok("join", json!({"rid": "r1"}));
+    a.note_named("peer-join");
+    full(&mut c, "join", json!({"rid": "r1"}), "peers per room");
+    a.assert_quiet();
+    c.ok("join", json!({"rid": "r2"}));
+    let mut d = Client::connect(&server, "d");
+    full(&mut d, "join", json!({"rid": "r3"}), "rooms");
+    // The refused joins left nothing behind: r1 still has exactly a and b.
+    b.ok("leave", json!({"rid": "r1"}));
+    d.ok("join", json!({"rid": "r1"}));
+}
+
+#[test]
+fn streams_and_subscriptions() {
+    let server = Server::start_with_config(
+        "[limits]\nstreams-per-room = 1\nstreams = 2\nsubs-per-stream = 1\nsubs = 1\n",
+    );
+    let mut a = Client::connect(&server, "a");
+    let mut b = Client::connect(&server, "b");
+    let mut c = Client::connect(&server, "c");
+    a.ok("join", json!({"rid": "r1"}));
+    b.ok("join", json!({"rid": "r1"}));
+    a.note_named("peer-join");
+    c.ok("join", json!({"rid": "r2"}));
+    let mid = a.ok("publish", publish_data("r1"))["mid"].clone();
+    b.note_named("stream-add");
+    full(&mut b, "publish", publish_data("r1"), "streams per room");
+    a.assert_quiet();
+    let mid_c = c.ok("publish", publish_data("r2"))["mid"].clone();
+    let mut d = Client::connect(&server, "d");
+    d.ok("join", json!({"rid": "r3"}));
+    full(&mut d, "publish", publish_data("r3"), "streams");
+
+    b.ok("subscribe", subscribe_data("r1", &mid));
+    full(
+        &mut a,
+        "subscribe",
+        subscribe_data("r1", &mid),
+        "subscriptions per stream",
+    );
+    a.ok("join", json!({"rid": "r2"}));
+    full(
+        &mut a,
+        "subscribe",
+        subscribe_data("r2", &mid_c),
+        "subscriptions",
+    );
+}
+
+#[test]
+fn sfu_sessions_are_bounded_in_the_sfu() {
+    let server = Server::start_with_config("[limits]\nsfu-sessions = 1\n");
+    let mut a = Client::connect(&server, "a");
+    a.ok("join", json!({"rid": "r"}));
+    a.ok("publish", publish_data("r"));
+    full(&mut a, "publish", publish_data("r"), "SFU sessions");
+}
+
+#[test]
+fn too_many_requests_get_429() {
+    let server = Server::start_with_config("[limits]\nrequests-per-sec = 1\nrequest-burst = 3\n");
+    let mut a = Client::connect(&server, "a");
+    a.ok("join", json!({"rid": "r"}));
+    a.ok("keepalive", json!({"rid": "r"}));
+    a.ok("keepalive", json!({"rid": "r"}));
+    assert_eq!(a.err("keepalive", json!({"rid": "r"})), 429);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(a.ok("keepalive", json!({"rid": "r"})), json!({}));
+}
+
+#[test]
+fn an_sfu_that_does_not_answer_gives_504_and_pending_calls_are_bounded() {
+    let socket = socket_path("stopped");
+    let sfu = SfuProcess::start(&socket, "sfu-s");
+    let cfg = socket_path("cfg").with_extension("toml");
+    std::fs::write(
+        &cfg,
+        "[limits]\nsfu-call-timeout-ms = 1500\npending-sfu-calls = 1\n",
+    )
+    .unwrap();
+    let server = Server::start_signal_with(&socket, &["--config", cfg.to_str().unwrap()]);
+    assert!(server.wait_health(200));
+    let mut a = Client::connect(&server, "a");
+    let mut b = Client::connect(&server, "b");
+    a.ok("join", json!({"rid": "r"}));
+    b.ok("join", json!({"rid": "r"}));
+    sfu.signal("STOP");
+    a.send_text(
+        &json!({"request": true, "id": 1, "method": "publish", "data": publish_data("r")})
+            .to_string(),
+    );
+    full(&mut b, "publish", publish_data("r"), "pending SFU calls");
+    assert_eq!(a.response(1)["errorCode"], 504);
+    sfu.signal("CONT");
+    // The late session was cancelled; publishing works again.
+    a.ok("publish", publish_data("r"));
+    assert_eq!(b.note_named("stream-add")["uid"], "a");
+}
+
+#[test]
+fn a_silent_peer_is_removed_after_the_liveness_timeout() {
+    let server = Server::start_with_config("liveness-timeout-secs = 1\n");
+    let mut a = Client::connect(&server, "a");
+    let mut b = Client::connect(&server, "b");
+    a.ok("join", json!({"rid": "r"}));
+    b.ok("join", json!({"rid": "r"}));
+    a.note_named("peer-join");
+    // b keeps talking, a says nothing.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(400));
+        b.ok("keepalive", json!({"rid": "r"}));
+    }
+    assert_eq!(b.note_named("peer-leave"), json!({"rid": "r", "uid": "a"}));
+    assert_eq!(a.wait_close(), Some(4408));
+    assert_eq!(b.ok("keepalive", json!({"rid": "r"})), json!({}));
+}
