@@ -34,6 +34,8 @@ options:
                          replaces the socket-dir ones)
   --socket PATH          sfu role: the control socket to listen on
   --sfuid ID             sfu role: the SFU's id (default sfu-N)
+  --tls-cert FILE        PEM certificate chain: serve https:// and wss://
+  --tls-key FILE         PEM private key of --tls-cert
   --sfu-wrapper CMD      command prefix for SFU children, split at spaces
                          (e.g. \"nice -n 5\", \"qemu-aarch64\")
   -h, --help             this text
@@ -70,6 +72,8 @@ pub struct Flags {
     pub sfu_sockets: Vec<PathBuf>,
     pub socket: Option<PathBuf>,
     pub sfu_wrapper: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Exit when standard input closes: how an SFU child notices that its
     /// supervising parent died, whatever killed it.
     pub exit_on_stdin_eof: bool,
@@ -149,6 +153,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--sfu-wrapper" => {
                 f.sfu_wrapper = Some(value()?.split_whitespace().map(String::from).collect())
             }
+            "--tls-cert" => f.tls_cert = Some(value()?.into()),
+            "--tls-key" => f.tls_key = Some(value()?.into()),
             "--exit-on-stdin-eof" => f.exit_on_stdin_eof = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -175,6 +181,7 @@ pub struct Settings {
     pub sfu_wrapper: Vec<String>,
     pub liveness_timeout: Duration,
     pub limits: Limits,
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// The config file, passed on to SFU children.
     pub config: Option<PathBuf>,
     pub exit_on_stdin_eof: bool,
@@ -258,6 +265,11 @@ pub fn settings(f: Flags) -> Result<Settings, String> {
                 .unwrap_or(DEFAULT_LIVENESS_TIMEOUT_SECS),
         ),
         limits: file.limits,
+        tls: match (f.tls_cert.or(file.tls_cert), f.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        },
         config: f.config,
         exit_on_stdin_eof: f.exit_on_stdin_eof,
     })
@@ -278,6 +290,7 @@ impl Settings {
             sfu_sockets,
             liveness_timeout: self.liveness_timeout,
             limits: self.limits,
+            tls: self.tls.clone(),
         }
     }
 

@@ -40,6 +40,10 @@ pub struct FileConfig {
     pub sfu_wrapper: Option<Vec<String>>,
     /// Seconds of silence after which a peer is removed.
     pub liveness_timeout_secs: Option<u64>,
+    /// PEM certificate chain for https:// and wss:// (with `tls-key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls-cert`.
+    pub tls_key: Option<PathBuf>,
     /// Bounds lower than the built-in capacities.
     #[serde(default)]
     pub limits: Limits,
@@ -71,6 +75,9 @@ impl FileConfig {
             }
         }
         self.limits.validate()?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls-cert and tls-key go together".into());
+        }
         if self.liveness_timeout_secs == Some(0) {
             return Err("liveness-timeout-secs must be at least 1".into());
         }

@@ -48,7 +48,8 @@ pub fn run(s: &Settings) -> Result<(), String> {
             .spawn(move || supervise(&cmd))
             .map_err(|e| format!("cannot start the supervisor: {e}"))?;
     }
-    println!("wren: open http://{}/ in a browser", display_addr(s));
+    let scheme = if s.tls.is_some() { "https" } else { "http" };
+    println!("wren: open {scheme}://{}/ in a browser", display_addr(s));
     signal::run(s.signal_config(&dir)).map_err(|e| format!("signal: {e}"))
 }
 

@@ -14,7 +14,7 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use smol::future::FutureExt;
-use smol::net::TcpStream;
+use smol::io::{AsyncRead, AsyncWrite};
 use smol::stream::StreamExt;
 use smol::Timer;
 use std::net::SocketAddr;
@@ -39,7 +39,11 @@ impl Drop for LiveGuard<'_> {
     }
 }
 
-pub async fn handle(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
+/// Serves one connection, plain TCP or TLS.
+pub async fn handle<S>(shared: Rc<Shared>, mut stream: S, addr: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let _live = LiveGuard::new(&shared);
     let head = http::read_head(&mut stream).or(async {
         Timer::after(Duration::from_millis(HTTP_HEAD_TIMEOUT_MS)).await;
@@ -113,10 +117,10 @@ pub async fn handle(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAddr)
 }
 
 /// Frames in. Returns the close to send, if the client misbehaved.
-async fn read_loop(
+async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     conn: ConnId,
-    mut receiver: WebSocketReceiver<TcpStream>,
+    mut receiver: WebSocketReceiver<S>,
 ) -> Close {
     let mut violations = 0;
     while let Some(msg) = receiver.next().await {
@@ -159,8 +163,8 @@ async fn read_loop(
 }
 
 /// Frames out, plus a ping now and then. Returns the close to send.
-async fn write_loop(
-    sender: &mut WebSocketSender<TcpStream>,
+async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    sender: &mut WebSocketSender<S>,
     rx: smol::channel::Receiver<Outbound>,
 ) -> Close {
     loop {
@@ -181,7 +185,10 @@ async fn write_loop(
     }
 }
 
-async fn close(sender: &mut WebSocketSender<TcpStream>, (code, reason): (u16, &'static str)) {
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    sender: &mut WebSocketSender<S>,
+    (code, reason): (u16, &'static str),
+) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),

@@ -11,10 +11,11 @@ pub mod http;
 pub mod node;
 pub mod protoo;
 mod sfu_link;
+pub mod tls;
 
 use crate::ids::NodeId;
 use crate::ipc::ToSfu;
-use crate::limits::Limits;
+use crate::limits::{Limits, HTTP_HEAD_TIMEOUT_MS};
 use async_signal::{Signal, Signals};
 use node::{ConnId, Effect, Node};
 use smol::channel::Sender;
@@ -38,6 +39,8 @@ pub struct SignalConfig {
     pub sfu_sockets: Vec<PathBuf>,
     pub liveness_timeout: Duration,
     pub limits: Limits,
+    /// Serve https:// and wss:// with this certificate chain and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Something to write to one client connection.
@@ -119,6 +122,10 @@ pub fn run(cfg: SignalConfig) -> std::io::Result<()> {
 async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()> {
     // Before anything else, so that a stop request is always a clean one.
     let mut signals = Signals::new([Signal::Term, Signal::Int])?;
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let shared = Rc::new(Shared {
@@ -138,7 +145,11 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
             .detach();
     }
     ex.spawn(ticker(shared.clone())).detach();
-    log::info!("signaling node {} listening on http://{addr}/", cfg.bizid);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    log::info!(
+        "signaling node {} listening on {scheme}://{addr}/",
+        cfg.bizid
+    );
     crate::notify::notify("READY=1");
     let accept = async {
         loop {
@@ -152,8 +163,24 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
                 }
             };
             let _ = stream.set_nodelay(true);
-            ex.spawn(conn::handle(shared.clone(), stream, peer))
-                .detach();
+            let shared = shared.clone();
+            match &tls {
+                None => ex.spawn(conn::handle(shared, stream, peer)).detach(),
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    ex.spawn(async move {
+                        let timeout = async {
+                            smol::Timer::after(Duration::from_millis(HTTP_HEAD_TIMEOUT_MS)).await;
+                            Err(std::io::ErrorKind::TimedOut.into())
+                        };
+                        match handshake.or(timeout).await {
+                            Ok(s) => conn::handle(shared, s, peer).await,
+                            Err(e) => log::debug!("{peer}: TLS handshake failed: {e}"),
+                        }
+                    })
+                    .detach()
+                }
+            }
         }
     };
     accept

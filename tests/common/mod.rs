@@ -57,6 +57,13 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
+        let server = Server::spawn(extra);
+        server.wait_healthy();
+        server
+    }
+
+    /// Starts `wren` without waiting for it (e.g. when it speaks TLS).
+    pub fn spawn(extra: &[&str]) -> Server {
         let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
         let media_port = free_udp_port();
         let mut args = vec![
@@ -72,13 +79,11 @@ impl Server {
             args.extend(["--sfu-wrapper".to_string(), runner().join(" ")]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let server = Server {
+        Server {
             child: spawn_wren(&args),
             http,
             media_port,
-        };
-        server.wait_healthy();
-        server
+        }
     }
 
     /// `wren` with a config file of this TOML text.
@@ -187,17 +192,22 @@ pub fn runner() -> &'static [String] {
     })
 }
 
-/// Starts the `wren` binary with these arguments (logs hidden unless
-/// `WREN_TEST_LOG` is set).
-pub fn spawn_wren(args: &[String]) -> Child {
-    let mut cmd = match runner() {
+/// A command that runs the wren binary (through the runner if needed).
+pub fn wren_command() -> Command {
+    match runner() {
         [] => Command::new(env!("CARGO_BIN_EXE_wren")),
         [qemu, rest @ ..] => {
             let mut c = Command::new(qemu);
             c.args(rest).arg(env!("CARGO_BIN_EXE_wren"));
             c
         }
-    };
+    }
+}
+
+/// Starts the `wren` binary with these arguments (logs hidden unless
+/// `WREN_TEST_LOG` is set).
+pub fn spawn_wren(args: &[String]) -> Child {
+    let mut cmd = wren_command();
     cmd.args(args).stdin(Stdio::null());
     if std::env::var_os("WREN_TEST_LOG").is_none() {
         cmd.stderr(Stdio::null()).stdout(Stdio::null());
