@@ -2,7 +2,9 @@
 
 use crate::config::{self, FileConfig, DEFAULT_LISTEN, DEFAULT_MEDIA_PORT};
 use crate::ids::NodeId;
+use crate::ids::{PeerId, RoomId};
 use crate::limits::{Limits, DEFAULT_LIVENESS_TIMEOUT_SECS, MAX_SFUS};
+use crate::signal::token::{self, Grant, Secret, TokenKey};
 use crate::{sfu, signal, supervise};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,9 @@ roles:
   signal               a signaling node only
   sfu                  one SFU process
   check-config FILE    validate a configuration file and exit
+  token --config FILE --uid UID --rid RID [--ttl SECS] [--listen-only]
+                       print a room token signed with the file's
+                       token secret (valid --ttl seconds, default 86400)
 
 options:
   --listen ADDR:PORT     HTTP + WebSocket address (default 0.0.0.0:8080)
@@ -52,8 +57,51 @@ pub enum Role {
 pub enum Command {
     Run(Role, Box<Flags>),
     CheckConfig(PathBuf),
+    Token(TokenRequest),
     Help,
     Version,
+}
+
+/// What `wren token` is asked to mint.
+#[derive(Debug, PartialEq)]
+pub struct TokenRequest {
+    pub config: PathBuf,
+    pub uid: PeerId,
+    pub rid: RoomId,
+    pub ttl_secs: u64,
+    pub publish: bool,
+}
+
+fn parse_token(args: &[String]) -> Result<Command, String> {
+    let (mut config, mut uid, mut rid, mut ttl, mut publish) = (None, None, None, 86_400, true);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--config" => config = Some(PathBuf::from(value()?)),
+            "--uid" => {
+                let v = value()?;
+                uid = Some(PeerId::parse(v).ok_or(format!("invalid uid {v:?}"))?);
+            }
+            "--rid" => {
+                let v = value()?;
+                rid = Some(RoomId::parse(v).ok_or(format!("invalid rid {v:?}"))?);
+            }
+            "--ttl" => {
+                let v = value()?;
+                ttl = v.parse().map_err(|_| format!("invalid --ttl {v:?}"))?;
+            }
+            "--listen-only" => publish = false,
+            other => return Err(format!("token: unknown argument {other:?}")),
+        }
+    }
+    Ok(Command::Token(TokenRequest {
+        config: config.ok_or("token: --config FILE is required")?,
+        uid: uid.ok_or("token: --uid is required")?,
+        rid: rid.ok_or("token: --rid is required")?,
+        ttl_secs: ttl,
+        publish,
+    }))
 }
 
 /// Flags as given; `None` means "from the config file, else the default".
@@ -84,6 +132,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let role = match it.peek().map(|s| s.as_str()) {
         Some("signal") => Role::Signal,
         Some("sfu") => Role::Sfu,
+        Some("token") => return parse_token(&args[1..]),
         Some("check-config") => {
             return match args {
                 [_, file] => Ok(Command::CheckConfig(file.into())),
@@ -181,6 +230,9 @@ pub struct Settings {
     pub sfu_wrapper: Vec<String>,
     pub liveness_timeout: Duration,
     pub limits: Limits,
+    pub token_secret: Option<Secret>,
+    pub allowed_origins: Vec<String>,
+    pub socket_group: Option<String>,
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The config file, passed on to SFU children.
     pub config: Option<PathBuf>,
@@ -213,6 +265,7 @@ pub fn settings(f: Flags) -> Result<Settings, String> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    let token_secret = file.token_secret()?;
     let level = f
         .log_level
         .or(file.log_level)
@@ -265,6 +318,9 @@ pub fn settings(f: Flags) -> Result<Settings, String> {
                 .unwrap_or(DEFAULT_LIVENESS_TIMEOUT_SECS),
         ),
         limits: file.limits,
+        token_secret,
+        allowed_origins: file.allowed_origins.clone().unwrap_or_default(),
+        socket_group: file.socket_group.clone(),
         tls: match (f.tls_cert.or(file.tls_cert), f.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -291,6 +347,8 @@ impl Settings {
             liveness_timeout: self.liveness_timeout,
             limits: self.limits,
             tls: self.tls.clone(),
+            token_secret: self.token_secret.clone(),
+            allowed_origins: self.allowed_origins.clone(),
         }
     }
 
@@ -305,6 +363,7 @@ impl Settings {
             // Cannot overflow: `settings` checked the top instance's port.
             media_port: self.media_port + (n - 1) as u16,
             max_sessions: self.limits.sfu_sessions,
+            socket_group: self.socket_group.clone(),
             exit_on_stdin_eof: self.exit_on_stdin_eof,
         }
     }
@@ -312,9 +371,15 @@ impl Settings {
 
 fn init_logging(level: log::LevelFilter) {
     // RUST_LOG, when set, wins: handy for a one-off debug run.
+    // tungstenite traces whole frames, and frames carry room tokens: the
+    // libraries say at most `info`, whatever the level.
+    let quiet = level.min(log::LevelFilter::Info);
     let _ = simple_logger::SimpleLogger::new()
         .with_level(level)
         .env()
+        .with_module_level("tungstenite", quiet)
+        .with_module_level("async_tungstenite", quiet)
+        .with_module_level("rustls", quiet)
         .init();
 }
 
@@ -335,6 +400,21 @@ pub fn run(cmd: Command) -> Result<(), String> {
             };
             settings(flags)?;
             println!("{}: ok", path.display());
+            return Ok(());
+        }
+        Command::Token(req) => {
+            let file = FileConfig::load(&req.config)?;
+            let secret = file
+                .token_secret()?
+                .ok_or("token: the file sets no token-secret or token-secret-file")?;
+            let key = TokenKey::new(&secret.0)?;
+            let grant = Grant {
+                uid: req.uid,
+                rid: req.rid,
+                exp: token::unix_now() + req.ttl_secs,
+                publish: req.publish,
+            };
+            println!("{}", key.mint(&grant));
             return Ok(());
         }
         Command::Run(role, flags) => (role, flags),
@@ -412,6 +492,8 @@ mod tests {
             "--sfus 99",
             "sfu --instance 0",
             "check-config",
+            "token --uid a --rid r",
+            "token --config f --uid 'a b' --rid r",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad}");
         }

@@ -3,6 +3,7 @@
 
 use crate::ids::NodeId;
 use crate::limits::Limits;
+use crate::signal::token::Secret;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_MEDIA_PORT: u16 = 40000;
 
 /// The file, as written. Every key is optional.
-#[derive(Debug, Default, Deserialize)]
+// No Debug: the file may hold the token secret.
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FileConfig {
     /// HTTP + WebSocket address of the signaling node.
@@ -44,6 +46,15 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls-cert`.
     pub tls_key: Option<PathBuf>,
+    /// Require room tokens signed with this secret (16 bytes or more)...
+    pub token_secret: Option<String>,
+    /// ...or with the contents of this file (kept out of the config).
+    pub token_secret_file: Option<PathBuf>,
+    /// Origins (e.g. "https://meet.example") allowed to open WebSockets;
+    /// unset or empty: any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Group of the SFU control sockets: mode 0660 with it, else 0600.
+    pub socket_group: Option<String>,
     /// Bounds lower than the built-in capacities.
     #[serde(default)]
     pub limits: Limits,
@@ -75,6 +86,17 @@ impl FileConfig {
             }
         }
         self.limits.validate()?;
+        if self.token_secret.is_some() && self.token_secret_file.is_some() {
+            return Err("token-secret and token-secret-file exclude each other".into());
+        }
+        if let Some(s) = &self.token_secret {
+            if s.len() < crate::signal::token::MIN_SECRET_LEN {
+                return Err(format!(
+                    "token-secret must have at least {} bytes",
+                    crate::signal::token::MIN_SECRET_LEN
+                ));
+            }
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("tls-cert and tls-key go together".into());
         }
@@ -82,6 +104,25 @@ impl FileConfig {
             return Err("liveness-timeout-secs must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+impl FileConfig {
+    /// The token secret, read from its file if it lives in one.
+    pub fn token_secret(&self) -> Result<Option<Secret>, String> {
+        if let Some(s) = &self.token_secret {
+            return Ok(Some(Secret(s.as_bytes().to_vec())));
+        }
+        let Some(path) = &self.token_secret_file else {
+            return Ok(None);
+        };
+        let secret = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // A trailing newline of an editor is not part of the secret.
+        let secret = secret.trim_ascii_end().to_vec();
+        if secret.len() < crate::signal::token::MIN_SECRET_LEN {
+            return Err(format!("{}: the secret is too short", path.display()));
+        }
+        Ok(Some(Secret(secret)))
     }
 }
 

@@ -29,6 +29,8 @@ pub struct SfuConfig {
     /// The address advertised in ICE candidates.
     pub media_ip: IpAddr,
     pub media_port: u16,
+    /// Group of the control socket: mode 0660 with it, else 0600.
+    pub socket_group: Option<String>,
     /// Sessions (publishers + subscribers) this process takes at most.
     pub max_sessions: usize,
     /// Exit when stdin closes (set by a supervising parent).
@@ -81,7 +83,7 @@ pub fn run(cfg: SfuConfig) -> io::Result<()> {
     }
     let listener = UnixListener::bind(&cfg.socket)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cfg.socket.display())))?;
-    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))?;
+    restrict_socket(&cfg.socket, cfg.socket_group.as_deref())?;
 
     let sfu = Sfu::new(local, cfg.max_sessions).map_err(io::Error::other)?;
     log::info!(
@@ -107,6 +109,32 @@ pub fn run(cfg: SfuConfig) -> io::Result<()> {
     // Sessions end with the process; the control socket must not linger.
     let _ = std::fs::remove_file(&cfg.socket);
     result
+}
+
+/// Only our user (mode 0600), or also a configured group (0660), may talk
+/// to the control socket: whoever can, can place media sessions.
+fn restrict_socket(path: &std::path::Path, group: Option<&str>) -> io::Result<()> {
+    let mode = match group {
+        Some(name) => {
+            let gid = group_id(name)?;
+            std::os::unix::fs::chown(path, None, Some(gid))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// A group's id from /etc/group.
+fn group_id(name: &str) -> io::Result<u32> {
+    let groups = std::fs::read_to_string("/etc/group")?;
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok())?
+        })
+        .ok_or_else(|| io::Error::other(format!("no group {name:?} in /etc/group")))
 }
 
 fn unspecified(ip: IpAddr) -> IpAddr {

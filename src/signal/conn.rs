@@ -4,7 +4,9 @@
 use super::http::{self, Route};
 use super::node::ConnId;
 use super::protoo::{self, Incoming};
+use super::token::Grant;
 use super::{Outbound, Shared};
+use crate::ids::PeerId;
 use crate::limits::{
     HTTP_HEAD_TIMEOUT_MS, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_QUEUED_PER_CONNECTION,
     MAX_VIOLATIONS, PING_INTERVAL_MS, WS_BUFFER_BYTES,
@@ -80,6 +82,15 @@ where
         }
         Route::WebSocket { uid, key, protoo } => (uid, key, protoo),
     };
+    let url_grant = match admit(&shared, &head, &uid) {
+        Ok(grant) => grant,
+        Err(why) => {
+            log::info!("{addr}: {uid} refused: {why}");
+            let resp = http::Response::text(403, format!("{why}\n"));
+            let _ = http::respond(&mut stream, &resp, false).await;
+            return;
+        }
+    };
     if http::accept_websocket(&mut stream, &key, protoo)
         .await
         .is_err()
@@ -97,7 +108,7 @@ where
     let conn = shared.new_conn_id();
     let (tx, rx) = smol::channel::bounded(MAX_QUEUED_PER_CONNECTION);
     shared.conns.borrow_mut().insert(conn, tx);
-    if let Err(e) = shared.with_node(|n| n.connect(Instant::now(), conn, uid.clone())) {
+    if let Err(e) = shared.with_node(|n| n.connect(Instant::now(), conn, uid.clone(), url_grant)) {
         log::info!("{addr}: {uid} refused: {e}");
         shared.conns.borrow_mut().remove(&conn);
         close(&mut sender, (1013, "capacity full: connections")).await;
@@ -114,6 +125,27 @@ where
         close(&mut sender, reason).await;
     }
     log::debug!("{addr}: {uid} ({conn:?}) closed");
+}
+
+/// Access control before the upgrade: the Origin allow-list (browsers
+/// always send Origin; other clients may not, and pass), then the URL's
+/// room token, if any.
+fn admit(shared: &Shared, head: &http::Head, uid: &PeerId) -> Result<Option<Grant>, String> {
+    if !shared.allowed_origins.is_empty() {
+        if let Some(origin) = head.header("Origin") {
+            if !shared.allowed_origins.iter().any(|o| o == origin) {
+                return Err("origin not allowed".into());
+            }
+        }
+    }
+    match head.query_param("token") {
+        Some(token) => shared
+            .node
+            .borrow()
+            .check_url_token(uid, &token)
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
 }
 
 /// Frames in. Returns the close to send, if the client misbehaved.

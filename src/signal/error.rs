@@ -13,6 +13,9 @@ pub enum RequestError {
     NotInRoom,
     /// The stream or subscription belongs to someone else.
     NotOwner,
+    /// Access control said no (token missing, invalid, expired, for
+    /// another room, or without the right to publish).
+    Forbidden(&'static str),
     NoSuchRoom,
     NoSuchStream,
     NoSuchSubscription,
@@ -37,7 +40,7 @@ impl RequestError {
     pub fn code(&self) -> u16 {
         match self {
             RequestError::Malformed(_) => 400,
-            RequestError::NotInRoom | RequestError::NotOwner => 403,
+            RequestError::NotInRoom | RequestError::NotOwner | RequestError::Forbidden(_) => 403,
             RequestError::NoSuchRoom
             | RequestError::NoSuchStream
             | RequestError::NoSuchSubscription => 404,
@@ -58,6 +61,7 @@ impl fmt::Display for RequestError {
             RequestError::Malformed(why) => write!(f, "malformed request: {why}"),
             RequestError::NotInRoom => f.write_str("not in that room"),
             RequestError::NotOwner => f.write_str("not the owner"),
+            RequestError::Forbidden(why) => write!(f, "forbidden: {why}"),
             RequestError::NoSuchRoom => f.write_str("no such room"),
             RequestError::NoSuchStream => f.write_str("no such stream"),
             RequestError::NoSuchSubscription => f.write_str("no such subscription"),

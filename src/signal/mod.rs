@@ -12,6 +12,7 @@ pub mod node;
 pub mod protoo;
 mod sfu_link;
 pub mod tls;
+pub mod token;
 
 use crate::ids::NodeId;
 use crate::ipc::ToSfu;
@@ -41,6 +42,10 @@ pub struct SignalConfig {
     pub limits: Limits,
     /// Serve https:// and wss:// with this certificate chain and key.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Require room tokens signed with this secret.
+    pub token_secret: Option<token::Secret>,
+    /// Origins allowed to open WebSockets (empty: any).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Something to write to one client connection.
@@ -57,6 +62,7 @@ struct Shared {
     conns: RefCell<HashMap<ConnId, Sender<Outbound>>>,
     sfus: RefCell<Vec<Option<Sender<ToSfu>>>>,
     next_conn: Cell<u64>,
+    allowed_origins: Vec<String>,
     /// Connection tasks still running (a shutdown waits for them).
     live_conns: Cell<usize>,
 }
@@ -138,8 +144,14 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
         conns: RefCell::new(HashMap::new()),
         sfus: RefCell::new(vec![None; cfg.sfu_sockets.len()]),
         next_conn: Cell::new(1),
+        allowed_origins: cfg.allowed_origins.clone(),
         live_conns: Cell::new(0),
     });
+    if let Some(secret) = &cfg.token_secret {
+        let key = token::TokenKey::new(&secret.0).map_err(std::io::Error::other)?;
+        shared.node.borrow_mut().require_tokens(key);
+        log::info!("room tokens are required");
+    }
     for (slot, path) in cfg.sfu_sockets.iter().enumerate() {
         ex.spawn(sfu_link::run(shared.clone(), slot, path.clone()))
             .detach();

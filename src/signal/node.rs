@@ -8,6 +8,7 @@
 
 use super::error::RequestError;
 use super::protoo::{self, Minfo, Request, RequestId};
+use super::token::{self, Grant, TokenError, TokenKey};
 use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
 use crate::ipc::{CallId, FromSfu, SfuError, ToSfu};
 use crate::limits::*;
@@ -48,6 +49,10 @@ struct Peer {
     uid: PeerId,
     conn: ConnId,
     rooms: heapless::Vec<RoomId, MAX_ROOMS_PER_PEER>,
+    /// Rooms joined with a token that does not allow publishing.
+    listen_only: heapless::Vec<RoomId, MAX_ROOMS_PER_PEER>,
+    /// The token of the WebSocket URL, already verified.
+    url_grant: Option<Grant>,
     last_seen: Instant,
     bucket: TokenBucket,
 }
@@ -136,6 +141,8 @@ pub struct Node {
     liveness_timeout: Duration,
     call_timeout: Duration,
     limits: Limits,
+    /// When set, every join needs a token signed with this key.
+    tokens: Option<TokenKey>,
     // Fixed-capacity tables, each allocated once, up front (boxed so that
     // the node itself stays small to move around).
     peers: Box<heapless::Vec<Peer, MAX_CONNECTIONS>>,
@@ -177,6 +184,7 @@ impl Node {
             liveness_timeout,
             call_timeout: Duration::from_millis(limits.sfu_call_timeout_ms),
             limits,
+            tokens: None,
             peers: Box::default(),
             rooms: Box::default(),
             streams: Box::default(),
@@ -191,6 +199,24 @@ impl Node {
     /// The next thing the shell must do.
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()
+    }
+
+    /// Requires a room token for every join from now on.
+    pub fn require_tokens(&mut self, key: TokenKey) {
+        self.tokens = Some(key);
+    }
+
+    /// Checks the token of a WebSocket URL for `uid` (before the upgrade).
+    /// `Ok(None)` when tokens are not in use.
+    pub fn check_url_token(&self, uid: &PeerId, token: &str) -> Result<Option<Grant>, TokenError> {
+        let Some(key) = &self.tokens else {
+            return Ok(None);
+        };
+        let grant = key.verify(token, token::unix_now())?;
+        if &grant.uid != uid {
+            return Err(TokenError::Invalid);
+        }
+        Ok(Some(grant))
     }
 
     /// Bytes of the fixed tables, all allocated when the node is made.
@@ -218,7 +244,13 @@ impl Node {
 
     /// A new WebSocket for `uid`. An older connection with the same uid is
     /// replaced: it leaves every room and is closed.
-    pub fn connect(&mut self, now: Instant, conn: ConnId, uid: PeerId) -> Result<(), RequestError> {
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        uid: PeerId,
+        url_grant: Option<Grant>,
+    ) -> Result<(), RequestError> {
         if let Some(old) = self.peers.iter().find(|p| p.uid == uid).map(|p| p.conn) {
             log::info!("{uid}: new connection replaces the old one");
             self.drop_peer(old);
@@ -235,6 +267,8 @@ impl Node {
             uid,
             conn,
             rooms: heapless::Vec::new(),
+            listen_only: heapless::Vec::new(),
+            url_grant,
             last_seen: now,
             bucket: TokenBucket::new(now, self.limits.request_burst),
         };
@@ -322,13 +356,23 @@ impl Node {
         let uid = peer.uid.clone();
         let joined = peer.rooms.contains(req.rid());
         let result = match req {
-            Request::Join { rid } => self.join(id, &uid, rid),
+            Request::Join { rid, token } => self.join(id, &uid, rid, token.as_deref()),
             _ if !joined => Err(RequestError::NotInRoom),
             Request::Leave { rid } => {
                 self.leave_room(&uid, &rid);
                 Ok(Outcome::Ok)
             }
             Request::Keepalive { .. } => Ok(Outcome::Ok),
+            Request::Publish { rid, .. }
+                if self
+                    .peers
+                    .iter()
+                    .any(|p| p.conn == conn && p.listen_only.contains(&rid)) =>
+            {
+                Err(RequestError::Forbidden(
+                    "the token does not allow publishing",
+                ))
+            }
             Request::Publish { rid, offer, minfo } => {
                 let asker = Asker {
                     conn,
@@ -370,11 +414,12 @@ impl Node {
         }
     }
 
-    fn join(&mut self, id: RequestId, uid: &PeerId, rid: RoomId) -> Reply {
+    fn join(&mut self, id: RequestId, uid: &PeerId, rid: RoomId, token: Option<&str>) -> Reply {
         let pidx = self.peer_idx(uid).ok_or(RequestError::NotInRoom)?;
         if self.peers[pidx].rooms.contains(&rid) {
             return Err(RequestError::AlreadyJoined);
         }
+        let may_publish = self.admit(pidx, &rid, token)?;
         if self.peers[pidx].rooms.len() >= self.limits.rooms_per_peer {
             return Err(RequestError::Full("rooms per peer"));
         }
@@ -402,6 +447,9 @@ impl Node {
         // Both have room: checked above.
         let _ = self.rooms[ridx].members.push(uid.clone());
         let _ = self.peers[pidx].rooms.push(rid.clone());
+        if !may_publish {
+            let _ = self.peers[pidx].listen_only.push(rid.clone());
+        }
 
         let answer = protoo::JoinAnswer {
             pubs: self
@@ -432,6 +480,40 @@ impl Node {
         self.notify_room(&rid, Some(uid), note);
         log::info!("{uid} joined room {rid}");
         Ok(Outcome::Answer(protoo::ok_response(id, &answer)))
+    }
+
+    /// Access control of a join: with tokens in use, the join's token (or
+    /// else the URL's) must be valid and name this uid and room. Returns
+    /// whether the peer may publish there.
+    fn admit(
+        &mut self,
+        pidx: usize,
+        rid: &RoomId,
+        token: Option<&str>,
+    ) -> Result<bool, RequestError> {
+        let Some(key) = &self.tokens else {
+            return Ok(true);
+        };
+        let peer = &self.peers[pidx];
+        let now = token::unix_now();
+        let grant = match token {
+            Some(t) => key.verify(t, now),
+            None => match &peer.url_grant {
+                Some(g) if g.exp > now => Ok(g.clone()),
+                Some(_) => Err(TokenError::Expired),
+                None => return Err(RequestError::Forbidden("a room token is required")),
+            },
+        };
+        let grant = grant.map_err(|e| match e {
+            TokenError::Expired => RequestError::Forbidden("expired token"),
+            TokenError::Invalid => RequestError::Forbidden("invalid token"),
+        })?;
+        if grant.uid != peer.uid || &grant.rid != rid {
+            return Err(RequestError::Forbidden(
+                "the token is for another peer or room",
+            ));
+        }
+        Ok(grant.publish)
     }
 
     fn publish(&mut self, now: Instant, asker: Asker, offer: String, minfo: Minfo) -> Reply {
@@ -550,6 +632,7 @@ impl Node {
         }
         if let Some(pidx) = self.peer_idx(uid) {
             self.peers[pidx].rooms.retain(|r| r != rid);
+            self.peers[pidx].listen_only.retain(|r| r != rid);
         }
         let note = protoo::notification("peer-leave", &protoo::PeerLeave { rid, uid });
         self.notify_room(rid, Some(uid), note);

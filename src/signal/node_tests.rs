@@ -53,7 +53,7 @@ impl Harness {
 
     fn connect(&mut self, conn: u64, uid: &str) {
         self.node
-            .connect(self.now, ConnId(conn), PeerId::parse(uid).unwrap())
+            .connect(self.now, ConnId(conn), PeerId::parse(uid).unwrap(), None)
             .unwrap();
     }
 

@@ -23,6 +23,9 @@ pub struct Minfo {
 pub enum Request {
     Join {
         rid: RoomId,
+        /// A room token (an extension of the seed, for nodes that require
+        /// tokens; it may also come with the WebSocket URL).
+        token: Option<String>,
     },
     Leave {
         rid: RoomId,
@@ -58,7 +61,7 @@ pub enum Request {
 impl Request {
     pub fn rid(&self) -> &RoomId {
         match self {
-            Request::Join { rid }
+            Request::Join { rid, .. }
             | Request::Leave { rid }
             | Request::Keepalive { rid }
             | Request::Publish { rid, .. }
@@ -114,6 +117,11 @@ struct RoomBody {
     rid: RoomId,
 }
 #[derive(Deserialize)]
+struct JoinBody {
+    rid: RoomId,
+    token: Option<String>,
+}
+#[derive(Deserialize)]
 struct PublishBody {
     rid: RoomId,
     jsep: Jsep,
@@ -154,9 +162,13 @@ fn body<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, RequestError> 
 
 fn decode_request(method: &str, data: Value) -> Result<Request, RequestError> {
     Ok(match method {
-        "join" => Request::Join {
-            rid: body::<RoomBody>(data)?.rid,
-        },
+        "join" => {
+            let b: JoinBody = body(data)?;
+            Request::Join {
+                rid: b.rid,
+                token: b.token,
+            }
+        }
         "leave" => Request::Leave {
             rid: body::<RoomBody>(data)?.rid,
         },
@@ -424,7 +436,8 @@ mod tests {
         assert_eq!(
             *req,
             Request::Join {
-                rid: RoomId::parse("777777").unwrap()
+                rid: RoomId::parse("777777").unwrap(),
+                token: None
             }
         );
     }

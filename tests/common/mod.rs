@@ -64,6 +64,17 @@ impl Server {
 
     /// Starts `wren` without waiting for it (e.g. when it speaks TLS).
     pub fn spawn(extra: &[&str]) -> Server {
+        Server::spawn_logged(extra, None)
+    }
+
+    /// Like `start_with`, with everything it logs written to `log`.
+    pub fn start_logged(extra: &[&str], log: &Path) -> Server {
+        let server = Server::spawn_logged(extra, Some(log));
+        server.wait_healthy();
+        server
+    }
+
+    fn spawn_logged(extra: &[&str], log: Option<&Path>) -> Server {
         let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
         let media_port = free_udp_port();
         let mut args = vec![
@@ -79,8 +90,21 @@ impl Server {
             args.extend(["--sfu-wrapper".to_string(), runner().join(" ")]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        let child = match log {
+            None => spawn_wren(&args),
+            Some(path) => {
+                let file = std::fs::File::create(path).expect("log file");
+                wren_command()
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(file.try_clone().expect("log file"))
+                    .stderr(file)
+                    .spawn()
+                    .expect("wren starts")
+            }
+        };
         Server {
-            child: spawn_wren(&args),
+            child,
             http,
             media_port,
         }
@@ -232,8 +256,12 @@ pub struct SfuProcess {
 
 impl SfuProcess {
     pub fn start(socket: &Path, sfuid: &str) -> SfuProcess {
+        SfuProcess::start_with(socket, sfuid, &[])
+    }
+
+    pub fn start_with(socket: &Path, sfuid: &str, extra: &[&str]) -> SfuProcess {
         let media_port = free_udp_port();
-        let args = [
+        let mut args = [
             "sfu",
             "--socket",
             &socket.display().to_string(),
@@ -244,7 +272,9 @@ impl SfuProcess {
             "--media-port",
             &media_port.to_string(),
         ]
-        .map(String::from);
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
         SfuProcess {
             child: spawn_wren(&args),
             socket: socket.to_path_buf(),
@@ -307,14 +337,31 @@ impl Client {
     }
 
     pub fn try_connect(server: &Server, uid: &str, protoo: bool) -> Result<Client, String> {
+        let headers: &[(&str, &str)] = if protoo {
+            &[("Sec-WebSocket-Protocol", "protoo")]
+        } else {
+            &[]
+        };
+        Client::try_connect_with(server, uid, "", headers)
+    }
+
+    /// Connects as `uid` with more query parameters (`&token=...`) and
+    /// request headers.
+    pub fn try_connect_with(
+        server: &Server,
+        uid: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, String> {
         smol::block_on(async {
-            let mut req = server
-                .ws_url(uid)
+            let mut req = format!("{}{query}", server.ws_url(uid))
                 .into_client_request()
                 .map_err(|e| e.to_string())?;
-            if protoo {
-                req.headers_mut()
-                    .insert("Sec-WebSocket-Protocol", "protoo".parse().unwrap());
+            for (name, value) in headers {
+                let name =
+                    async_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                        .expect("a header name");
+                req.headers_mut().insert(name, value.parse().unwrap());
             }
             let tcp = TcpStream::connect(server.http)
                 .await
