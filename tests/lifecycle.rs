@@ -29,23 +29,10 @@ fn wait_exit(child: &mut Child) -> Option<i32> {
     None
 }
 
-/// Child processes of `pid`, whichever of its threads started them.
-fn children_of(pid: u32) -> Vec<u32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("our child exists");
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
 #[test]
 fn sigterm_closes_every_socket_with_1001_and_exits_0() {
     let mut server = Server::start();
-    let sfu_pid = children_of(server.child.id());
+    let sfu_pid = common::children_of(server.child.id());
     assert_eq!(sfu_pid.len(), 1, "one SFU child");
     let mut alice = Client::connect(&server, "alice");
     alice.ok("join", json!({"rid": "r"}));

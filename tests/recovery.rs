@@ -83,3 +83,44 @@ fn an_sfu_that_dies_takes_its_streams_and_the_node_reconnects_when_it_is_back() 
     let again = alice.ok("publish", publish_offer("r", &Peer::publisher()));
     assert_eq!(bob.note_named("stream-add")["mid"], again["mid"]);
 }
+
+#[test]
+fn the_supervisor_restarts_a_killed_sfu_child_and_calls_resume() {
+    let server = Server::start();
+    let mut alice = Client::connect(&server, "alice");
+    let mut bob = Client::connect(&server, "bob");
+    alice.ok("join", json!({"rid": "r"}));
+    bob.ok("join", json!({"rid": "r"}));
+    let mid = alice.ok("publish", publish_offer("r", &Peer::publisher()))["mid"].clone();
+    assert_eq!(bob.note_named("stream-add")["mid"], mid);
+
+    let children = common::children_of(server.child.id());
+    assert_eq!(children.len(), 1);
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &children[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(bob.note_named("stream-remove")["mid"], mid);
+    assert!(server.wait_health(200), "a new SFU child is up");
+    let new_children = common::children_of(server.child.id());
+    assert_eq!(new_children.len(), 1);
+    assert_ne!(new_children, children);
+
+    // The publisher republishes, the subscriber sees it and media flows.
+    let mut publisher = Peer::publisher();
+    let answer = alice.ok("publish", publish_offer("r", &publisher));
+    publisher.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
+    assert_eq!(bob.note_named("stream-add")["mid"], answer["mid"]);
+    let mut subscriber = Peer::subscriber();
+    let sub = bob.ok(
+        "subscribe",
+        json!({"rid": "r", "mid": answer["mid"], "jsep": {"type": "offer", "sdp": subscriber.offer()}}),
+    );
+    subscriber.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
+    assert!(run_until(
+        &mut [&mut publisher, &mut subscriber],
+        Duration::from_secs(10),
+        |p| p[1].received[1] > 10
+    ));
+}

@@ -157,6 +157,37 @@ mod tests {
         assert_eq!(back, f);
     }
 
+    /// Property: neither decoder panics, whatever the bytes; frames of a
+    /// length past the bound are refused before any allocation.
+    #[test]
+    fn control_frames_decode_totally() {
+        let good = encode(&FromSfu::Answer {
+            call: 9,
+            sdp: "v=0".into(),
+        });
+        let mut rng = fastrand::Rng::with_seed(11);
+        for round in 0..50_000 {
+            let mut bytes = if round % 3 == 0 {
+                (0..rng.usize(..64))
+                    .map(|_| rng.u8(..))
+                    .collect::<Vec<u8>>()
+            } else {
+                good.clone()
+            };
+            for _ in 0..rng.usize(..4) {
+                if !bytes.is_empty() {
+                    let i = rng.usize(..bytes.len());
+                    bytes[i] = rng.u8(..);
+                }
+            }
+            if let Ok(Some(payload)) = smol::block_on(read_frame(&mut bytes.as_slice())) {
+                assert!(payload.len() <= MAX_IPC_FRAME_BYTES);
+                let _ = decode::<FromSfu>(&payload);
+                let _ = decode::<ToSfu>(&payload);
+            }
+        }
+    }
+
     #[test]
     fn oversized_and_garbage_frames_are_errors() {
         let mut big = Vec::new();

@@ -521,6 +521,44 @@ mod tests {
         ));
     }
 
+    /// Property: the decoder is total. Whatever the text, it returns, and
+    /// anything it answers carries the id the text had.
+    #[test]
+    fn the_decoder_never_panics_on_random_or_mutated_input() {
+        let seeds = [
+            r#"{"request":true,"id":1,"method":"join","data":{"rid":"a"}}"#,
+            r#"{"request":true,"id":2,"method":"publish","data":{"rid":"r","jsep":{"type":"offer","sdp":"v=0"},"minfo":{"audio":true,"video":false,"audiotype":0,"videotype":0}}}"#,
+            r#"{"request":true,"id":3,"method":"unsubscribe","data":{"rid":"r","mid":"a#1","sid":"b#2","sfuid":"s"}}"#,
+            r#"{"request":true,"id":4,"method":"broadcast","data":{"rid":"r","data":[1,{"x":null}]}}"#,
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..100_000 {
+            let text: String = if round % 4 == 0 {
+                (0..rng.usize(..80)).map(|_| rng.char(..)).collect()
+            } else {
+                let mut c: Vec<char> = seeds[rng.usize(..seeds.len())].chars().collect();
+                for _ in 0..rng.usize(1..5) {
+                    let i = rng.usize(..=c.len());
+                    match rng.u8(..3) {
+                        0 if i < c.len() => c[i] = rng.char(' '..='~'),
+                        1 if i < c.len() => {
+                            c.remove(i);
+                        }
+                        _ => c.insert(i, rng.char(..)),
+                    }
+                }
+                c.into_iter().collect()
+            };
+            match decode_bounded(&text, 64) {
+                Incoming::Request(id, _) | Incoming::Invalid(id, _) => {
+                    let v: Value = serde_json::from_str(&text).expect("answered text is JSON");
+                    assert_eq!(v["id"].as_u64(), Some(id));
+                }
+                Incoming::Ignored | Incoming::Garbage(_) => {}
+            }
+        }
+    }
+
     #[test]
     fn oversized_requests_are_413_when_their_id_is_readable() {
         let big = format!(
