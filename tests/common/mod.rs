@@ -196,17 +196,17 @@ pub fn runner() -> &'static [String] {
         if let Ok(r) = std::env::var("WREN_RUNNER") {
             return r.split_whitespace().map(String::from).collect();
         }
-        let bin = env!("CARGO_BIN_EXE_wren");
+        let bin = wren_bin();
         // Foreign binaries fail with ENOEXEC, or, when this test itself runs
         // under QEMU, as a child that exits 127 without a word.
-        let native = Command::new(bin)
+        let native = Command::new(&bin)
             .arg("--version")
             .output()
             .is_ok_and(|o| o.stdout.starts_with(b"wren "));
         if native {
             return Vec::new();
         }
-        let elf = std::fs::read(bin).expect("the wren binary is readable");
+        let elf = std::fs::read(&bin).expect("the wren binary is readable");
         let qemu = match elf.get(18..20) {
             Some([0xb7, 0]) => "qemu-aarch64 -L /usr/aarch64-linux-gnu",
             Some([0x28, 0]) => "qemu-arm -L /usr/arm-linux-gnueabihf",
@@ -216,13 +216,19 @@ pub fn runner() -> &'static [String] {
     })
 }
 
+/// The wren binary under test: cargo's, or `WREN_BIN` (e.g. a release
+/// build, to measure memory as shipped).
+pub fn wren_bin() -> String {
+    std::env::var("WREN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wren").to_string())
+}
+
 /// A command that runs the wren binary (through the runner if needed).
 pub fn wren_command() -> Command {
     match runner() {
-        [] => Command::new(env!("CARGO_BIN_EXE_wren")),
+        [] => Command::new(wren_bin()),
         [qemu, rest @ ..] => {
             let mut c = Command::new(qemu);
-            c.args(rest).arg(env!("CARGO_BIN_EXE_wren"));
+            c.args(rest).arg(wren_bin());
             c
         }
     }

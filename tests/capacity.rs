@@ -1,0 +1,101 @@
+//! The whole signaling node at full capacity, with the default bounds:
+//! 256 connections, 64 rooms of 16 peers, 4 rooms per peer, 128 streams,
+//! 512 subscriptions (on 2 real SFUs). Every bound answers with its error,
+//! the node keeps serving, and its memory stays under the README's bound.
+
+mod common;
+
+use common::media::Peer;
+use common::{runner, Client, Server};
+use serde_json::json;
+use wren::limits::*;
+
+/// README "Limits": what the signaling node may grow by, from idle to
+/// full capacity (tables, buffers of 256 sockets, requests in flight).
+/// Growth, not total: a debug build's idle RSS is three times a release's.
+const GROWTH_BOUND_KIB: u64 = 12 * 1024;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn at_full_capacity_every_bound_answers_and_memory_stays_bounded() {
+    let server = Server::start_with(&["--sfus", "2"]);
+    let idle = rss_kib(server.child.id());
+    let peers_per_group = MAX_PEERS_PER_ROOM;
+    let mut clients: Vec<Client> = (0..MAX_CONNECTIONS)
+        .map(|i| Client::connect(&server, &format!("p{i}")))
+        .collect();
+    // Peer i is in rooms g*4+k (g = i/16, k < 4): 64 rooms of 16 peers.
+    let room = |i: usize, k: usize| format!("r{}", (i / peers_per_group) * MAX_ROOMS_PER_PEER + k);
+    for k in 0..MAX_ROOMS_PER_PEER {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.ok("join", json!({"rid": room(i, k)}));
+        }
+    }
+    // 128 streams: the first 8 peers of each group publish in their room k=0.
+    let mut mids = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        if i % peers_per_group < MAX_STREAMS / (MAX_CONNECTIONS / peers_per_group) {
+            let data = c.ok(
+                "publish",
+                json!({"rid": room(i, 0), "jsep": {"type": "offer", "sdp": Peer::publisher().offer()},
+                       "minfo": {"audio": true, "video": true, "audiotype": 0, "videotype": 0}}),
+            );
+            mids.push((i, data["mid"].clone()));
+        }
+    }
+    assert_eq!(mids.len(), MAX_STREAMS);
+    // 512 subscriptions: 4 per stream, by the next peers of the group.
+    for (publisher, mid) in &mids {
+        for n in 1..=MAX_SUBS / MAX_STREAMS {
+            let group = publisher / peers_per_group;
+            let sub = group * peers_per_group + (publisher % peers_per_group + n) % peers_per_group;
+            clients[sub].ok(
+                "subscribe",
+                json!({"rid": room(*publisher, 0), "mid": mid,
+                       "jsep": {"type": "offer", "sdp": Peer::subscriber().offer()}}),
+            );
+        }
+    }
+
+    // Every table is full: each bound answers with its own error.
+    let mut extra = Client::connect(&server, "one-too-many");
+    assert_eq!(extra.wait_close(), Some(1013));
+    let c = &mut clients[0];
+    let full = |c: &mut Client, method: &str, data: serde_json::Value| {
+        let r = c.request(method, data);
+        assert_eq!(r["errorCode"], 503, "{method}: {r}");
+    };
+    full(c, "join", json!({"rid": "r-new"})); // rooms per peer
+    full(
+        c,
+        "publish",
+        json!({"rid": room(0, 1), "jsep": {"type": "offer", "sdp": Peer::publisher().offer()},
+               "minfo": {"audio": true, "video": false, "audiotype": 0, "videotype": 0}}),
+    );
+    full(
+        c,
+        "subscribe",
+        json!({"rid": room(0, 0), "mid": mids[1].1,
+               "jsep": {"type": "offer", "sdp": Peer::subscriber().offer()}}),
+    );
+    assert_eq!(c.ok("keepalive", json!({"rid": room(0, 0)})), json!({}));
+
+    let full_rss = rss_kib(server.child.id());
+    println!("signaling RSS: idle {idle} KiB, at full capacity {full_rss} KiB");
+    // Under QEMU the RSS is the emulator's: the bound is checked natively.
+    if runner().is_empty() {
+        let growth = full_rss.saturating_sub(idle);
+        assert!(
+            growth <= GROWTH_BOUND_KIB,
+            "grew by {growth} KiB at full capacity, README promises at most {GROWTH_BOUND_KIB} KiB"
+        );
+    }
+}
