@@ -23,6 +23,8 @@ cargo build --bin wren
     npm ci --no-audit --no-fund --loglevel=error
     WREN_BIN="$PWD/../../target/debug/wren" npm test
 )
+step "fuzzing (cargo-fuzz, ${FUZZ_SECONDS:-15}s a target)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 step "systemd units and shipped config"
 scripts/verify-units.sh target/debug/wren
 for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
