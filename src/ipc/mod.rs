@@ -55,6 +55,20 @@ pub enum FromSfu {
     StreamClosed { mid: Mid },
     /// A subscriber's media connection failed or closed.
     SubscriptionClosed { sid: Sid },
+    /// Load and counters, once a second.
+    Stats(SfuStats),
+}
+
+/// What an SFU reports about itself. Counters count from its start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SfuStats {
+    pub publishers: u32,
+    pub subscribers: u32,
+    /// RTP packets written to subscribers.
+    pub forwarded_packets: u64,
+    /// Their payload bytes.
+    pub forwarded_bytes: u64,
 }
 
 /// Why an SFU refused a call.

@@ -9,7 +9,7 @@
 //! and str0m's own NACK/RTX, TWCC and RTCP on both legs.
 
 use crate::ids::{Mid, Sid};
-use crate::ipc::{FromSfu, SfuError};
+use crate::ipc::{FromSfu, SfuError, SfuStats};
 use crate::limits::MAX_SFU_SESSIONS;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -105,13 +105,8 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     events: VecDeque<FromSfu>,
     happenings: Vec<Happening>,
-}
-
-/// Forwarding counters, for logs and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SfuCounts {
-    pub publishers: usize,
-    pub subscribers: usize,
+    forwarded_packets: u64,
+    forwarded_bytes: u64,
 }
 
 impl Sfu {
@@ -137,6 +132,8 @@ impl Sfu {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             happenings: Vec::new(),
+            forwarded_packets: 0,
+            forwarded_bytes: 0,
         })
     }
 
@@ -161,10 +158,13 @@ impl Sfu {
         config
     }
 
-    pub fn counts(&self) -> SfuCounts {
-        SfuCounts {
-            publishers: self.publishers.len(),
-            subscribers: self.subscribers.len(),
+    /// Load and counters, for the signaling node's metrics.
+    pub fn stats(&self) -> SfuStats {
+        SfuStats {
+            publishers: self.publishers.len() as u32,
+            subscribers: self.subscribers.len() as u32,
+            forwarded_packets: self.forwarded_packets,
+            forwarded_bytes: self.forwarded_bytes,
         }
     }
 
@@ -490,6 +490,8 @@ impl Sfu {
                 continue;
             }
             if write_to_subscriber(sub, ordinal, &params, &pkt, &ext) {
+                self.forwarded_packets += 1;
+                self.forwarded_bytes += pkt.payload.len() as u64;
                 if let Err(e) = sub.rtc.handle_input(Input::Timeout(now)) {
                     log::debug!("session {sub_id:?}: {e}");
                     sub.rtc.disconnect();

@@ -214,6 +214,9 @@ async fn write_loop(mut stream: UnixStream, outbox: Receiver<FromSfu>) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
+/// How often the SFU reports its load and counters.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 enum Wake {
     Datagram(usize, SocketAddr),
     Control(Control),
@@ -228,10 +231,9 @@ async fn media_loop(
     let mut buf = vec![0u8; 2048];
     // The current control connection: its generation, outbox and stream.
     let mut owner: Option<(u64, Sender<FromSfu>, UnixStream)> = None;
+    let mut next_stats = Instant::now() + STATS_INTERVAL;
     loop {
-        let deadline = sfu
-            .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let deadline = sfu.poll_timeout().unwrap_or(next_stats).min(next_stats);
         let wake = async {
             match udp.recv_from(&mut buf).await {
                 Ok((n, src)) => Wake::Datagram(n, src),
@@ -285,6 +287,12 @@ async fn media_loop(
         while let Some(t) = sfu.poll_transmit() {
             if let Err(e) = udp.send_to(&t.contents, t.destination).await {
                 log::debug!("send to {} failed: {e}", t.destination);
+            }
+        }
+        if now >= next_stats {
+            next_stats = now + STATS_INTERVAL;
+            if let Some((_, outbox, _)) = &owner {
+                let _ = outbox.try_send(FromSfu::Stats(sfu.stats()));
             }
         }
         while let Some(ev) = sfu.poll_event() {

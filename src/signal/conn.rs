@@ -62,6 +62,16 @@ where
             return;
         }
     };
+    if head.path == "/metrics" {
+        let text = super::metrics::render(&shared.node.borrow().metrics());
+        let resp = http::Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: text.into(),
+        };
+        let _ = http::respond(&mut stream, &resp, head.method == "HEAD").await;
+        return;
+    }
     if head.path == "/healthz" {
         // Ready to carry calls: at least one SFU is connected.
         let live = shared.sfus.borrow().iter().any(Option::is_some);

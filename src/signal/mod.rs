@@ -8,6 +8,7 @@
 mod conn;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod protoo;
 mod sfu_link;

@@ -10,7 +10,7 @@ use super::error::RequestError;
 use super::protoo::{self, Minfo, Request, RequestId};
 use super::token::{self, Grant, TokenError, TokenKey};
 use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
-use crate::ipc::{CallId, FromSfu, SfuError, ToSfu};
+use crate::ipc::{CallId, FromSfu, SfuError, SfuStats, ToSfu};
 use crate::limits::*;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -109,6 +109,8 @@ struct Subscription {
 struct SfuState {
     /// `Some` while the SFU is connected and has said hello.
     id: Option<NodeId>,
+    /// Its last report.
+    stats: SfuStats,
 }
 
 enum PendingKind {
@@ -135,6 +137,30 @@ struct PendingCall {
     kind: PendingKind,
 }
 
+/// A snapshot of the node for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub peers: usize,
+    pub rooms: usize,
+    pub streams: usize,
+    pub subscriptions: usize,
+    pub pending_calls: usize,
+    pub sfus: Vec<SfuMetrics>,
+    /// Error responses sent so far, by errorCode.
+    pub errors: Vec<(u16, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SfuMetrics {
+    pub slot: SfuSlot,
+    /// None while it is down.
+    pub id: Option<NodeId>,
+    pub streams: usize,
+    pub subscriptions: usize,
+    /// Its last report (kept while it is down, zero before the first).
+    pub stats: SfuStats,
+}
+
 /// The room tables of one signaling node.
 pub struct Node {
     bizid: NodeId,
@@ -153,6 +179,8 @@ pub struct Node {
     pending: Box<heapless::Vec<PendingCall, MAX_PENDING_SFU_CALLS>>,
     next_call: CallId,
     effects: VecDeque<Effect>,
+    /// Error responses sent, by errorCode.
+    errors: Vec<(u16, u64)>,
 }
 
 /// How a request handler finished.
@@ -177,7 +205,10 @@ impl Node {
     ) -> Node {
         let mut sfus = heapless::Vec::new();
         for _ in 0..sfu_slots.min(MAX_SFUS) {
-            let _ = sfus.push(SfuState { id: None });
+            let _ = sfus.push(SfuState {
+                id: None,
+                stats: SfuStats::default(),
+            });
         }
         Node {
             bizid,
@@ -193,6 +224,7 @@ impl Node {
             pending: Box::default(),
             next_call: 1,
             effects: VecDeque::new(),
+            errors: Vec::new(),
         }
     }
 
@@ -228,6 +260,32 @@ impl Node {
             + size_of_val(&*self.streams)
             + size_of_val(&*self.subs)
             + size_of_val(&*self.pending)
+    }
+
+    /// What `/metrics` shows.
+    pub fn metrics(&self) -> Metrics {
+        let mut errors = self.errors.clone();
+        errors.sort_unstable();
+        Metrics {
+            peers: self.peers.len(),
+            rooms: self.rooms.len(),
+            streams: self.streams.len(),
+            subscriptions: self.subs.len(),
+            pending_calls: self.pending.len(),
+            sfus: self
+                .sfus
+                .iter()
+                .enumerate()
+                .map(|(slot, s)| SfuMetrics {
+                    slot,
+                    id: s.id.clone(),
+                    streams: self.streams.iter().filter(|x| x.sfu == slot).count(),
+                    subscriptions: self.subs.iter().filter(|x| x.sfu == slot).count(),
+                    stats: s.stats,
+                })
+                .collect(),
+            errors,
+        }
     }
 
     /// Counts for logs and tests: (peers, rooms, streams, subscriptions).
@@ -714,6 +772,11 @@ impl Node {
                     self.remove_stream(&mid, false, true);
                 }
             }
+            FromSfu::Stats(stats) => {
+                if let Some(s) = self.sfus.get_mut(sfu) {
+                    s.stats = stats;
+                }
+            }
             FromSfu::SubscriptionClosed { sid } => {
                 self.subs.retain(|s| !(s.sid == sid && s.sfu == sfu));
             }
@@ -929,6 +992,11 @@ impl Node {
             Ok(t) => t,
             Err(e) => {
                 log::debug!("connection {conn:?}: request {id} failed: {e}");
+                let code = e.code();
+                match self.errors.iter_mut().find(|(c, _)| *c == code) {
+                    Some((_, n)) => *n += 1,
+                    None => self.errors.push((code, 1)),
+                }
                 protoo::error_response(id, &e)
             }
         };

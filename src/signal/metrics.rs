@@ -1,0 +1,78 @@
+//! `GET /metrics`: the node's state in the Prometheus text format.
+
+use super::node::Metrics;
+use std::fmt::Write;
+
+/// Renders a snapshot. Counters end in `_total`; SFUs are labelled by slot
+/// (stable across restarts) and id.
+pub fn render(m: &Metrics) -> String {
+    let mut out = String::with_capacity(2048);
+    let mut gauge = |name: &str, help: &str, value: usize| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    };
+    gauge("wren_peers", "Connected peers.", m.peers);
+    gauge("wren_rooms", "Rooms with at least one peer.", m.rooms);
+    gauge("wren_streams", "Published streams.", m.streams);
+    gauge("wren_subscriptions", "Subscriptions.", m.subscriptions);
+    gauge(
+        "wren_sfu_calls_pending",
+        "SFU calls awaiting an answer.",
+        m.pending_calls,
+    );
+
+    let families: [(&str, &str, &str); 6] = [
+        ("wren_sfu_up", "gauge", "Whether the SFU is connected."),
+        ("wren_sfu_streams", "gauge", "Streams placed on the SFU."),
+        (
+            "wren_sfu_subscriptions",
+            "gauge",
+            "Subscriptions on the SFU.",
+        ),
+        (
+            "wren_sfu_sessions",
+            "gauge",
+            "WebRTC sessions the SFU reports.",
+        ),
+        (
+            "wren_forwarded_packets_total",
+            "counter",
+            "RTP packets the SFU forwarded.",
+        ),
+        (
+            "wren_forwarded_bytes_total",
+            "counter",
+            "RTP payload bytes the SFU forwarded.",
+        ),
+    ];
+    for (i, (name, kind, help)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in &m.sfus {
+            let id = s.id.as_ref().map(|i| i.as_str()).unwrap_or("");
+            let value = match i {
+                0 => s.id.is_some() as u64,
+                1 => s.streams as u64,
+                2 => s.subscriptions as u64,
+                3 => u64::from(s.stats.publishers + s.stats.subscribers),
+                4 => s.stats.forwarded_packets,
+                _ => s.stats.forwarded_bytes,
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{slot=\"{}\",sfuid=\"{id}\"}} {value}",
+                s.slot + 1
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wren_errors_total Error responses, by errorCode (503: a bound was full).\n\
+         # TYPE wren_errors_total counter"
+    );
+    for (code, n) in &m.errors {
+        let _ = writeln!(out, "wren_errors_total{{code=\"{code}\"}} {n}");
+    }
+    out
+}
