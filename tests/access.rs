@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::media::Peer;
 use common::{socket_path, wren_command, Client, Server, SfuProcess, WAIT};
 use serde_json::json;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use wren::bench::peer::Peer;
 
 const SECRET: &str = "a-test-secret-of-some-length";
 

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::media::Peer;
 use common::{socket_path, Client, Server, SfuProcess};
 use serde_json::{json, Value};
 use std::time::Duration;
+use wren::bench::peer::Peer;
 
 fn minfo() -> Value {
     json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::media::Peer;
 use common::{runner, Client, Server};
 use serde_json::json;
+use wren::bench::peer::Peer;
 use wren::limits::*;
 
 /// README "Limits": what the signaling node may grow by, from idle to

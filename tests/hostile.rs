@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::media::{run_until, Peer};
 use common::{Client, Server};
 use serde_json::json;
 use std::net::UdpSocket;
 use std::time::Duration;
+use wren::bench::peer::{run_until, Peer};
 
 /// Valid requests to mutate (in a room of the attacker's own).
 const TEMPLATES: &[&str] = &[

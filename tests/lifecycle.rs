@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::media::{run_all, run_until, Peer};
 use common::{socket_path, Client, Server, SfuProcess, WAIT};
 use serde_json::json;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+use wren::bench::peer::{run_all, run_until, Peer};
 
 fn sigterm(child: &Child) {
     let status = Command::new("kill")

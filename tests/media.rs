@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::media::{run_all, run_until, Peer};
 use common::{Client, Server};
 use serde_json::json;
 use std::time::{Duration, Instant};
+use wren::bench::peer::{run_all, run_until, Peer};
 
 fn minfo() -> serde_json::Value {
     json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::media::{run_until, Peer};
 use common::{socket_path, Client, Server, SfuProcess};
 use serde_json::json;
 use std::time::Duration;
+use wren::bench::peer::{run_until, Peer};
 
 fn minfo() -> serde_json::Value {
     json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})

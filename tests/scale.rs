@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::media::{run_until, Peer};
 use common::{http_get, Client, Server};
 use serde_json::json;
 use std::time::Duration;
+use wren::bench::peer::{run_until, Peer};
 
 /// The value of one sample line of `/metrics` (`name{labels}` exactly).
 fn metric(server: &Server, sample: &str) -> u64 {

@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::media::Peer;
 use common::{http_get, Client, Server};
 use serde_json::{json, Value};
+use wren::bench::peer::Peer;
 
 fn minfo() -> Value {
     json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})

@@ -4,8 +4,6 @@
 
 #![allow(dead_code)] // Each test file uses a different part.
 
-pub mod media;
-
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::Message;

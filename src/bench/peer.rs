@@ -1,6 +1,7 @@
-//! A real WebRTC peer for tests: str0m (not ICE-lite) on its own loopback
-//! UDP socket. A publisher sends synthetic Opus and VP8 frames; a
-//! subscriber counts the RTP packets it receives.
+//! A real WebRTC peer: str0m (not ICE-lite) on its own UDP socket, for
+//! the tests and the load tool. A publisher sends synthetic media: Opus and
+//! VP8 frames (str0m packetizes), or, for load, RTP packets of a given size
+//! at a given bitrate. A subscriber counts what it receives.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -8,7 +9,21 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
+
+/// What a publisher sends.
+#[derive(Debug, Clone, Copy)]
+enum Sending {
+    Nothing,
+    /// A 3 KB VP8 frame and a 60 B Opus frame every 20 ms.
+    Frames,
+    /// RTP packets of `size` payload bytes at `bps` on the video track.
+    Load {
+        bps: u64,
+        size: usize,
+    },
+}
 
 pub struct Peer {
     pub rtc: Rtc,
@@ -20,15 +35,18 @@ pub struct Peer {
     pub tracks: Vec<(Mid, MediaKind)>,
     /// RTP packets received per kind: [audio, video].
     pub received: [usize; 2],
+    /// RTP payload bytes received.
+    pub received_bytes: u64,
+    /// RTP packets sent (load publishers).
+    pub sent: u64,
     /// Key-frame requests (PLI/FIR) received.
     pub keyframe_requests: usize,
     pub first_keyframe_request: Option<Instant>,
     pub first_video_packet: Option<Instant>,
-    /// A publisher (sends frames) rather than a subscriber.
-    sends: bool,
-    frames_sent: u64,
-    next_frame: Option<Instant>,
+    sending: Sending,
+    next_send: Option<Instant>,
     start: Instant,
+    buf: Vec<u8>,
 }
 
 fn kind_index(k: MediaKind) -> usize {
@@ -38,21 +56,26 @@ fn kind_index(k: MediaKind) -> usize {
 impl Peer {
     /// A publisher: sendonly audio + video, frame mode (str0m packetizes).
     pub fn publisher() -> Peer {
-        Peer::new(false, Direction::SendOnly)
+        Peer::new(false, Direction::SendOnly, Sending::Frames)
+    }
+
+    /// A publisher of load: `size`-byte RTP payloads at `bps` bits/s.
+    pub fn load_publisher(bps: u64, size: usize) -> Peer {
+        Peer::new(true, Direction::SendOnly, Sending::Load { bps, size })
     }
 
     /// A subscriber: recvonly audio + video, RTP mode (we count packets).
     pub fn subscriber() -> Peer {
-        Peer::new(true, Direction::RecvOnly)
+        Peer::new(true, Direction::RecvOnly, Sending::Nothing)
     }
 
-    fn new(rtp_mode: bool, dir: Direction) -> Peer {
+    fn new(rtp_mode: bool, dir: Direction, sending: Sending) -> Peer {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
         socket.set_nonblocking(true).expect("non-blocking");
-        let local = socket.local_addr().unwrap();
+        let local = socket.local_addr().expect("bound");
         let now = Instant::now();
         let mut rtc = Rtc::builder().set_rtp_mode(rtp_mode).build(now);
-        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        rtc.add_local_candidate(Candidate::host(local, "udp").expect("host candidate"));
         let mut api = rtc.sdp_api();
         // Our own m-lines: str0m reports MediaAdded only for remote ones.
         let tracks = vec![
@@ -67,21 +90,23 @@ impl Peer {
         ];
         let (offer, pending) = api.apply().expect("an offer");
         let mut p = Peer {
-            offer: offer.to_sdp_string(),
             rtc,
             socket,
             local,
             pending: Some(pending),
+            offer: offer.to_sdp_string(),
             connected: false,
             tracks,
             received: [0, 0],
+            received_bytes: 0,
+            sent: 0,
             keyframe_requests: 0,
             first_keyframe_request: None,
             first_video_packet: None,
-            sends: dir == Direction::SendOnly,
-            frames_sent: 0,
-            next_frame: None,
+            sending,
+            next_send: None,
             start: now,
+            buf: vec![0; 2048],
         };
         p.drain(now);
         p
@@ -102,42 +127,64 @@ impl Peer {
         self.drain(Instant::now());
     }
 
-    /// Runs the peer's I/O for a while: receive, time out, and (for a
-    /// connected publisher) send a frame of each kind every 20 ms.
-    pub fn run_for(&mut self, d: Duration) {
-        let end = Instant::now() + d;
-        let mut buf = vec![0u8; 2048];
-        while Instant::now() < end {
+    /// One round of I/O: every datagram waiting, the timeout, what is due
+    /// to be sent. Returns whether a datagram came in.
+    pub fn poll(&mut self) -> bool {
+        let mut busy = false;
+        loop {
             let now = Instant::now();
-            match self.socket.recv_from(&mut buf) {
+            match self.socket.recv_from(&mut self.buf) {
                 Ok((n, source)) => {
-                    if let Ok(r) = Receive::new(Protocol::Udp, source, self.local, &buf[..n]) {
+                    busy = true;
+                    if let Ok(r) = Receive::new(Protocol::Udp, source, self.local, &self.buf[..n]) {
                         let _ = self.rtc.handle_input(Input::Receive(now, r));
                     }
+                    self.drain(now);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => {}
+                Err(_) => break,
             }
-            let now = Instant::now();
-            let _ = self.rtc.handle_input(Input::Timeout(now));
-            self.send_frames(now);
-            self.drain(now);
         }
+        let now = Instant::now();
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+        self.send_due(now);
+        self.drain(now);
+        busy
     }
 
-    fn send_frames(&mut self, now: Instant) {
-        if !self.connected || !self.sends {
+    /// Runs this peer alone for a while.
+    pub fn run_for(&mut self, d: Duration) {
+        run_all(&mut [self], d);
+    }
+
+    fn send_due(&mut self, now: Instant) {
+        if !self.connected {
             return;
         }
-        let due = self.next_frame.get_or_insert(now);
-        if *due > now {
-            return;
+        let interval = match self.sending {
+            Sending::Nothing => return,
+            Sending::Frames => Duration::from_millis(20),
+            Sending::Load { bps, size } => {
+                Duration::from_nanos((size as u64 * 8 * 1_000_000_000) / bps.max(1))
+            }
+        };
+        let mut due = *self.next_send.get_or_insert(now);
+        // Catch up at most a few intervals: a stalled loop must not burst.
+        let mut budget = 8;
+        while due <= now && budget > 0 {
+            due += interval;
+            budget -= 1;
+            match self.sending {
+                Sending::Frames => self.write_frames(now),
+                Sending::Load { size, .. } => self.write_load(now, size),
+                Sending::Nothing => {}
+            }
         }
-        *due += Duration::from_millis(20);
-        self.frames_sent += 1;
-        let n = self.frames_sent;
+        self.next_send = Some(if due <= now { now + interval } else { due });
+    }
+
+    fn write_frames(&mut self, now: Instant) {
+        self.sent += 1;
+        let n = self.sent;
         let elapsed = now - self.start;
         for (mid, kind) in self.tracks.clone() {
             let Some(writer) = self.rtc.writer(mid) else {
@@ -145,7 +192,7 @@ impl Peer {
             };
             let (codec, freq, data) = match kind {
                 MediaKind::Audio => (Codec::Opus, Frequency::FORTY_EIGHT_KHZ, vec![0xf8u8; 60]),
-                // A 3 KB "frame": several RTP packets, key-frame bit varies.
+                // A 3 KB "frame": several RTP packets.
                 MediaKind::Video => {
                     let mut d = vec![(n % 30 != 1) as u8; 3000];
                     d[1] = n as u8;
@@ -159,11 +206,34 @@ impl Peer {
             else {
                 continue;
             };
-            let ts = MediaTime::new(
-                elapsed.as_micros() as u64 * freq.get() as u64 / 1_000_000,
-                freq,
-            );
-            let _ = writer.write(pt, now, ts, data);
+            let ticks = elapsed.as_micros() as u64 * freq.get() as u64 / 1_000_000;
+            let _ = writer.write(pt, now, MediaTime::new(ticks, freq), data);
+        }
+    }
+
+    fn write_load(&mut self, now: Instant, size: usize) {
+        let Some(&(mid, _)) = self.tracks.iter().find(|t| t.1 == MediaKind::Video) else {
+            return;
+        };
+        let Some(pt) = self.rtc.media(mid).and_then(|m| {
+            let pts = m.remote_pts();
+            self.rtc
+                .codec_config()
+                .iter()
+                .find(|p| p.spec().codec == Codec::Vp8 && pts.contains(&p.pt()))
+                .map(|p| p.pt())
+        }) else {
+            return;
+        };
+        let elapsed = now - self.start;
+        let ts = (elapsed.as_micros() as u64 * 90 / 1000) as u32;
+        let mut payload = vec![0u8; size.max(2)];
+        payload[0] = 0x10; // VP8 descriptor: start of a partition.
+        let seq = SeqNo::from(self.sent + 1);
+        let mut api = self.rtc.direct_api();
+        if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+            tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(true));
+            self.sent += 1;
         }
     }
 
@@ -186,6 +256,7 @@ impl Peer {
                             .map(|t| t.1);
                         if let Some(kind) = kind {
                             self.received[kind_index(kind)] += 1;
+                            self.received_bytes += p.payload.len() as u64;
                             if kind == MediaKind::Video && self.first_video_packet.is_none() {
                                 self.first_video_packet = Some(now);
                             }
@@ -202,12 +273,16 @@ impl Peer {
     }
 }
 
-/// Runs several peers side by side for a while (each step is short).
+/// Runs peers side by side for a while; sleeps only when none is busy.
 pub fn run_all(peers: &mut [&mut Peer], d: Duration) {
     let end = Instant::now() + d;
     while Instant::now() < end {
+        let mut busy = false;
         for p in peers.iter_mut() {
-            p.run_for(Duration::from_millis(2));
+            busy |= p.poll();
+        }
+        if !busy {
+            std::thread::sleep(Duration::from_micros(300));
         }
     }
 }
