@@ -363,6 +363,7 @@ impl Settings {
             // Cannot overflow: `settings` checked the top instance's port.
             media_port: self.media_port + (n - 1) as u16,
             max_sessions: self.limits.sfu_sessions,
+            connect_timeout: Duration::from_millis(self.limits.sfu_connect_timeout_ms),
             socket_group: self.socket_group.clone(),
             exit_on_stdin_eof: self.exit_on_stdin_eof,
         }

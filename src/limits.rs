@@ -61,6 +61,9 @@ pub const MAX_SFU_SESSIONS: usize = 512;
 pub const DEFAULT_LIVENESS_TIMEOUT_SECS: u64 = 30;
 /// How long the signaling node waits for an SFU answer (milliseconds).
 pub const SFU_CALL_TIMEOUT_MS: u64 = 5_000;
+/// How long an SFU keeps a session whose peer never connects (ms): a
+/// browser connects within a second or two, or never.
+pub const SFU_CONNECT_TIMEOUT_MS: u64 = 20_000;
 /// Frames that get no answer (not JSON, no readable id, binary) a client may
 /// send before its socket is closed.
 pub const MAX_VIOLATIONS: u32 = 10;
@@ -92,6 +95,8 @@ pub struct Limits {
     pub request_burst: u32,
     /// How long the signaling node waits for an SFU answer.
     pub sfu_call_timeout_ms: u64,
+    /// How long an SFU keeps a session whose peer never connects.
+    pub sfu_connect_timeout_ms: u64,
 }
 
 /// Requests per second a connection may keep up (a browser sends a few
@@ -115,6 +120,7 @@ impl Default for Limits {
             requests_per_sec: DEFAULT_REQUESTS_PER_SEC,
             request_burst: DEFAULT_REQUEST_BURST,
             sfu_call_timeout_ms: SFU_CALL_TIMEOUT_MS,
+            sfu_connect_timeout_ms: SFU_CONNECT_TIMEOUT_MS,
         }
     }
 }
@@ -150,8 +156,10 @@ impl Limits {
         if self.requests_per_sec == 0 || self.request_burst == 0 {
             return Err("limits.requests-per-sec and request-burst must be at least 1".into());
         }
-        if self.sfu_call_timeout_ms == 0 {
-            return Err("limits.sfu-call-timeout-ms must be at least 1".into());
+        if self.sfu_call_timeout_ms == 0 || self.sfu_connect_timeout_ms == 0 {
+            return Err(
+                "limits.sfu-call-timeout-ms and sfu-connect-timeout-ms must be at least 1".into(),
+            );
         }
         Ok(())
     }

@@ -22,8 +22,6 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
-/// A session that has not connected by then is given up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Key-frame requests towards one publisher track, at most one per this.
 const KEYFRAME_THROTTLE: Duration = Duration::from_millis(300);
 
@@ -93,6 +91,7 @@ enum Happening {
 /// All sessions of one SFU process.
 pub struct Sfu {
     max_sessions: usize,
+    connect_timeout: Duration,
     /// One DTLS certificate for every session (making one is slow).
     cert: DtlsCert,
     candidate: Candidate,
@@ -112,7 +111,13 @@ pub struct Sfu {
 impl Sfu {
     /// An SFU whose one UDP socket is reachable at `local` (the address
     /// put in every answer's host candidate).
-    pub fn new(local: SocketAddr, max_sessions: usize) -> Result<Sfu, String> {
+    /// Sessions past `max_sessions` are refused; a session whose peer has
+    /// not connected after `connect_timeout` is given up.
+    pub fn new(
+        local: SocketAddr,
+        max_sessions: usize,
+        connect_timeout: Duration,
+    ) -> Result<Sfu, String> {
         let candidate =
             Candidate::host(local, "udp").map_err(|e| format!("bad media address {local}: {e}"))?;
         let cert = str0m::crypto::from_feature_flags()
@@ -121,6 +126,7 @@ impl Sfu {
             .ok_or("cannot generate a DTLS certificate")?;
         Ok(Sfu {
             max_sessions: max_sessions.min(MAX_SFU_SESSIONS),
+            connect_timeout,
             cert,
             candidate,
             local,
@@ -184,7 +190,7 @@ impl Sfu {
                 if s.connected {
                     s.timeout
                 } else {
-                    s.timeout.min(s.created + CONNECT_TIMEOUT)
+                    s.timeout.min(s.created + self.connect_timeout)
                 }
             })
             .min()
@@ -324,11 +330,12 @@ impl Sfu {
 
     /// Gives every session whose deadline has passed its timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let connect_timeout = self.connect_timeout;
         let due: Vec<SessionId> = self
             .sessions
             .iter()
             .filter(|(_, s)| {
-                s.timeout <= now || (!s.connected && s.created + CONNECT_TIMEOUT <= now)
+                s.timeout <= now || (!s.connected && s.created + connect_timeout <= now)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -336,8 +343,8 @@ impl Sfu {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
-            if !s.connected && s.created + CONNECT_TIMEOUT <= now {
-                log::info!("session {id:?}: no connection within {CONNECT_TIMEOUT:?}");
+            if !s.connected && s.created + connect_timeout <= now {
+                log::info!("session {id:?}: no connection within {connect_timeout:?}");
                 s.rtc.disconnect();
             } else if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                 log::debug!("session {id:?}: timeout handling failed: {e}");

@@ -33,6 +33,8 @@ pub struct SfuConfig {
     pub socket_group: Option<String>,
     /// Sessions (publishers + subscribers) this process takes at most.
     pub max_sessions: usize,
+    /// How long a session may take to connect.
+    pub connect_timeout: Duration,
     /// Exit when stdin closes (set by a supervising parent).
     pub exit_on_stdin_eof: bool,
 }
@@ -85,7 +87,7 @@ pub fn run(cfg: SfuConfig) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cfg.socket.display())))?;
     restrict_socket(&cfg.socket, cfg.socket_group.as_deref())?;
 
-    let sfu = Sfu::new(local, cfg.max_sessions).map_err(io::Error::other)?;
+    let sfu = Sfu::new(local, cfg.max_sessions, cfg.connect_timeout).map_err(io::Error::other)?;
     log::info!(
         "SFU {} media on udp {local}, control on {}",
         cfg.sfuid,
