@@ -16,12 +16,7 @@ use wren::limits::*;
 const GROWTH_BOUND_KIB: u64 = 12 * 1024;
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    wren::bench::procfs::rss_kib(pid).expect("VmRSS")
 }
 
 #[test]

@@ -32,7 +32,7 @@ fn wait_exit(child: &mut Child) -> Option<i32> {
 #[test]
 fn sigterm_closes_every_socket_with_1001_and_exits_0() {
     let mut server = Server::start();
-    let sfu_pid = common::children_of(server.child.id());
+    let sfu_pid = wren::bench::procfs::children(server.child.id());
     assert_eq!(sfu_pid.len(), 1, "one SFU child");
     let mut alice = Client::connect(&server, "alice");
     alice.ok("join", json!({"rid": "r"}));

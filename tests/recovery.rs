@@ -94,7 +94,7 @@ fn the_supervisor_restarts_a_killed_sfu_child_and_calls_resume() {
     let mid = alice.ok("publish", publish_offer("r", &Peer::publisher()))["mid"].clone();
     assert_eq!(bob.note_named("stream-add")["mid"], mid);
 
-    let children = common::children_of(server.child.id());
+    let children = wren::bench::procfs::children(server.child.id());
     assert_eq!(children.len(), 1);
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &children[0].to_string()])
@@ -103,7 +103,7 @@ fn the_supervisor_restarts_a_killed_sfu_child_and_calls_resume() {
     assert!(killed.success());
     assert_eq!(bob.note_named("stream-remove")["mid"], mid);
     assert!(server.wait_health(200), "a new SFU child is up");
-    let new_children = common::children_of(server.child.id());
+    let new_children = wren::bench::procfs::children(server.child.id());
     assert_eq!(new_children.len(), 1);
     assert_ne!(new_children, children);
 

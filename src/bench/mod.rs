@@ -2,3 +2,6 @@
 //! tests share with it. Nothing here is part of the server.
 
 pub mod peer;
+pub mod procfs;
+pub mod run;
+pub mod ws;

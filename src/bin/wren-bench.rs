@@ -1,0 +1,287 @@
+//! `wren-bench`: load for a real wren, with real WebSockets and real
+//! WebRTC (str0m) peers. It starts its own wren (all-in-one, on loopback),
+//! runs the scenarios, prints a table, and can write the numbers as JSON.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wren::bench::run::{self, Target};
+
+const USAGE: &str = "\
+usage: wren-bench [OPTIONS]
+
+  --wren PATH          the wren binary (default: the one beside wren-bench)
+  --sfus N             SFU processes of that wren (default 1)
+  --wrapper CMD        command prefix to run wren with (and its SFUs),
+                       split at spaces, e.g. 'taskset -c 1' or 'qemu-aarch64'
+  --only LIST          scenarios, comma-separated: signaling,media,first-frame
+                       (default: all)
+  --peers K            signaling: peers (default 200)
+  --rooms R            signaling: rooms (default 20)
+  --rate N             signaling: requests per second per peer (default 2)
+  --publishers P       media: publishers (default 2)
+  --subscribers S      media: subscribers of each publisher (default 4)
+  --bitrate KBPS       media: per publisher (default 1000)
+  --packet-size BYTES  media: RTP payload size (default 1000)
+  --seconds SECS       length of each load window (default 5)
+  --tries N            first-frame: attempts (default 5)
+  --json FILE          also write the results as JSON";
+
+struct Opts {
+    wren: PathBuf,
+    wrapper: Vec<String>,
+    sfus: usize,
+    only: Vec<String>,
+    peers: usize,
+    rooms: usize,
+    rate: f64,
+    publishers: usize,
+    subscribers: usize,
+    bitrate_kbps: u64,
+    packet_size: usize,
+    seconds: f64,
+    tries: usize,
+    json: Option<PathBuf>,
+}
+
+fn parse() -> Result<Opts, String> {
+    let beside = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("wren");
+    let mut o = Opts {
+        wren: beside,
+        wrapper: Vec::new(),
+        sfus: 1,
+        only: vec!["signaling".into(), "media".into(), "first-frame".into()],
+        peers: 200,
+        rooms: 20,
+        rate: 2.0,
+        publishers: 2,
+        subscribers: 4,
+        bitrate_kbps: 1000,
+        packet_size: 1000,
+        seconds: 5.0,
+        tries: 5,
+        json: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut v = || args.next().ok_or(format!("{a} needs a value"));
+        let num = |s: String| {
+            s.parse::<f64>()
+                .map_err(|_| format!("{a}: not a number: {s}"))
+        };
+        match a.as_str() {
+            "--wren" => o.wren = v()?.into(),
+            "--wrapper" => o.wrapper = v()?.split_whitespace().map(String::from).collect(),
+            "--sfus" => o.sfus = num(v()?)? as usize,
+            "--only" => o.only = v()?.split(',').map(String::from).collect(),
+            "--peers" => o.peers = num(v()?)? as usize,
+            "--rooms" => o.rooms = (num(v()?)? as usize).max(1),
+            "--rate" => o.rate = num(v()?)?,
+            "--publishers" => o.publishers = num(v()?)? as usize,
+            "--subscribers" => o.subscribers = num(v()?)? as usize,
+            "--bitrate" => o.bitrate_kbps = num(v()?)? as u64,
+            "--packet-size" => o.packet_size = num(v()?)? as usize,
+            "--seconds" => o.seconds = num(v()?)?,
+            "--tries" => o.tries = num(v()?)? as usize,
+            "--json" => o.json = Some(v()?.into()),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    Ok(o)
+}
+
+/// The wren under test, killed (by pid) when dropped.
+struct Wren(Child);
+
+impl Drop for Wren {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port(udp: bool) -> Result<u16, String> {
+    let port = if udp {
+        UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr())
+    } else {
+        TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr())
+    };
+    port.map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn start_wren(o: &Opts) -> Result<(Wren, Target), String> {
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port(false)?)
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let mut cmd = match o.wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&o.wren);
+            c.args(["--sfu-wrapper", &o.wrapper.join(" ")]);
+            c
+        }
+        None => Command::new(&o.wren),
+    };
+    let child = cmd
+        .args(["--listen", &http.to_string(), "--media-ip", "127.0.0.1"])
+        .args(["--media-port", &free_port(true)?.to_string()])
+        .args(["--sfus", &o.sfus.to_string(), "--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", o.wren.display()))?;
+    let wren = Wren(child);
+    let target = Target {
+        http,
+        pid: wren.0.id(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while run::http_get(http, "/healthz").is_err() {
+        if Instant::now() > deadline {
+            return Err("wren did not become healthy".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every SFU must be up: wait until /metrics shows them all.
+    while run::http_get(http, "/metrics")
+        .map(|m| {
+            m.lines()
+                .filter(|l| l.starts_with("wren_sfu_up{") && l.ends_with(" 1"))
+                .count()
+        })
+        .unwrap_or(0)
+        < o.sfus
+    {
+        if Instant::now() > deadline {
+            return Err("not every SFU came up".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((wren, target))
+}
+
+fn main() {
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = bench(&o) {
+        eprintln!("wren-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn bench(o: &Opts) -> Result<(), String> {
+    let (_wren, target) = start_wren(o)?;
+    let mut json = serde_json::Map::new();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    if o.only.iter().any(|s| s == "signaling") {
+        let r = run::signaling(target, o.peers, o.rooms, o.rate, o.seconds)?;
+        rows.push((
+            format!(
+                "signaling: {} peers, {} rooms, {} req/s each",
+                r.peers, r.rooms, o.rate
+            ),
+            String::new(),
+        ));
+        rows.push((
+            "  join answer p50 / p99".into(),
+            format!("{:.3} / {:.3} ms", r.join_p50_ms, r.join_p99_ms),
+        ));
+        rows.push((
+            "  request answer p50 / p99".into(),
+            format!("{:.3} / {:.3} ms", r.request_p50_ms, r.request_p99_ms),
+        ));
+        rows.push((
+            "  messages delivered".into(),
+            format!("{:.0} /s ({} requests)", r.messages_per_sec, r.requests),
+        ));
+        rows.push((
+            "  signaling RSS idle / loaded".into(),
+            format!("{} / {} KiB", r.rss_idle_kib, r.rss_kib),
+        ));
+        rows.push((
+            "  signaling RSS per peer".into(),
+            format!("{:.1} KiB", r.rss_per_peer_kib),
+        ));
+        json.insert(
+            "signaling".into(),
+            serde_json::to_value(&r).map_err(|e| e.to_string())?,
+        );
+    }
+    if o.only.iter().any(|s| s == "media") {
+        let r = run::media(
+            target,
+            o.publishers,
+            o.subscribers,
+            o.bitrate_kbps * 1000,
+            o.packet_size,
+            o.seconds,
+        )?;
+        rows.push((
+            format!(
+                "media: {} publishers x {} subscribers, {} kbps, {} B packets",
+                r.publishers, r.subscribers, r.bitrate_kbps, r.packet_size
+            ),
+            String::new(),
+        ));
+        rows.push((
+            "  offered / forwarded / delivered".into(),
+            format!(
+                "{:.0} / {:.0} / {:.0} packets/s",
+                r.offered_pps, r.forwarded_pps, r.delivered_pps
+            ),
+        ));
+        rows.push(("  loss".into(), format!("{:.2} %", r.loss_percent)));
+        rows.push((
+            "  SFU CPU".into(),
+            format!(
+                "{:.1} % of a core, {:.2} s per million packets",
+                r.sfu_cpu_percent, r.sfu_cpu_s_per_million
+            ),
+        ));
+        rows.push((
+            "  SFU RSS idle / loaded".into(),
+            format!("{} / {} KiB", r.sfu_rss_idle_kib, r.sfu_rss_kib),
+        ));
+        rows.push((
+            "  SFU RSS per subscription".into(),
+            format!("{:.1} KiB", r.sfu_rss_per_subscriber_kib),
+        ));
+        json.insert(
+            "media".into(),
+            serde_json::to_value(&r).map_err(|e| e.to_string())?,
+        );
+    }
+    if o.only.iter().any(|s| s == "first-frame") {
+        let r = run::first_frame(target, o.tries)?;
+        rows.push((format!("first frame: {} tries", r.tries), String::new()));
+        rows.push((
+            "  subscribe answer -> first video packet p50 / max".into(),
+            format!(
+                "{:.1} / {:.1} ms",
+                r.first_packet_p50_ms, r.first_packet_max_ms
+            ),
+        ));
+        json.insert(
+            "first_frame".into(),
+            serde_json::to_value(&r).map_err(|e| e.to_string())?,
+        );
+    }
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    for (k, v) in &rows {
+        println!("{k:width$}  {v}");
+    }
+    if let Some(path) = &o.json {
+        let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}

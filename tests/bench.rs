@@ -1,0 +1,80 @@
+//! The load tool runs a small scenario end to end, and its numbers are
+//! sane (packets really forwarded), not fast: speed is measured natively
+//! with the README's command, never asserted here.
+
+mod common;
+
+use common::{runner, socket_path};
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn the_load_tool_measures_a_small_scenario() {
+    let json = socket_path("bench").with_extension("json");
+    let mut cmd = match runner() {
+        [] => Command::new(env!("CARGO_BIN_EXE_wren-bench")),
+        [qemu, rest @ ..] => {
+            let mut c = Command::new(qemu);
+            c.args(rest).arg(env!("CARGO_BIN_EXE_wren-bench"));
+            c.args(["--wrapper", &runner().join(" ")]);
+            c
+        }
+    };
+    let out = cmd
+        .args(["--wren", env!("CARGO_BIN_EXE_wren"), "--sfus", "2"])
+        .args([
+            "--peers",
+            "20",
+            "--rooms",
+            "4",
+            "--rate",
+            "5",
+            "--seconds",
+            "2",
+        ])
+        .args([
+            "--publishers",
+            "2",
+            "--subscribers",
+            "2",
+            "--bitrate",
+            "300",
+        ])
+        .args(["--packet-size", "800", "--tries", "2"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("wren-bench runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{table}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+
+    let s = &r["signaling"];
+    assert_eq!(s["peers"], 20);
+    assert!(s["requests"].as_u64().unwrap() >= 20, "{s}");
+    assert!(s["join_p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(s["request_p50_ms"].as_f64().unwrap() <= s["request_p99_ms"].as_f64().unwrap());
+    assert!(s["messages_per_sec"].as_f64().unwrap() > 0.0);
+
+    let m = &r["media"];
+    let offered = m["offered_pps"].as_f64().unwrap();
+    let forwarded = m["forwarded_pps"].as_f64().unwrap();
+    let delivered = m["delivered_pps"].as_f64().unwrap();
+    assert!(offered > 0.0 && forwarded > 0.0 && delivered > 0.0, "{m}");
+    // Roughly what was offered arrived (loopback loses almost nothing).
+    assert!(delivered > offered * 0.5, "{m}");
+    assert!(
+        forwarded > offered * 0.5 && forwarded < offered * 1.5,
+        "{m}"
+    );
+    assert!(m["sfu_cpu_s_per_million"].as_f64().unwrap() > 0.0);
+
+    let f = &r["first_frame"];
+    assert_eq!(f["tries"], 2);
+    assert!(f["first_packet_p50_ms"].as_f64().unwrap() > 0.0);
+}
