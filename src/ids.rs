@@ -12,7 +12,7 @@ macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $cap:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(heapless::String<{ $cap }>);
+        pub struct $name(heapless::String<{ $cap }, u8>);
 
         impl $name {
             /// Longest accepted value, in bytes.
@@ -78,7 +78,7 @@ id_type!(
     MAX_ID_LEN
 );
 
-fn parse_plain<const N: usize>(s: &str) -> Option<heapless::String<N>> {
+fn parse_plain<const N: usize>(s: &str) -> Option<heapless::String<N, u8>> {
     if s.is_empty() || !s.chars().all(is_id_char) {
         return None;
     }
@@ -88,7 +88,7 @@ fn parse_plain<const N: usize>(s: &str) -> Option<heapless::String<N>> {
 /// A mid/sid as a client may name it: a uid, `#`, then a suffix of id
 /// characters. Ours are digits, but the seed's own examples use letters, and
 /// an unknown id is a 404, not a malformed request.
-fn parse_media<const N: usize>(s: &str) -> Option<heapless::String<N>> {
+fn parse_media<const N: usize>(s: &str) -> Option<heapless::String<N, u8>> {
     let (uid, suffix) = s.rsplit_once('#')?;
     PeerId::parse(uid)?;
     if suffix.is_empty() || !suffix.chars().all(is_id_char) {
@@ -117,7 +117,7 @@ impl NodeId {
 
 /// `uid#123456`: the seed's form of mids and sids. Uniqueness is the
 /// caller's job (it checks its tables and draws again).
-fn media_id(uid: &PeerId) -> heapless::String<MAX_MEDIA_ID_LEN> {
+fn media_id(uid: &PeerId) -> heapless::String<MAX_MEDIA_ID_LEN, u8> {
     let mut s = heapless::String::new();
     // Capacity is exactly uid + '#' + digits, so these pushes cannot fail.
     let _ = s.push_str(uid.as_str());

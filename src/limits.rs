@@ -13,10 +13,10 @@ pub const MAX_MEDIA_ID_LEN: usize = MAX_ID_LEN + 1 + MEDIA_ID_DIGITS;
 /// Random digits after the `#` of a mid or sid (the seed shows six).
 pub const MEDIA_ID_DIGITS: usize = 6;
 
-/// Open WebSocket connections of one signaling node (392 B of table each,
+/// Open WebSocket connections of one signaling node (400 B of table each,
 /// plus [`WS_BUFFER_BYTES`] twice and the task of a live connection).
-pub const MAX_CONNECTIONS: usize = 256;
-/// Rooms that exist at once (1232 B each).
+pub const MAX_CONNECTIONS: usize = 512;
+/// Rooms that exist at once (1120 B each).
 pub const MAX_ROOMS: usize = 64;
 /// Peers in one room.
 pub const MAX_PEERS_PER_ROOM: usize = 16;
@@ -24,15 +24,15 @@ pub const MAX_PEERS_PER_ROOM: usize = 16;
 pub const MAX_ROOMS_PER_PEER: usize = 4;
 /// Streams published in one room.
 pub const MAX_STREAMS_PER_ROOM: usize = 16;
-/// Streams published on the whole node (256 B each).
+/// Streams published on the whole node (240 B each).
 pub const MAX_STREAMS: usize = 128;
 /// Subscriptions to one stream.
 pub const MAX_SUBS_PER_STREAM: usize = 16;
-/// Subscriptions on the whole node (312 B each).
+/// Subscriptions on the whole node (288 B each).
 pub const MAX_SUBS: usize = 512;
 /// SFU processes one signaling node talks to.
 pub const MAX_SFUS: usize = 8;
-/// Control requests in flight at once (all SFUs together, 360 B each).
+/// Control requests in flight at once (all SFUs together, 336 B each).
 pub const MAX_PENDING_SFU_CALLS: usize = 64;
 
 /// Largest request a client may send (an SDP offer of a browser with a

@@ -1,6 +1,6 @@
 //! The whole signaling node at full capacity, with the default bounds:
-//! 256 connections, 64 rooms of 16 peers, 4 rooms per peer, 128 streams,
-//! 512 subscriptions (on 2 real SFUs). Every bound answers with its error,
+//! 512 connections, 64 rooms of 16 peers, 128 streams, 512 subscriptions
+//! (on 2 real SFUs). Every bound answers with its error,
 //! the node keeps serving, and its memory stays under the README's bound.
 
 mod common;
@@ -29,14 +29,17 @@ fn at_full_capacity_every_bound_answers_and_memory_stays_bounded() {
     let mut clients: Vec<Client> = (0..MAX_CONNECTIONS)
         .map(|i| Client::connect(&server, &format!("p{i}")))
         .collect();
-    // Peer i is in rooms g*4+k (g = i/16, k < 4): 64 rooms of 16 peers.
-    let room = |i: usize, k: usize| format!("r{}", (i / peers_per_group) * MAX_ROOMS_PER_PEER + k);
-    for k in 0..MAX_ROOMS_PER_PEER {
+    // Peer i is in rooms g*n+k (group g = i/16, k < n): every room gets
+    // 16 peers, and the rooms table fills up exactly.
+    let rooms_each = MAX_ROOMS * MAX_PEERS_PER_ROOM / MAX_CONNECTIONS;
+    assert!((1..=MAX_ROOMS_PER_PEER).contains(&rooms_each));
+    let room = |i: usize, k: usize| format!("r{}", (i / peers_per_group) * rooms_each + k);
+    for k in 0..rooms_each {
         for (i, c) in clients.iter_mut().enumerate() {
             c.ok("join", json!({"rid": room(i, k)}));
         }
     }
-    // 128 streams: the first 8 peers of each group publish in their room k=0.
+    // 128 streams: the first few peers of each group publish in their room k=0.
     let mut mids = Vec::new();
     for (i, c) in clients.iter_mut().enumerate() {
         if i % peers_per_group < MAX_STREAMS / (MAX_CONNECTIONS / peers_per_group) {
@@ -70,7 +73,7 @@ fn at_full_capacity_every_bound_answers_and_memory_stays_bounded() {
         let r = c.request(method, data);
         assert_eq!(r["errorCode"], 503, "{method}: {r}");
     };
-    full(c, "join", json!({"rid": "r-new"})); // rooms per peer
+    full(c, "join", json!({"rid": "r-new"})); // rooms (or rooms per peer)
     full(
         c,
         "publish",

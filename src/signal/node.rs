@@ -48,11 +48,10 @@ pub const CLOSE_TIMEOUT: u16 = 4408;
 struct Peer {
     uid: PeerId,
     conn: ConnId,
-    rooms: heapless::Vec<RoomId, MAX_ROOMS_PER_PEER>,
-    /// Rooms joined with a token that does not allow publishing.
-    listen_only: heapless::Vec<RoomId, MAX_ROOMS_PER_PEER>,
-    /// The token of the WebSocket URL, already verified.
-    url_grant: Option<Grant>,
+    rooms: heapless::Vec<Membership, MAX_ROOMS_PER_PEER>,
+    /// The token of the WebSocket URL, already verified (boxed: most
+    /// nodes use no tokens, and the peer table is paid for up front).
+    url_grant: Option<Box<Grant>>,
     last_seen: Instant,
     bucket: TokenBucket,
 }
@@ -82,6 +81,19 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+/// A room a peer is in.
+struct Membership {
+    rid: RoomId,
+    /// False when the peer's token does not allow publishing there.
+    may_publish: bool,
+}
+
+impl Peer {
+    fn in_room(&self, rid: &RoomId) -> bool {
+        self.rooms.iter().any(|m| &m.rid == rid)
     }
 }
 
@@ -325,8 +337,7 @@ impl Node {
             uid,
             conn,
             rooms: heapless::Vec::new(),
-            listen_only: heapless::Vec::new(),
-            url_grant,
+            url_grant: url_grant.map(Box::new),
             last_seen: now,
             bucket: TokenBucket::new(now, self.limits.request_burst),
         };
@@ -351,7 +362,11 @@ impl Node {
         let Some(idx) = self.peers.iter().position(|p| p.conn == conn) else {
             return;
         };
-        let rooms = self.peers[idx].rooms.clone();
+        let rooms: Vec<RoomId> = self.peers[idx]
+            .rooms
+            .iter()
+            .map(|m| m.rid.clone())
+            .collect();
         let uid = self.peers[idx].uid.clone();
         for rid in &rooms {
             self.leave_room(&uid, rid);
@@ -412,7 +427,7 @@ impl Node {
             return;
         }
         let uid = peer.uid.clone();
-        let joined = peer.rooms.contains(req.rid());
+        let joined = peer.in_room(req.rid());
         let result = match req {
             Request::Join { rid, token } => self.join(id, &uid, rid, token.as_deref()),
             _ if !joined => Err(RequestError::NotInRoom),
@@ -422,10 +437,9 @@ impl Node {
             }
             Request::Keepalive { .. } => Ok(Outcome::Ok),
             Request::Publish { rid, .. }
-                if self
-                    .peers
-                    .iter()
-                    .any(|p| p.conn == conn && p.listen_only.contains(&rid)) =>
+                if self.peers.iter().any(|p| {
+                    p.conn == conn && p.rooms.iter().any(|m| m.rid == rid && !m.may_publish)
+                }) =>
             {
                 Err(RequestError::Forbidden(
                     "the token does not allow publishing",
@@ -474,7 +488,7 @@ impl Node {
 
     fn join(&mut self, id: RequestId, uid: &PeerId, rid: RoomId, token: Option<&str>) -> Reply {
         let pidx = self.peer_idx(uid).ok_or(RequestError::NotInRoom)?;
-        if self.peers[pidx].rooms.contains(&rid) {
+        if self.peers[pidx].in_room(&rid) {
             return Err(RequestError::AlreadyJoined);
         }
         let may_publish = self.admit(pidx, &rid, token)?;
@@ -504,10 +518,10 @@ impl Node {
         };
         // Both have room: checked above.
         let _ = self.rooms[ridx].members.push(uid.clone());
-        let _ = self.peers[pidx].rooms.push(rid.clone());
-        if !may_publish {
-            let _ = self.peers[pidx].listen_only.push(rid.clone());
-        }
+        let _ = self.peers[pidx].rooms.push(Membership {
+            rid: rid.clone(),
+            may_publish,
+        });
 
         let answer = protoo::JoinAnswer {
             pubs: self
@@ -557,7 +571,7 @@ impl Node {
         let grant = match token {
             Some(t) => key.verify(t, now),
             None => match &peer.url_grant {
-                Some(g) if g.exp > now => Ok(g.clone()),
+                Some(g) if g.exp > now => Ok((**g).clone()),
                 Some(_) => Err(TokenError::Expired),
                 None => return Err(RequestError::Forbidden("a room token is required")),
             },
@@ -689,8 +703,7 @@ impl Node {
             }
         }
         if let Some(pidx) = self.peer_idx(uid) {
-            self.peers[pidx].rooms.retain(|r| r != rid);
-            self.peers[pidx].listen_only.retain(|r| r != rid);
+            self.peers[pidx].rooms.retain(|m| &m.rid != rid);
         }
         let note = protoo::notification("peer-leave", &protoo::PeerLeave { rid, uid });
         self.notify_room(rid, Some(uid), note);
@@ -810,7 +823,7 @@ impl Node {
         let still_here = self
             .peers
             .iter()
-            .any(|peer| peer.conn == p.conn && peer.rooms.contains(&p.rid));
+            .any(|peer| peer.conn == p.conn && peer.in_room(&p.rid));
         match p.kind {
             PendingKind::Publish { mid, minfo } => {
                 let sfuid = self.sfus[sfu].id.clone();
