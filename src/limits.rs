@@ -61,6 +61,9 @@ pub const MAX_SFU_SESSIONS: usize = 512;
 pub const DEFAULT_LIVENESS_TIMEOUT_SECS: u64 = 30;
 /// How long the signaling node waits for an SFU answer (milliseconds).
 pub const SFU_CALL_TIMEOUT_MS: u64 = 5_000;
+/// Video packets kept per subscriber track for retransmission: ~2 s of a
+/// 1 Mbit/s camera, ~300 KiB (str0m's default is 1000 packets, ~1.2 MiB).
+pub const DEFAULT_RTX_CACHE_PACKETS: usize = 256;
 /// How long an SFU keeps a session whose peer never connects (ms): a
 /// browser connects within a second or two, or never.
 pub const SFU_CONNECT_TIMEOUT_MS: u64 = 20_000;
@@ -97,6 +100,9 @@ pub struct Limits {
     pub sfu_call_timeout_ms: u64,
     /// How long an SFU keeps a session whose peer never connects.
     pub sfu_connect_timeout_ms: u64,
+    /// Video packets each subscriber track keeps for retransmission
+    /// (NACK/RTX): the largest part of a subscription's memory.
+    pub rtx_cache_packets: usize,
 }
 
 /// Requests per second a connection may keep up (a browser sends a few
@@ -121,6 +127,7 @@ impl Default for Limits {
             request_burst: DEFAULT_REQUEST_BURST,
             sfu_call_timeout_ms: SFU_CALL_TIMEOUT_MS,
             sfu_connect_timeout_ms: SFU_CONNECT_TIMEOUT_MS,
+            rtx_cache_packets: DEFAULT_RTX_CACHE_PACKETS,
         }
     }
 }
@@ -152,6 +159,9 @@ impl Limits {
             if value == 0 || value > cap {
                 return Err(format!("limits.{name} must be 1..={cap}, not {value}"));
             }
+        }
+        if self.rtx_cache_packets == 0 || self.rtx_cache_packets > 4096 {
+            return Err("limits.rtx-cache-packets must be 1..=4096".into());
         }
         if self.requests_per_sec == 0 || self.request_burst == 0 {
             return Err("limits.requests-per-sec and request-burst must be at least 1".into());

@@ -24,7 +24,7 @@ thread_local! {
     static SFU: RefCell<(Sfu, Instant)> = RefCell::new({
         let now = Instant::now();
         let local = "127.0.0.1:40000".parse().unwrap();
-        let mut sfu = Sfu::new(local, 64, Duration::from_secs(3600)).unwrap();
+        let mut sfu = Sfu::new(local, 64, Duration::from_secs(3600), 64).unwrap();
         let mid = Mid::parse("pub#000001").unwrap();
         sfu.publish(now, mid.clone(), &offer(Direction::SendOnly)).unwrap();
         sfu.subscribe(now, Sid::parse("sub#000001").unwrap(), &mid, &offer(Direction::RecvOnly))

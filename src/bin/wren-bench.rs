@@ -13,6 +13,7 @@ usage: wren-bench [OPTIONS]
 
   --wren PATH          the wren binary (default: the one beside wren-bench)
   --sfus N             SFU processes of that wren (default 1)
+  --config FILE        a wren config file for it (e.g. its [limits])
   --wrapper CMD        command prefix to run wren with (and its SFUs),
                        split at spaces, e.g. 'taskset -c 1' or 'qemu-aarch64'
   --only LIST          scenarios, comma-separated: signaling,media,first-frame
@@ -31,6 +32,7 @@ usage: wren-bench [OPTIONS]
 struct Opts {
     wren: PathBuf,
     wrapper: Vec<String>,
+    config: Option<PathBuf>,
     sfus: usize,
     only: Vec<String>,
     peers: usize,
@@ -52,6 +54,7 @@ fn parse() -> Result<Opts, String> {
     let mut o = Opts {
         wren: beside,
         wrapper: Vec::new(),
+        config: None,
         sfus: 1,
         only: vec!["signaling".into(), "media".into(), "first-frame".into()],
         peers: 200,
@@ -75,6 +78,7 @@ fn parse() -> Result<Opts, String> {
         match a.as_str() {
             "--wren" => o.wren = v()?.into(),
             "--wrapper" => o.wrapper = v()?.split_whitespace().map(String::from).collect(),
+            "--config" => o.config = Some(v()?.into()),
             "--sfus" => o.sfus = num(v()?)? as usize,
             "--only" => o.only = v()?.split(',').map(String::from).collect(),
             "--peers" => o.peers = num(v()?)? as usize,
@@ -126,6 +130,9 @@ fn start_wren(o: &Opts) -> Result<(Wren, Target), String> {
         }
         None => Command::new(&o.wren),
     };
+    if let Some(config) = &o.config {
+        cmd.arg("--config").arg(config);
+    }
     let child = cmd
         .args(["--listen", &http.to_string(), "--media-ip", "127.0.0.1"])
         .args(["--media-port", &free_port(true)?.to_string()])

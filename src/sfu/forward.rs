@@ -92,6 +92,7 @@ enum Happening {
 pub struct Sfu {
     max_sessions: usize,
     connect_timeout: Duration,
+    rtx_cache_packets: usize,
     /// One DTLS certificate for every session (making one is slow).
     cert: DtlsCert,
     candidate: Candidate,
@@ -117,6 +118,7 @@ impl Sfu {
         local: SocketAddr,
         max_sessions: usize,
         connect_timeout: Duration,
+        rtx_cache_packets: usize,
     ) -> Result<Sfu, String> {
         let candidate =
             Candidate::host(local, "udp").map_err(|e| format!("bad media address {local}: {e}"))?;
@@ -127,6 +129,7 @@ impl Sfu {
         Ok(Sfu {
             max_sessions: max_sessions.min(MAX_SFU_SESSIONS),
             connect_timeout,
+            rtx_cache_packets,
             cert,
             candidate,
             local,
@@ -151,6 +154,7 @@ impl Sfu {
         let mut config = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
+            .set_send_buffer_video(self.rtx_cache_packets)
             .clear_codecs()
             .enable_opus(true, false)
             .set_dtls_cert(self.cert.clone());

@@ -35,6 +35,8 @@ pub struct SfuConfig {
     pub max_sessions: usize,
     /// How long a session may take to connect.
     pub connect_timeout: Duration,
+    /// Video packets kept per subscriber track for retransmission.
+    pub rtx_cache_packets: usize,
     /// Exit when stdin closes (set by a supervising parent).
     pub exit_on_stdin_eof: bool,
 }
@@ -87,7 +89,8 @@ pub fn run(cfg: SfuConfig) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cfg.socket.display())))?;
     restrict_socket(&cfg.socket, cfg.socket_group.as_deref())?;
 
-    let sfu = Sfu::new(local, cfg.max_sessions, cfg.connect_timeout).map_err(io::Error::other)?;
+    let sfu = Sfu::new(local, cfg.max_sessions, cfg.connect_timeout, cfg.rtx_cache_packets)
+        .map_err(io::Error::other)?;
     log::info!(
         "SFU {} media on udp {local}, control on {}",
         cfg.sfuid,
