@@ -46,12 +46,12 @@ pub const MAX_IPC_FRAME_BYTES: usize = 128 * 1024;
 /// Read and write buffer of one WebSocket (tungstenite's default is 128 KiB,
 /// far more than signaling needs; a larger message still fits, it is read
 /// in several steps).
-pub const WS_BUFFER_BYTES: usize = 4 * 1024;
+pub const WS_BUFFER_BYTES: usize = 2 * 1024;
 /// Largest HTTP request head the signaling node reads before it answers 431.
 pub const MAX_HTTP_HEAD_BYTES: usize = 8 * 1024;
 /// Messages queued towards one client before it is considered stuck and
 /// disconnected (a reader that stops reading must not grow our memory).
-pub const MAX_QUEUED_PER_CONNECTION: usize = 64;
+pub const MAX_QUEUED_PER_CONNECTION: usize = 32;
 
 /// WebRTC sessions (publishers plus subscribers) in one SFU process
 /// (~40–60 KiB each in str0m, mostly RTP buffers).

@@ -89,8 +89,13 @@ pub fn run(cfg: SfuConfig) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cfg.socket.display())))?;
     restrict_socket(&cfg.socket, cfg.socket_group.as_deref())?;
 
-    let sfu = Sfu::new(local, cfg.max_sessions, cfg.connect_timeout, cfg.rtx_cache_packets)
-        .map_err(io::Error::other)?;
+    let sfu = Sfu::new(
+        local,
+        cfg.max_sessions,
+        cfg.connect_timeout,
+        cfg.rtx_cache_packets,
+    )
+    .map_err(io::Error::other)?;
     log::info!(
         "SFU {} media on udp {local}, control on {}",
         cfg.sfuid,

@@ -47,66 +47,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let _live = LiveGuard::new(&shared);
-    let head = http::read_head(&mut stream).or(async {
-        Timer::after(Duration::from_millis(HTTP_HEAD_TIMEOUT_MS)).await;
-        Err(std::io::ErrorKind::TimedOut.into())
-    });
-    let (head, rest) = match head.await {
-        Ok(h) => h,
-        Err(e) => {
-            log::debug!("{addr}: no valid request head: {e}");
-            if e.kind() == std::io::ErrorKind::InvalidData {
-                let resp = http::Response::text(400, "bad request\n");
-                let _ = http::respond(&mut stream, &resp, false).await;
-            }
-            return;
-        }
-    };
-    if head.path == "/metrics" {
-        let text = super::metrics::render(&shared.node.borrow().metrics());
-        let resp = http::Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: text.into(),
-        };
-        let _ = http::respond(&mut stream, &resp, head.method == "HEAD").await;
+    // The HTTP phase runs boxed: its buffers and parsed head are freed
+    // before the WebSocket phase, which lasts (and is paid for) much longer.
+    let Some(Upgrade {
+        uid,
+        url_grant,
+        rest,
+    }) = Box::pin(front_door(&shared, &mut stream, addr)).await
+    else {
         return;
-    }
-    if head.path == "/healthz" {
-        // Ready to carry calls: at least one SFU is connected.
-        let live = shared.sfus.borrow().iter().any(Option::is_some);
-        let resp = match live {
-            true => http::Response::text(200, "ok\n"),
-            false => http::Response::text(503, "no SFU available\n"),
-        };
-        let _ = http::respond(&mut stream, &resp, head.method == "HEAD").await;
-        return;
-    }
-    let (uid, key, protoo) = match http::route(&head) {
-        Route::Respond(resp) => {
-            if resp.status >= 400 {
-                log::debug!("{addr}: {} {} -> {}", head.method, head.path, resp.status);
-            }
-            let _ = http::respond(&mut stream, &resp, head.method == "HEAD").await;
-            return;
-        }
-        Route::WebSocket { uid, key, protoo } => (uid, key, protoo),
     };
-    let url_grant = match admit(&shared, &head, &uid) {
-        Ok(grant) => grant,
-        Err(why) => {
-            log::info!("{addr}: {uid} refused: {why}");
-            let resp = http::Response::text(403, format!("{why}\n"));
-            let _ = http::respond(&mut stream, &resp, false).await;
-            return;
-        }
-    };
-    if http::accept_websocket(&mut stream, &key, protoo)
-        .await
-        .is_err()
-    {
-        return;
-    }
     let config = WebSocketConfig::default()
         .read_buffer_size(WS_BUFFER_BYTES)
         .write_buffer_size(WS_BUFFER_BYTES)
@@ -135,6 +85,84 @@ where
         close(&mut sender, reason).await;
     }
     log::debug!("{addr}: {uid} ({conn:?}) closed");
+}
+
+/// What an accepted WebSocket upgrade carries on.
+struct Upgrade {
+    uid: PeerId,
+    url_grant: Option<Grant>,
+    /// Bytes the client sent right behind its request head.
+    rest: Vec<u8>,
+}
+
+/// Reads one HTTP request and answers it: a page, `/metrics`, `/healthz`,
+/// an error, or the 101 of a WebSocket upgrade (then returns `Some`).
+async fn front_door<S>(shared: &Shared, stream: &mut S, addr: SocketAddr) -> Option<Upgrade>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let head = http::read_head(stream).or(async {
+        Timer::after(Duration::from_millis(HTTP_HEAD_TIMEOUT_MS)).await;
+        Err(std::io::ErrorKind::TimedOut.into())
+    });
+    let (head, rest) = match head.await {
+        Ok(h) => h,
+        Err(e) => {
+            log::debug!("{addr}: no valid request head: {e}");
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                let resp = http::Response::text(400, "bad request\n");
+                let _ = http::respond(stream, &resp, false).await;
+            }
+            return None;
+        }
+    };
+    if head.path == "/metrics" {
+        let text = super::metrics::render(&shared.node.borrow().metrics());
+        let resp = http::Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: text.into(),
+        };
+        let _ = http::respond(stream, &resp, head.method == "HEAD").await;
+        return None;
+    }
+    if head.path == "/healthz" {
+        // Ready to carry calls: at least one SFU is connected.
+        let live = shared.sfus.borrow().iter().any(Option::is_some);
+        let resp = match live {
+            true => http::Response::text(200, "ok\n"),
+            false => http::Response::text(503, "no SFU available\n"),
+        };
+        let _ = http::respond(stream, &resp, head.method == "HEAD").await;
+        return None;
+    }
+    let (uid, key, protoo) = match http::route(&head) {
+        Route::Respond(resp) => {
+            if resp.status >= 400 {
+                log::debug!("{addr}: {} {} -> {}", head.method, head.path, resp.status);
+            }
+            let _ = http::respond(stream, &resp, head.method == "HEAD").await;
+            return None;
+        }
+        Route::WebSocket { uid, key, protoo } => (uid, key, protoo),
+    };
+    let url_grant = match admit(shared, &head, &uid) {
+        Ok(grant) => grant,
+        Err(why) => {
+            log::info!("{addr}: {uid} refused: {why}");
+            let resp = http::Response::text(403, format!("{why}\n"));
+            let _ = http::respond(stream, &resp, false).await;
+            return None;
+        }
+    };
+    if http::accept_websocket(stream, &key, protoo).await.is_err() {
+        return None;
+    }
+    Some(Upgrade {
+        uid,
+        url_grant,
+        rest,
+    })
 }
 
 /// Access control before the upgrade: the Origin allow-list (browsers
