@@ -658,3 +658,26 @@ fn limits_above_capacity_or_zero_are_rejected() {
     };
     assert!(zero.validate().is_err());
 }
+
+#[test]
+fn an_sfu_failure_of_its_own_is_500() {
+    let mut h = Harness::new(1);
+    h.connect(1, "alice");
+    h.join(1, "r1");
+    let fx = h.req(1, "publish", publish_data("r1"));
+    let (sfu, call) = sfu_call(&fx);
+    h.node.from_sfu(
+        sfu,
+        FromSfu::Failed {
+            call,
+            error: SfuError::Internal("out of ports".into()),
+        },
+    );
+    let fx = h.effects();
+    assert_eq!(error_code(&fx, 1), 500);
+    assert!(response_to(&fx, 1)["errorReason"]
+        .as_str()
+        .unwrap()
+        .contains("out of ports"));
+    assert_eq!(h.node.counts().2, 0, "no stream was added");
+}
