@@ -43,8 +43,7 @@ fn token(config: &Path, uid: &str, rid: &str, extra: &[&str]) -> String {
 }
 
 fn publish_data(rid: &str) -> serde_json::Value {
-    json!({"rid": rid, "jsep": {"type": "offer", "sdp": Peer::publisher().offer()},
-           "minfo": {"audio": true, "video": true, "audiotype": 0, "videotype": 0}})
+    common::publish_data(rid, &Peer::publisher())
 }
 
 #[test]

@@ -9,16 +9,12 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use wren::bench::peer::Peer;
 
-fn minfo() -> Value {
-    json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})
-}
-
 fn publish_data(rid: &str) -> Value {
-    json!({"rid": rid, "jsep": {"type": "offer", "sdp": Peer::publisher().offer()}, "minfo": minfo()})
+    common::publish_data(rid, &Peer::publisher())
 }
 
 fn subscribe_data(rid: &str, mid: &Value) -> Value {
-    json!({"rid": rid, "mid": mid, "jsep": {"type": "offer", "sdp": Peer::subscriber().offer()}})
+    common::subscribe_data(rid, mid, &Peer::subscriber())
 }
 
 /// Expects a 503 whose reason names the bound.

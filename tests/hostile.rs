@@ -10,7 +10,6 @@ use common::{Client, Server};
 use serde_json::json;
 use std::net::UdpSocket;
 use std::time::Duration;
-use wren::bench::peer::{run_until, Peer};
 
 /// Valid requests to mutate (in a room of the attacker's own).
 const TEMPLATES: &[&str] = &[
@@ -153,27 +152,5 @@ fn clean_call_works(server: &Server) {
     let mut bob = Client::connect(server, "bob");
     alice.ok("join", json!({"rid": "after"}));
     bob.ok("join", json!({"rid": "after"}));
-    let mut publisher = Peer::publisher();
-    let answer = alice.ok(
-        "publish",
-        json!({"rid": "after", "jsep": {"type": "offer", "sdp": publisher.offer()},
-               "minfo": {"audio": true, "video": true, "audiotype": 0, "videotype": 0}}),
-    );
-    publisher.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
-    let mut subscriber = Peer::subscriber();
-    let sub = bob.ok(
-        "subscribe",
-        json!({"rid": "after", "mid": answer["mid"],
-               "jsep": {"type": "offer", "sdp": subscriber.offer()}}),
-    );
-    subscriber.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
-    assert!(
-        run_until(
-            &mut [&mut publisher, &mut subscriber],
-            Duration::from_secs(10),
-            |p| p[1].received[0] > 10 && p[1].received[1] > 10
-        ),
-        "media flows after the attack: {:?}",
-        subscriber.received
-    );
+    common::media_call(&mut alice, &mut bob, "after");
 }

@@ -7,7 +7,7 @@ use common::{socket_path, Client, Server, SfuProcess, WAIT};
 use serde_json::json;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-use wren::bench::peer::{run_all, run_until, Peer};
+use wren::bench::peer::run_all;
 
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
@@ -77,24 +77,7 @@ fn an_sfu_drops_the_sessions_of_a_signaling_node_that_died() {
     let mut bob = Client::connect(&node, "bob");
     alice.ok("join", json!({"rid": "r"}));
     bob.ok("join", json!({"rid": "r"}));
-    let mut publisher = Peer::publisher();
-    let answer = alice.ok(
-        "publish",
-        json!({"rid": "r", "jsep": {"type": "offer", "sdp": publisher.offer()},
-               "minfo": {"audio": true, "video": true, "audiotype": 0, "videotype": 0}}),
-    );
-    publisher.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
-    let mut subscriber = Peer::subscriber();
-    let sub = bob.ok(
-        "subscribe",
-        json!({"rid": "r", "mid": answer["mid"], "jsep": {"type": "offer", "sdp": subscriber.offer()}}),
-    );
-    subscriber.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
-    assert!(run_until(
-        &mut [&mut publisher, &mut subscriber],
-        Duration::from_secs(10),
-        |p| p[1].received[1] > 10
-    ));
+    let (mut publisher, mut subscriber, _) = common::media_call(&mut alice, &mut bob, "r");
 
     // The node dies without a word; a new one takes over the SFU.
     let _ = node.child.kill();

@@ -9,10 +9,6 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use wren::bench::peer::{run_all, run_until, Peer};
 
-fn minfo() -> serde_json::Value {
-    json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})
-}
-
 #[test]
 fn subscriber_receives_audio_and_video_and_publisher_gets_a_keyframe_request() {
     let server = Server::start();
@@ -24,7 +20,7 @@ fn subscriber_receives_audio_and_video_and_publisher_gets_a_keyframe_request() {
     let mut publisher = Peer::publisher();
     let answer = alice.ok(
         "publish",
-        json!({"rid": "media", "jsep": {"type": "offer", "sdp": publisher.offer()}, "minfo": minfo()}),
+        json!({"rid": "media", "jsep": {"type": "offer", "sdp": publisher.offer()}, "minfo": common::minfo()}),
     );
     let sdp = answer["jsep"]["sdp"].as_str().unwrap();
     assert!(sdp.contains("a=ice-lite"), "the SFU is ICE-lite");
@@ -102,7 +98,7 @@ fn a_bad_offer_is_rejected_with_400_and_nothing_changes() {
     bob.ok("join", json!({"rid": "r"}));
     let code = alice.err(
         "publish",
-        json!({"rid": "r", "jsep": {"type": "offer", "sdp": "v=0\r\nthis is not sdp\r\n"}, "minfo": minfo()}),
+        json!({"rid": "r", "jsep": {"type": "offer", "sdp": "v=0\r\nthis is not sdp\r\n"}, "minfo": common::minfo()}),
     );
     assert_eq!(code, 400);
     bob.assert_quiet();

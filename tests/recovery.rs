@@ -9,14 +9,6 @@ use serde_json::json;
 use std::time::Duration;
 use wren::bench::peer::{run_until, Peer};
 
-fn minfo() -> serde_json::Value {
-    json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})
-}
-
-fn publish_offer(rid: &str, peer: &Peer) -> serde_json::Value {
-    json!({"rid": rid, "jsep": {"type": "offer", "sdp": peer.offer()}, "minfo": minfo()})
-}
-
 #[test]
 fn a_publisher_whose_media_closes_is_removed_like_unpublish() {
     let server = Server::start();
@@ -25,7 +17,7 @@ fn a_publisher_whose_media_closes_is_removed_like_unpublish() {
     alice.ok("join", json!({"rid": "r"}));
     bob.ok("join", json!({"rid": "r"}));
     let mut peer = Peer::publisher();
-    let answer = alice.ok("publish", publish_offer("r", &peer));
+    let answer = alice.ok("publish", common::publish_data("r", &peer));
     peer.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
     assert!(run_until(&mut [&mut peer], Duration::from_secs(10), |p| p
         [0]
@@ -56,7 +48,7 @@ fn an_sfu_that_dies_takes_its_streams_and_the_node_reconnects_when_it_is_back() 
     let mut bob = Client::connect(&server, "bob");
     alice.ok("join", json!({"rid": "r"}));
     bob.ok("join", json!({"rid": "r"}));
-    let answer = alice.ok("publish", publish_offer("r", &Peer::publisher()));
+    let answer = alice.ok("publish", common::publish_data("r", &Peer::publisher()));
     assert_eq!(answer["sfuid"], "sfu-a");
     let mid = answer["mid"].clone();
     assert_eq!(bob.note_named("stream-add")["mid"], mid);
@@ -68,7 +60,7 @@ fn an_sfu_that_dies_takes_its_streams_and_the_node_reconnects_when_it_is_back() 
     );
     assert!(server.wait_health(503));
     assert_eq!(
-        alice.err("publish", publish_offer("r", &Peer::publisher())),
+        alice.err("publish", common::publish_data("r", &Peer::publisher())),
         503
     );
     // Signaling itself still works.
@@ -80,7 +72,7 @@ fn an_sfu_that_dies_takes_its_streams_and_the_node_reconnects_when_it_is_back() 
 
     let _sfu = SfuProcess::start(&socket, "sfu-a");
     assert!(server.wait_health(200), "the node reconnects");
-    let again = alice.ok("publish", publish_offer("r", &Peer::publisher()));
+    let again = alice.ok("publish", common::publish_data("r", &Peer::publisher()));
     assert_eq!(bob.note_named("stream-add")["mid"], again["mid"]);
 }
 
@@ -91,7 +83,7 @@ fn the_supervisor_restarts_a_killed_sfu_child_and_calls_resume() {
     let mut bob = Client::connect(&server, "bob");
     alice.ok("join", json!({"rid": "r"}));
     bob.ok("join", json!({"rid": "r"}));
-    let mid = alice.ok("publish", publish_offer("r", &Peer::publisher()))["mid"].clone();
+    let mid = alice.ok("publish", common::publish_data("r", &Peer::publisher()))["mid"].clone();
     assert_eq!(bob.note_named("stream-add")["mid"], mid);
 
     let children = wren::bench::procfs::children(server.child.id());
@@ -108,19 +100,6 @@ fn the_supervisor_restarts_a_killed_sfu_child_and_calls_resume() {
     assert_ne!(new_children, children);
 
     // The publisher republishes, the subscriber sees it and media flows.
-    let mut publisher = Peer::publisher();
-    let answer = alice.ok("publish", publish_offer("r", &publisher));
-    publisher.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
+    let (_p, _s, answer) = common::media_call(&mut alice, &mut bob, "r");
     assert_eq!(bob.note_named("stream-add")["mid"], answer["mid"]);
-    let mut subscriber = Peer::subscriber();
-    let sub = bob.ok(
-        "subscribe",
-        json!({"rid": "r", "mid": answer["mid"], "jsep": {"type": "offer", "sdp": subscriber.offer()}}),
-    );
-    subscriber.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
-    assert!(run_until(
-        &mut [&mut publisher, &mut subscriber],
-        Duration::from_secs(10),
-        |p| p[1].received[1] > 10
-    ));
 }

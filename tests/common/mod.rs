@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use wren::bench::peer::{run_until, Peer};
 
 /// How long any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -535,4 +536,45 @@ impl Client {
     pub fn close(mut self) {
         let _ = smol::block_on(self.ws.close(None));
     }
+}
+
+/// The `minfo` of a camera-and-microphone stream.
+pub fn minfo() -> Value {
+    json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})
+}
+
+/// `publish` data with this peer's offer.
+pub fn publish_data(rid: &str, peer: &Peer) -> Value {
+    json!({"rid": rid, "jsep": {"type": "offer", "sdp": peer.offer()}, "minfo": minfo()})
+}
+
+/// `subscribe` data with this peer's offer.
+pub fn subscribe_data(rid: &str, mid: &Value, peer: &Peer) -> Value {
+    json!({"rid": rid, "mid": mid, "jsep": {"type": "offer", "sdp": peer.offer()}})
+}
+
+/// `a` publishes real media in `rid`, `b` subscribes to it; asserts that
+/// audio and video reach `b`. Returns both peers (to keep them running)
+/// and the publish answer's data.
+pub fn media_call(a: &mut Client, b: &mut Client, rid: &str) -> (Peer, Peer, Value) {
+    let mut publisher = Peer::publisher();
+    let answer = a.ok("publish", publish_data(rid, &publisher));
+    publisher.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
+    let mut subscriber = Peer::subscriber();
+    let sub = b.ok(
+        "subscribe",
+        subscribe_data(rid, &answer["mid"], &subscriber),
+    );
+    subscriber.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
+    let flowing = run_until(
+        &mut [&mut publisher, &mut subscriber],
+        Duration::from_secs(10),
+        |p| p[1].received[0] > 10 && p[1].received[1] > 10,
+    );
+    assert!(
+        flowing,
+        "media reaches {}: {:?}",
+        b.uid, subscriber.received
+    );
+    (publisher, subscriber, answer)
 }
