@@ -85,9 +85,14 @@ pub fn run(cfg: SfuConfig) -> io::Result<()> {
         // A stale socket of an earlier run: binding over it would fail.
         std::fs::remove_file(&cfg.socket)?;
     }
-    let listener = UnixListener::bind(&cfg.socket)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cfg.socket.display())))?;
-    restrict_socket(&cfg.socket, cfg.socket_group.as_deref())?;
+    // Bound under a temporary name and renamed once its mode is right, so
+    // that the control socket never appears with the default permissions.
+    let staging = cfg.socket.with_extension("sock.new");
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", staging.display())))?;
+    restrict_socket(&staging, cfg.socket_group.as_deref())?;
+    std::fs::rename(&staging, &cfg.socket)?;
 
     let sfu = Sfu::new(
         local,
