@@ -569,7 +569,12 @@ fn drain(s: &mut Session, transmits: &mut VecDeque<Transmit>, out: &mut Vec<Happ
                     s.connected = true;
                     out.push(Happening::Connected);
                 }
-                Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                // A connected peer that went silent is gone. One that never
+                // connected is given up by our own connect timeout, not by
+                // ICE's (which is shorter than a slow client may need).
+                Event::IceConnectionStateChange(IceConnectionState::Disconnected)
+                    if s.connected =>
+                {
                     s.rtc.disconnect();
                 }
                 Event::MediaAdded(m) => s.tracks.push(Track::new(m.mid, m.kind)),
