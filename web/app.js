@@ -142,7 +142,10 @@ function wsUrl(uid) {
   const url = new URL('ws', location.href);
   url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
   // The uid alphabet needs no escaping in a query, so it goes on the wire as typed.
-  return `${url.href}?peer=${uid}`;
+  // A room token given to the page (?token=, from `wren token`) goes with it.
+  const token = new URLSearchParams(location.search).get('token');
+  const tokenPart = token ? `&token=${encodeURIComponent(token)}` : '';
+  return `${url.href}?peer=${uid}${tokenPart}`;
 }
 
 async function join(rid, uid, withMedia) {
