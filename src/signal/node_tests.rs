@@ -240,16 +240,27 @@ fn sfu_errors_timeouts_and_absence_become_error_codes() {
     let mut h = Harness::new(1);
     h.connect(1, "alice");
     h.join(1, "r1");
-    let fx = h.req(1, "publish", publish_data("r1"));
-    let (sfu, call) = sfu_call(&fx);
-    h.node.from_sfu(
-        sfu,
-        FromSfu::Failed {
-            call,
-            error: SfuError::BadOffer("no media".into()),
-        },
-    );
-    assert_eq!(error_code(&h.effects(), 1), 400);
+    for (error, code, detail) in [
+        (SfuError::BadOffer("no media".into()), 400, "no media"),
+        (SfuError::Full, 503, "SFU sessions"),
+        (
+            SfuError::Internal("out of ports".into()),
+            500,
+            "out of ports",
+        ),
+    ] {
+        let fx = h.req(1, "publish", publish_data("r1"));
+        let (sfu, call) = sfu_call(&fx);
+        h.node.from_sfu(sfu, FromSfu::Failed { call, error });
+        let fx = h.effects();
+        assert_eq!(error_code(&fx, 1), code);
+        let told = response_to(&fx, 1)["errorReason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(told.contains(detail), "{told:?} says {detail:?}");
+        assert_eq!(h.node.counts().2, 0, "no stream was added");
+    }
 
     h.req(1, "publish", publish_data("r1"));
     h.now += Duration::from_millis(SFU_CALL_TIMEOUT_MS);
@@ -657,27 +668,4 @@ fn limits_above_capacity_or_zero_are_rejected() {
         ..Limits::default()
     };
     assert!(zero.validate().is_err());
-}
-
-#[test]
-fn an_sfu_failure_of_its_own_is_500() {
-    let mut h = Harness::new(1);
-    h.connect(1, "alice");
-    h.join(1, "r1");
-    let fx = h.req(1, "publish", publish_data("r1"));
-    let (sfu, call) = sfu_call(&fx);
-    h.node.from_sfu(
-        sfu,
-        FromSfu::Failed {
-            call,
-            error: SfuError::Internal("out of ports".into()),
-        },
-    );
-    let fx = h.effects();
-    assert_eq!(error_code(&fx, 1), 500);
-    assert!(response_to(&fx, 1)["errorReason"]
-        .as_str()
-        .unwrap()
-        .contains("out of ports"));
-    assert_eq!(h.node.counts().2, 0, "no stream was added");
 }
