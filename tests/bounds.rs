@@ -128,7 +128,7 @@ fn an_sfu_that_does_not_answer_gives_504_and_pending_calls_are_bounded() {
     let cfg = socket_path("cfg").with_extension("toml");
     std::fs::write(
         &cfg,
-        "[limits]\nsfu-call-timeout-ms = 1500\npending-sfu-calls = 1\n",
+        "[limits]\nsfu-call-timeout-ms = 4000\npending-sfu-calls = 1\n",
     )
     .unwrap();
     let server = Server::start_signal_with(&socket, &["--config", cfg.to_str().unwrap()]);
@@ -137,12 +137,11 @@ fn an_sfu_that_does_not_answer_gives_504_and_pending_calls_are_bounded() {
     let mut b = Client::connect(&server, "b");
     a.ok("join", json!({"rid": "r"}));
     b.ok("join", json!({"rid": "r"}));
+    // Offers made beforehand: under QEMU making one takes a while.
+    let (first, second) = (publish_data("r"), publish_data("r"));
     sfu.signal("STOP");
-    a.send_text(
-        &json!({"request": true, "id": 1, "method": "publish", "data": publish_data("r")})
-            .to_string(),
-    );
-    full(&mut b, "publish", publish_data("r"), "pending SFU calls");
+    a.send_text(&json!({"request": true, "id": 1, "method": "publish", "data": first}).to_string());
+    full(&mut b, "publish", second, "pending SFU calls");
     assert_eq!(a.response(1)["errorCode"], 504);
     sfu.signal("CONT");
     // The late session was cancelled; publishing works again.
