@@ -7,7 +7,6 @@ use common::{socket_path, Client, Server, SfuProcess, WAIT};
 use serde_json::json;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-use wren::bench::peer::run_all;
 
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
@@ -84,17 +83,9 @@ fn an_sfu_drops_the_sessions_of_a_signaling_node_that_died() {
     let _ = node.child.wait();
     let fresh = Server::start_signal(&socket);
     assert!(fresh.wait_health(200));
-    run_all(
-        &mut [&mut publisher, &mut subscriber],
-        Duration::from_millis(300),
-    );
-    let after = subscriber.received;
-    run_all(
-        &mut [&mut publisher, &mut subscriber],
-        Duration::from_millis(700),
-    );
-    assert_eq!(
-        subscriber.received, after,
-        "the orphaned subscription carries no more media"
+    common::assert_media_stops(
+        &mut publisher,
+        &mut subscriber,
+        "the orphaned subscription carries no more media",
     );
 }

@@ -77,16 +77,11 @@ fn subscriber_receives_audio_and_video_and_publisher_gets_a_keyframe_request() {
         "unsubscribe",
         json!({"rid": "media", "mid": mid, "sid": sid}),
     );
-    run_all(
-        &mut [&mut publisher, &mut subscriber],
-        Duration::from_millis(300),
+    common::assert_media_stops(
+        &mut publisher,
+        &mut subscriber,
+        "no media after unsubscribe",
     );
-    let after = subscriber.received;
-    run_all(
-        &mut [&mut publisher, &mut subscriber],
-        Duration::from_millis(500),
-    );
-    assert_eq!(subscriber.received, after, "no media after unsubscribe");
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use wren::bench::peer::{run_until, Peer};
+use wren::bench::peer::{run_all, run_until, Peer};
 
 /// How long any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -577,4 +577,13 @@ pub fn media_call(a: &mut Client, b: &mut Client, rid: &str) -> (Peer, Peer, Val
         b.uid, subscriber.received
     );
     (publisher, subscriber, answer)
+}
+
+/// Asserts that, after a moment to settle, nothing more reaches
+/// `subscriber` while `publisher` keeps sending.
+pub fn assert_media_stops(publisher: &mut Peer, subscriber: &mut Peer, why: &str) {
+    run_all(&mut [publisher, subscriber], Duration::from_millis(300));
+    let after = subscriber.received;
+    run_all(&mut [publisher, subscriber], Duration::from_millis(600));
+    assert_eq!(subscriber.received, after, "{why}");
 }
