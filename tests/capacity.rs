@@ -27,6 +27,7 @@ fn at_full_capacity_every_bound_answers_and_memory_stays_bounded() {
     let server = Server::start_with_config(
         "sfus = 2\nliveness-timeout-secs = 600\n[limits]\nsfu-connect-timeout-ms = 600000\n",
     );
+    server.wait_sfus(2);
     let idle = rss_kib(server.child.id());
     let peers_per_group = MAX_PEERS_PER_ROOM;
     let mut clients: Vec<Client> = (0..MAX_CONNECTIONS)

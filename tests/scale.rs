@@ -20,6 +20,7 @@ fn metric(server: &Server, sample: &str) -> u64 {
 #[test]
 fn two_publishes_land_on_two_sfus_and_both_carry_media() {
     let server = Server::start_with(&["--sfus", "2"]);
+    server.wait_sfus(2);
     assert_eq!(metric(&server, "wren_peers"), 0);
     let mut alice = Client::connect(&server, "alice");
     let mut bob = Client::connect(&server, "bob");

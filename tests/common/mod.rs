@@ -167,6 +167,23 @@ impl Server {
         false
     }
 
+    /// Waits until `n` SFUs are up (healthz needs only one).
+    pub fn wait_sfus(&self, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let up = http_get(self.http, "/metrics").map_or(0, |(_, body)| {
+                body.lines()
+                    .filter(|l| l.starts_with("wren_sfu_up{") && l.ends_with(" 1"))
+                    .count()
+            });
+            if up >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("fewer than {n} SFUs came up");
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().is_ok_and(|s| s.is_none())
