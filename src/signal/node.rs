@@ -427,7 +427,15 @@ impl Node {
             return;
         }
         let uid = peer.uid.clone();
-        let joined = peer.in_room(req.rid());
+        let membership = peer.rooms.iter().find(|m| &m.rid == req.rid());
+        let joined = membership.is_some();
+        let may_publish = membership.is_some_and(|m| m.may_publish);
+        let asker = |rid| Asker {
+            conn,
+            req: id,
+            uid: uid.clone(),
+            rid,
+        };
         let result = match req {
             Request::Join { rid, token } => self.join(id, &uid, rid, token.as_deref()),
             _ if !joined => Err(RequestError::NotInRoom),
@@ -436,34 +444,12 @@ impl Node {
                 Ok(Outcome::Ok)
             }
             Request::Keepalive { .. } => Ok(Outcome::Ok),
-            Request::Publish { rid, .. }
-                if self.peers.iter().any(|p| {
-                    p.conn == conn && p.rooms.iter().any(|m| m.rid == rid && !m.may_publish)
-                }) =>
-            {
-                Err(RequestError::Forbidden(
-                    "the token does not allow publishing",
-                ))
-            }
-            Request::Publish { rid, offer, minfo } => {
-                let asker = Asker {
-                    conn,
-                    req: id,
-                    uid,
-                    rid,
-                };
-                self.publish(now, asker, offer, minfo)
-            }
+            Request::Publish { .. } if !may_publish => Err(RequestError::Forbidden(
+                "the token does not allow publishing",
+            )),
+            Request::Publish { rid, offer, minfo } => self.publish(now, asker(rid), offer, minfo),
             Request::Unpublish { rid, mid } => self.unpublish(&uid, &rid, &mid),
-            Request::Subscribe { rid, mid, offer } => {
-                let asker = Asker {
-                    conn,
-                    req: id,
-                    uid,
-                    rid,
-                };
-                self.subscribe(now, asker, mid, offer)
-            }
+            Request::Subscribe { rid, mid, offer } => self.subscribe(now, asker(rid), mid, offer),
             Request::Unsubscribe { rid, mid, sid } => self.unsubscribe(&uid, &rid, &mid, &sid),
             Request::Broadcast { rid, data } => {
                 let note = protoo::notification(
@@ -664,12 +650,17 @@ impl Node {
         if &self.subs[i].uid != uid {
             return Err(RequestError::NotOwner);
         }
+        self.close_subscription(i);
+        Ok(Outcome::Ok)
+    }
+
+    /// Removes subscription `i` and tells its SFU.
+    fn close_subscription(&mut self, i: usize) {
         let sub = self.subs.swap_remove(i);
         self.effects.push_back(Effect::Sfu {
             sfu: sub.sfu,
             msg: ToSfu::Unsubscribe { sid: sub.sid },
         });
-        Ok(Outcome::Ok)
     }
 
     /// Leaves one room: the peer's streams there are unpublished (others
@@ -689,11 +680,7 @@ impl Node {
             .iter()
             .position(|s| &s.uid == uid && &s.rid == rid)
         {
-            let sub = self.subs.swap_remove(i);
-            self.effects.push_back(Effect::Sfu {
-                sfu: sub.sfu,
-                msg: ToSfu::Unsubscribe { sid: sub.sid },
-            });
+            self.close_subscription(i);
         }
         if let Some(ridx) = self.rooms.iter().position(|r| &r.rid == rid) {
             self.rooms[ridx].members.retain(|m| m != uid);
