@@ -61,9 +61,12 @@ pub const MAX_SFU_SESSIONS: usize = 512;
 pub const DEFAULT_LIVENESS_TIMEOUT_SECS: u64 = 30;
 /// How long the signaling node waits for an SFU answer (milliseconds).
 pub const SFU_CALL_TIMEOUT_MS: u64 = 5_000;
-/// Video packets kept per subscriber track for retransmission: ~2 s of a
-/// 1 Mbit/s camera, ~300 KiB (str0m's default is 1000 packets, ~1.2 MiB).
-pub const DEFAULT_RTX_CACHE_PACKETS: usize = 256;
+/// Video packets kept per subscriber track for retransmission: ~0.75 s of
+/// a 1.5 Mbit/s camera, several NACK rounds even at Wi-Fi round trips.
+/// Each costs ~0.4 KiB of SFU memory per subscription (measured with
+/// `wren-bench`: 84 KiB per subscription at 1 packet, 135 at 128, 210 at
+/// 256; str0m's own default of 1000 would be ~500).
+pub const DEFAULT_RTX_CACHE_PACKETS: usize = 128;
 /// How long an SFU keeps a session whose peer never connects (ms): a
 /// browser connects within a second or two, or never.
 pub const SFU_CONNECT_TIMEOUT_MS: u64 = 20_000;

@@ -166,7 +166,10 @@ pub struct MediaReport {
     pub sfu_cpu_percent: f64,
     pub sfu_cpu_s_per_million: f64,
     pub sfu_rss_idle_kib: u64,
+    /// With the publishers and the first subscriber's subscriptions.
+    pub sfu_rss_first_kib: u64,
     pub sfu_rss_kib: u64,
+    /// What each subscription past the first subscriber's added.
     pub sfu_rss_per_subscriber_kib: f64,
 }
 
@@ -216,7 +219,7 @@ pub fn media(
     let rid = "bench-media";
     let mut users = Vec::new();
     let mut peers: Vec<Peer> = Vec::new();
-    smol::block_on(async {
+    let mids = smol::block_on(async {
         let mut mids = Vec::new();
         for i in 0..publishers {
             let mut c = WsClient::connect(t.http, &format!("pub-{i}")).await?;
@@ -230,30 +233,45 @@ pub fn media(
             peers.push(p);
             users.push(c);
         }
-        for i in 0..subscribers {
-            let mut c = WsClient::connect(t.http, &format!("sub-{i}")).await?;
-            c.ok("join", json!({"rid": rid})).await?;
-            for mid in &mids {
-                let mut p = Peer::subscriber();
-                let (a, _) = c
-                    .ok("subscribe", json!({"rid": rid, "mid": mid, "jsep": {"type": "offer", "sdp": p.offer()}}))
-                    .await?;
-                p.accept_answer(a["jsep"]["sdp"].as_str().unwrap_or_default());
-                peers.push(p);
-            }
-            users.push(c);
-        }
-        Ok::<_, String>(())
+        Ok::<_, String>(mids)
     })?;
-    let mut refs: Vec<&mut Peer> = peers.iter_mut().collect();
-    let connected = run_until(&mut refs, Duration::from_secs(20), |p| {
-        p.iter().all(|p| p.connected)
-    });
-    if !connected {
-        return Err("not every peer connected within 20 s".into());
+    // The first subscriber alone, then the others: what they add over it
+    // is the marginal cost of a subscription. Measured from idle instead,
+    // it would also count the publishers and the first touch of every
+    // code page and allocator arena the media path uses.
+    let mut sfu_rss_first_kib = sfu_rss_idle_kib;
+    for batch in [0..subscribers.min(1), subscribers.min(1)..subscribers] {
+        smol::block_on(async {
+            for i in batch {
+                let mut c = WsClient::connect(t.http, &format!("sub-{i}")).await?;
+                c.ok("join", json!({"rid": rid})).await?;
+                for mid in &mids {
+                    let mut p = Peer::subscriber();
+                    let (a, _) = c
+                        .ok("subscribe", json!({"rid": rid, "mid": mid, "jsep": {"type": "offer", "sdp": p.offer()}}))
+                        .await?;
+                    p.accept_answer(a["jsep"]["sdp"].as_str().unwrap_or_default());
+                    peers.push(p);
+                }
+                users.push(c);
+            }
+            Ok::<_, String>(())
+        })?;
+        let mut refs: Vec<&mut Peer> = peers.iter_mut().collect();
+        let connected = run_until(&mut refs, Duration::from_secs(20), |p| {
+            p.iter().all(|p| p.connected)
+        });
+        if !connected {
+            return Err("not every peer connected within 20 s".into());
+        }
+        // Long enough for the retransmission caches to fill (256 packets
+        // at 170 packets/s), so the loaded figure is a steady state.
+        run_all(&mut refs, Duration::from_secs(2));
+        if sfu_rss_first_kib == sfu_rss_idle_kib {
+            sfu_rss_first_kib = sfus_rss(&sfu_pids);
+        }
     }
-    // Warm up, then measure a window.
-    run_all(&mut refs, Duration::from_secs(1));
+    let mut refs: Vec<&mut Peer> = peers.iter_mut().collect();
     let sent0: u64 = refs[..publishers].iter().map(|p| p.sent).sum();
     let recv0: u64 = refs[publishers..]
         .iter()
@@ -334,8 +352,13 @@ pub fn media(
         },
         sfu_rss_idle_kib,
         sfu_rss_kib,
-        sfu_rss_per_subscriber_kib: sfu_rss_kib.saturating_sub(sfu_rss_idle_kib) as f64
-            / (publishers * subscribers).max(1) as f64,
+        sfu_rss_first_kib,
+        sfu_rss_per_subscriber_kib: if subscribers > 1 {
+            sfu_rss_kib.saturating_sub(sfu_rss_first_kib) as f64
+                / (publishers * (subscribers - 1)).max(1) as f64
+        } else {
+            sfu_rss_kib.saturating_sub(sfu_rss_idle_kib) as f64 / publishers.max(1) as f64
+        },
     })
 }
 

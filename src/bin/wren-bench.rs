@@ -255,11 +255,14 @@ fn bench(o: &Opts) -> Result<(), String> {
             ),
         ));
         rows.push((
-            "  SFU RSS idle / loaded".into(),
-            format!("{} / {} KiB", r.sfu_rss_idle_kib, r.sfu_rss_kib),
+            "  SFU RSS idle / first subscriber / loaded".into(),
+            format!(
+                "{} / {} / {} KiB",
+                r.sfu_rss_idle_kib, r.sfu_rss_first_kib, r.sfu_rss_kib
+            ),
         ));
         rows.push((
-            "  SFU RSS per subscription".into(),
+            "  SFU RSS per further subscription".into(),
             format!("{:.1} KiB", r.sfu_rss_per_subscriber_kib),
         ));
         json.insert(

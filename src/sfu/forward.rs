@@ -19,7 +19,7 @@ use str0m::config::DtlsCert;
 use str0m::format::{Codec, CodecConfig, PayloadParams};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid as TrackMid, Pt};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 /// Key-frame requests towards one publisher track, at most one per this.
@@ -97,7 +97,9 @@ pub struct Sfu {
     cert: DtlsCert,
     candidate: Candidate,
     local: SocketAddr,
-    sessions: HashMap<SessionId, Session>,
+    /// Boxed: a str0m `Rtc` is ~12 KiB, and a table of inline sessions
+    /// would keep that much for every empty slot it grows.
+    sessions: HashMap<SessionId, Box<Session>>,
     by_addr: HashMap<SocketAddr, SessionId>,
     publishers: HashMap<Mid, SessionId>,
     subscribers: HashMap<Sid, SessionId>,
@@ -150,7 +152,13 @@ impl Sfu {
     /// the video codecs browsers and Pi encoders send, in the offerer's
     /// order of preference, so that the answer keeps its choice (str0m
     /// answers in the order of its own configuration).
-    fn rtc_config(&self, offer: &str) -> RtcConfig {
+    ///
+    /// Subscriber sessions do not negotiate transport-wide congestion
+    /// control: nothing here estimates their bandwidth (no simulcast to
+    /// switch), and str0m keeps a 1000-packet send register per session
+    /// for it (~45 KiB each). Publishers keep it: the browser's own
+    /// bandwidth estimate runs on the feedback we send.
+    fn rtc_config(&self, offer: &str, subscriber: bool) -> RtcConfig {
         let mut config = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -158,6 +166,15 @@ impl Sfu {
             .clear_codecs()
             .enable_opus(true, false)
             .set_dtls_cert(self.cert.clone());
+        if subscriber {
+            let mut exts = ExtensionMap::empty();
+            for (id, ext) in ExtensionMap::standard().iter() {
+                if *ext != Extension::TransportSequenceNumber {
+                    exts.set(id, ext.clone());
+                }
+            }
+            config = config.set_extension_map(exts);
+        }
         for codec in video_preference(offer) {
             config = match codec {
                 Codec::Vp8 => config.enable_vp8(true),
@@ -207,11 +224,15 @@ impl Sfu {
         if self.publishers.contains_key(&mid) {
             return Err(SfuError::Duplicate);
         }
-        let (id, answer) = self.new_session(now, offer, |_| Role::Publisher {
-            mid: mid.clone(),
-            subscribers: Vec::new(),
-            ssrcs: Vec::new(),
-        })?;
+        let (id, answer) = self.new_session(
+            now,
+            offer,
+            Role::Publisher {
+                mid: mid.clone(),
+                subscribers: Vec::new(),
+                ssrcs: Vec::new(),
+            },
+        )?;
         self.publishers.insert(mid, id);
         Ok(answer)
     }
@@ -228,10 +249,14 @@ impl Sfu {
             return Err(SfuError::Duplicate);
         }
         let publisher = *self.publishers.get(mid).ok_or(SfuError::NoSuchStream)?;
-        let (id, answer) = self.new_session(now, offer, |_| Role::Subscriber {
-            sid: sid.clone(),
-            publisher,
-        })?;
+        let (id, answer) = self.new_session(
+            now,
+            offer,
+            Role::Subscriber {
+                sid: sid.clone(),
+                publisher,
+            },
+        )?;
         if let Some(Role::Publisher { subscribers, .. }) =
             self.sessions.get_mut(&publisher).map(|p| &mut p.role)
         {
@@ -268,14 +293,15 @@ impl Sfu {
         &mut self,
         now: Instant,
         offer: &str,
-        role: impl FnOnce(SessionId) -> Role,
+        role: Role,
     ) -> Result<(SessionId, String), SfuError> {
         if self.sessions.len() >= self.max_sessions {
             return Err(SfuError::Full);
         }
         let parsed = SdpOffer::from_sdp_string(offer)
             .map_err(|e| SfuError::BadOffer(format!("unparsable SDP: {e}")))?;
-        let mut rtc = self.rtc_config(offer).build(now);
+        let subscriber = matches!(role, Role::Subscriber { .. });
+        let mut rtc = self.rtc_config(offer, subscriber).build(now);
         rtc.add_local_candidate(self.candidate.clone());
         let answer = rtc
             .sdp_api()
@@ -283,14 +309,14 @@ impl Sfu {
             .map_err(|e| SfuError::BadOffer(e.to_string()))?;
         let id = SessionId(self.next_id);
         self.next_id += 1;
-        let session = Session {
+        let session = Box::new(Session {
             rtc,
-            role: role(id),
+            role,
             tracks: Vec::new(),
             created: now,
             connected: false,
             timeout: now,
-        };
+        });
         self.sessions.insert(id, session);
         self.drive(now, id);
         if !self.sessions.contains_key(&id) {
@@ -483,10 +509,8 @@ impl Sfu {
         // other subscriber misses this one packet, which RTX repairs.
         let mut i = 0;
         loop {
-            let Some(Session {
-                role: Role::Publisher { subscribers, .. },
-                ..
-            }) = self.sessions.get(&from)
+            let Some(Role::Publisher { subscribers, .. }) =
+                self.sessions.get(&from).map(|s| &s.role)
             else {
                 return;
             };
