@@ -53,6 +53,7 @@ pub struct SignalingReport {
     /// Responses and notifications the node delivered, per second.
     pub messages_per_sec: f64,
     pub rss_idle_kib: u64,
+    pub pss_idle_kib: u64,
     pub rss_kib: u64,
     pub rss_per_peer_kib: f64,
 }
@@ -68,6 +69,7 @@ pub fn signaling(
     seconds: f64,
 ) -> Result<SignalingReport, String> {
     let rss_idle_kib = procfs::rss_kib(t.pid).unwrap_or(0);
+    let pss_idle_kib = procfs::pss_kib(t.pid).unwrap_or(0);
     let ex = smol::LocalExecutor::new();
     smol::block_on(ex.run(async {
         let mut clients = Vec::with_capacity(peers);
@@ -117,20 +119,25 @@ pub fn signaling(
                     }
                     // Collect what is still in flight to us.
                     let (_, _) = c.ok("keepalive", json!({"rid": rid})).await?;
-                    Ok::<_, String>((rtts, c.notifications + n + 1))
+                    let delivered = c.notifications + n + 1;
+                    Ok::<_, String>((rtts, delivered, c))
                 })
             })
             .collect();
         let mut rtts = Vec::new();
         let mut delivered = 0;
+        // The peers stay connected until the loaded RSS is read.
+        let mut connected = Vec::with_capacity(peers);
         for task in tasks {
-            let (r, d) = task.await?;
+            let (r, d, c) = task.await?;
             rtts.extend(r);
             delivered += d;
+            connected.push(c);
         }
         let elapsed = start.elapsed().as_secs_f64();
         rtts.sort();
         let rss_kib = procfs::rss_kib(t.pid).unwrap_or(0);
+        drop(connected);
         eprintln!();
         Ok(SignalingReport {
             peers,
@@ -143,6 +150,7 @@ pub fn signaling(
             requests: rtts.len() as u64,
             messages_per_sec: delivered as f64 / elapsed,
             rss_idle_kib,
+            pss_idle_kib,
             rss_kib,
             rss_per_peer_kib: rss_kib.saturating_sub(rss_idle_kib) as f64 / peers as f64,
         })

@@ -215,6 +215,10 @@ fn bench(o: &Opts) -> Result<(), String> {
             format!("{} / {} KiB", r.rss_idle_kib, r.rss_kib),
         ));
         rows.push((
+            "  signaling PSS idle".into(),
+            format!("{} KiB", r.pss_idle_kib),
+        ));
+        rows.push((
             "  signaling RSS per peer".into(),
             format!("{:.1} KiB", r.rss_per_peer_kib),
         ));

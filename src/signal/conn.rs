@@ -5,7 +5,7 @@ use super::http::{self, Route};
 use super::node::ConnId;
 use super::protoo::{self, Incoming};
 use super::token::Grant;
-use super::{Outbound, Shared};
+use super::{outbox, Outbound, Shared};
 use crate::ids::PeerId;
 use crate::limits::{
     HTTP_HEAD_TIMEOUT_MS, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_QUEUED_PER_CONNECTION,
@@ -66,7 +66,7 @@ where
     let (mut sender, receiver) = ws.split();
 
     let conn = shared.new_conn_id();
-    let (tx, rx) = smol::channel::bounded(MAX_QUEUED_PER_CONNECTION);
+    let (tx, rx) = outbox::bounded(MAX_QUEUED_PER_CONNECTION);
     shared.conns.borrow_mut().insert(conn, tx);
     if let Err(e) = shared.with_node(|n| n.connect(Instant::now(), conn, uid.clone(), url_grant)) {
         log::info!("{addr}: {uid} refused: {e}");
@@ -235,10 +235,10 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
 /// Frames out, plus a ping now and then. Returns the close to send.
 async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
     sender: &mut WebSocketSender<S>,
-    rx: smol::channel::Receiver<Outbound>,
+    rx: outbox::Receiver<Outbound>,
 ) -> Close {
     loop {
-        let next = async { rx.recv().await.ok() }.or(async {
+        let next = rx.recv().or(async {
             Timer::after(Duration::from_millis(PING_INTERVAL_MS)).await;
             Some(Outbound::Ping)
         });

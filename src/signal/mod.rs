@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod node;
+mod outbox;
 pub mod protoo;
 mod sfu_link;
 pub mod tls;
@@ -60,7 +61,7 @@ enum Outbound {
 /// State shared by every task of the node (one thread: `RefCell` is enough).
 struct Shared {
     node: RefCell<Node>,
-    conns: RefCell<HashMap<ConnId, Sender<Outbound>>>,
+    conns: RefCell<HashMap<ConnId, outbox::Sender<Outbound>>>,
     sfus: RefCell<Vec<Option<Sender<ToSfu>>>>,
     next_conn: Cell<u64>,
     allowed_origins: Vec<String>,
