@@ -2,6 +2,7 @@
 //! WebRTC with str0m ([`forward::Sfu`]) and takes orders from one
 //! signaling node over a Unix control socket.
 
+mod batch;
 pub mod forward;
 
 use crate::ids::NodeId;
@@ -19,6 +20,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use str0m::net::Transmit;
 
 /// What an SFU process needs to run.
 #[derive(Debug, Clone)]
@@ -244,6 +246,7 @@ async fn media_loop(
     control: Receiver<Control>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 2048];
+    let mut outgoing: Vec<Transmit> = Vec::with_capacity(batch::BATCH);
     // The current control connection: its generation, outbox and stream.
     let mut owner: Option<(u64, Sender<FromSfu>, UnixStream)> = None;
     let mut next_stats = Instant::now() + STATS_INTERVAL;
@@ -299,11 +302,7 @@ async fn media_loop(
                 }
             }
         }
-        while let Some(t) = sfu.poll_transmit() {
-            if let Err(e) = udp.send_to(&t.contents, t.destination).await {
-                log::debug!("send to {} failed: {e}", t.destination);
-            }
-        }
+        send_all(&mut sfu, &udp, &mut outgoing).await;
         if now >= next_stats {
             next_stats = now + STATS_INTERVAL;
             if let Some((_, outbox, _)) = &owner {
@@ -313,6 +312,38 @@ async fn media_loop(
         while let Some(ev) = sfu.poll_event() {
             if let Some((_, outbox, _)) = &owner {
                 let _ = outbox.try_send(ev);
+            }
+        }
+    }
+}
+
+/// Sends everything the sessions have to send, a batch per system call.
+/// A datagram the kernel refuses (e.g. no route) is dropped, as a lost
+/// packet would be; a full socket buffer waits for room.
+async fn send_all(sfu: &mut Sfu, udp: &Async<UdpSocket>, outgoing: &mut Vec<Transmit>) {
+    loop {
+        while outgoing.len() < batch::BATCH {
+            match sfu.poll_transmit() {
+                Some(t) => outgoing.push(t),
+                None => break,
+            }
+        }
+        if outgoing.is_empty() {
+            return;
+        }
+        match batch::send(udp.get_ref(), outgoing) {
+            Ok(n) => {
+                outgoing.drain(..n.clamp(1, outgoing.len()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = udp.writable().await {
+                    log::warn!("UDP socket unusable: {e}");
+                    outgoing.clear();
+                }
+            }
+            Err(e) => {
+                log::debug!("send to {} failed: {e}", outgoing[0].destination);
+                outgoing.remove(0);
             }
         }
     }
