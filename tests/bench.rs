@@ -60,6 +60,14 @@ fn the_load_tool_measures_a_small_scenario() {
     assert!(s["join_p99_ms"].as_f64().unwrap() > 0.0);
     assert!(s["request_p50_ms"].as_f64().unwrap() <= s["request_p99_ms"].as_f64().unwrap());
     assert!(s["messages_per_sec"].as_f64().unwrap() > 0.0);
+    // Memory is read from /proc of the real processes: present, and PSS
+    // (shared pages split) never above RSS.
+    let (rss, pss) = (
+        s["rss_idle_kib"].as_u64().unwrap(),
+        s["pss_idle_kib"].as_u64().unwrap(),
+    );
+    assert!(pss > 0 && pss <= rss, "{s}");
+    assert!(s["rss_kib"].as_u64().unwrap() > 0, "{s}");
 
     let m = &r["media"];
     let offered = m["offered_pps"].as_f64().unwrap();
@@ -73,6 +81,10 @@ fn the_load_tool_measures_a_small_scenario() {
         "{m}"
     );
     assert!(m["sfu_cpu_s_per_million"].as_f64().unwrap() > 0.0);
+    // Sessions with media cost the SFUs memory.
+    let idle = m["sfu_rss_idle_kib"].as_u64().unwrap();
+    assert!(m["sfu_rss_first_kib"].as_u64().unwrap() > idle, "{m}");
+    assert!(m["sfu_rss_kib"].as_u64().unwrap() > idle, "{m}");
 
     let f = &r["first_frame"];
     assert_eq!(f["tries"], 2);
