@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 cargo build --release
-exec target/release/wren "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/wren" "$@"

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh test
 
 step() { printf '\n=== %s\n' "$*"; }
+# Where cargo puts binaries (a shared CARGO_TARGET_DIR is honoured).
+target_dir="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 
 step "cargo fmt --check"
 cargo fmt --check
@@ -21,12 +23,12 @@ cargo build --bin wren
 (
     cd tests/browser
     npm ci --no-audit --no-fund --loglevel=error
-    WREN_BIN="$PWD/../../target/debug/wren" npm test
+    WREN_BIN="$target_dir/debug/wren" npm test
 )
 step "fuzzing (cargo-fuzz, ${FUZZ_SECONDS:-15}s a target)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 step "systemd units and shipped config"
-scripts/verify-units.sh target/debug/wren
+scripts/verify-units.sh "$target_dir/debug/wren"
 # aarch64 runs everything; armv7 everything but the full-capacity test
 # (512 sockets and 640 sessions take qemu-arm over ten minutes; aarch64
 # already proves the bounds hold on ARM).

@@ -248,7 +248,8 @@ pub fn media(
     // it would also count the publishers and the first touch of every
     // code page and allocator arena the media path uses.
     let mut sfu_rss_first_kib = sfu_rss_idle_kib;
-    for batch in [0..subscribers.min(1), subscribers.min(1)..subscribers] {
+    let first = subscribers.min(1);
+    for (n, batch) in [0..first, first..subscribers].into_iter().enumerate() {
         smol::block_on(async {
             for i in batch {
                 let mut c = WsClient::connect(t.http, &format!("sub-{i}")).await?;
@@ -272,10 +273,10 @@ pub fn media(
         if !connected {
             return Err("not every peer connected within 20 s".into());
         }
-        // Long enough for the retransmission caches to fill (256 packets
-        // at 170 packets/s), so the loaded figure is a steady state.
+        // Long enough for the retransmission caches to fill (128 packets
+        // at 170 packets/s), so each figure is a steady state.
         run_all(&mut refs, Duration::from_secs(2));
-        if sfu_rss_first_kib == sfu_rss_idle_kib {
+        if n == 0 {
             sfu_rss_first_kib = sfus_rss(&sfu_pids);
         }
     }
