@@ -240,6 +240,9 @@ enum Wake {
     Timeout,
 }
 
+/// Datagrams served per wake of the media loop at most.
+const RECV_BURST: usize = 32;
+
 async fn media_loop(
     mut sfu: Sfu,
     udp: Async<UdpSocket>,
@@ -272,7 +275,22 @@ async fn media_loop(
         .await;
         let now = Instant::now();
         match wake {
-            Wake::Datagram(n, src) => sfu.handle_datagram(now, src, &buf[..n]),
+            Wake::Datagram(n, src) => {
+                sfu.handle_datagram(now, src, &buf[..n]);
+                // Under load more datagrams are already queued: serve them
+                // from this one wake, each forwarded before the next is
+                // read, instead of a round trip through the reactor (and
+                // its timer and listener allocations) per datagram.
+                for _ in 1..RECV_BURST {
+                    send_all(&mut sfu, &udp, &mut outgoing).await;
+                    match udp.get_ref().recv_from(&mut buf) {
+                        Ok((n, src)) => sfu.handle_datagram(Instant::now(), src, &buf[..n]),
+                        // Drained (WouldBlock), or an ICMP error: the next
+                        // wake deals with it.
+                        Err(_) => break,
+                    }
+                }
+            }
             Wake::Timeout => sfu.handle_timeout(now),
             Wake::Control(Control::Connected {
                 generation,
