@@ -6,7 +6,8 @@
 //! str0m runs in RTP mode: packets are relayed, never depacketized. Each
 //! subscriber track gets its own sequence-number base (so its SRTP rollover
 //! counter starts at 0), the subscriber's payload type for the same codec,
-//! and str0m's own NACK/RTX, TWCC and RTCP on both legs.
+//! and str0m's own NACK/RTX and RTCP on both legs; TWCC feedback goes to
+//! publishers only (see `rtc_config`).
 
 use crate::ids::{Mid, Sid};
 use crate::ipc::{FromSfu, SfuError, SfuStats};
