@@ -771,6 +771,45 @@ fn subscriber_pt(sub: &Rtc, track: TrackMid, params: &PayloadParams) -> Option<P
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::PeerId;
+    use str0m::media::Direction;
+
+    /// An audio + video offer as a str0m peer makes it.
+    fn offer(now: Instant, dir: Direction) -> String {
+        let mut rtc = Rtc::builder().build(now);
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, dir, None, None, None);
+        api.add_media(MediaKind::Video, dir, None, None, None);
+        let (offer, _) = api.apply().expect("an offer");
+        offer.to_sdp_string()
+    }
+
+    #[test]
+    fn only_publisher_sessions_negotiate_transport_cc() {
+        const TWCC: &str = "transport-wide-cc";
+        let now = Instant::now();
+        let local = "127.0.0.1:40000".parse().unwrap();
+        let mut sfu = Sfu::new(local, 8, Duration::from_secs(5), 128).unwrap();
+        let uid = PeerId::parse("alice").unwrap();
+        let mid = Mid::random(&uid);
+
+        let publisher = offer(now, Direction::SendOnly);
+        assert!(publisher.contains(TWCC), "the offer proposes it");
+        let answer = sfu.publish(now, mid.clone(), &publisher).unwrap();
+        assert!(answer.contains(TWCC), "{answer}");
+
+        let subscriber = offer(now, Direction::RecvOnly);
+        assert!(subscriber.contains(TWCC), "the offer proposes it");
+        let answer = sfu
+            .subscribe(now, Sid::random(&uid), &mid, &subscriber)
+            .unwrap();
+        assert!(!answer.contains(TWCC), "{answer}");
+        // Everything else of the standard map is still offered back.
+        assert!(
+            answer.contains("urn:ietf:params:rtp-hdrext:sdes:mid"),
+            "{answer}"
+        );
+    }
 
     #[test]
     fn video_preference_follows_the_offer() {
