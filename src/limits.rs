@@ -67,6 +67,9 @@ pub const SFU_CALL_TIMEOUT_MS: u64 = 5_000;
 /// `wren-bench`: 84 KiB per subscription at 1 packet, 135 at 128, 210 at
 /// 256; str0m's own default of 1000 would be ~500).
 pub const DEFAULT_RTX_CACHE_PACKETS: usize = 128;
+/// The most `[limits] rtx-cache-packets` may ask for (~1.6 MiB per
+/// subscription at full-size packets).
+pub const MAX_RTX_CACHE_PACKETS: usize = 4096;
 /// How long an SFU keeps a session whose peer never connects (ms): a
 /// browser connects within a second or two, or never.
 pub const SFU_CONNECT_TIMEOUT_MS: u64 = 20_000;
@@ -157,14 +160,16 @@ impl Limits {
                 MAX_PENDING_SFU_CALLS,
             ),
             ("sfu-sessions", self.sfu_sessions, MAX_SFU_SESSIONS),
+            (
+                "rtx-cache-packets",
+                self.rtx_cache_packets,
+                MAX_RTX_CACHE_PACKETS,
+            ),
         ];
         for (name, value, cap) in table {
             if value == 0 || value > cap {
                 return Err(format!("limits.{name} must be 1..={cap}, not {value}"));
             }
-        }
-        if self.rtx_cache_packets == 0 || self.rtx_cache_packets > 4096 {
-            return Err("limits.rtx-cache-packets must be 1..=4096".into());
         }
         if self.requests_per_sec == 0 || self.request_burst == 0 {
             return Err("limits.requests-per-sec and request-burst must be at least 1".into());
@@ -175,5 +180,39 @@ impl Limits {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bound_takes_1_to_its_capacity_and_refuses_0_and_past_it() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+        type Field = fn(&mut Limits) -> &mut usize;
+        let fields: [(&str, Field, usize); 3] = [
+            ("rooms", |l| &mut l.rooms, MAX_ROOMS),
+            ("sfu-sessions", |l| &mut l.sfu_sessions, MAX_SFU_SESSIONS),
+            (
+                "rtx-cache-packets",
+                |l| &mut l.rtx_cache_packets,
+                MAX_RTX_CACHE_PACKETS,
+            ),
+        ];
+        for (name, field, cap) in fields {
+            for (value, ok) in [(0, false), (1, true), (cap, true), (cap + 1, false)] {
+                let mut l = Limits::default();
+                *field(&mut l) = value;
+                match l.validate() {
+                    Ok(()) => assert!(ok, "{name} = {value} accepted"),
+                    Err(e) => {
+                        assert!(!ok, "{name} = {value} refused: {e}");
+                        assert!(e.contains(name), "{e}");
+                        assert!(e.contains(&format!("1..={cap}")), "{e}");
+                    }
+                }
+            }
+        }
     }
 }
