@@ -79,8 +79,17 @@ pub const MAX_VIOLATIONS: u32 = 10;
 /// How long a new TCP connection may take to send its request head (ms).
 pub const HTTP_HEAD_TIMEOUT_MS: u64 = 10_000;
 /// WebSocket ping interval; browsers answer with pong, which proves them
-/// alive even when the app sends no keepalive (ms).
+/// alive even when the app sends no keepalive (ms). A shorter liveness
+/// timeout shortens it (see [`ping_interval`]).
 pub const PING_INTERVAL_MS: u64 = 10_000;
+
+/// How often a connection is pinged when peers are removed after
+/// `liveness` of silence: [`PING_INTERVAL_MS`], or a third of `liveness`
+/// when that is shorter, so that a client which only answers pings is
+/// asked at least three times before it is given up.
+pub fn ping_interval(liveness: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(PING_INTERVAL_MS).min(liveness / 3)
+}
 
 /// The bounds in force, each at most its compile-time capacity above: the
 /// `[limits]` table of the config file may lower them (an edge box with

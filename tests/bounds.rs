@@ -166,3 +166,28 @@ fn a_silent_peer_is_removed_after_the_liveness_timeout() {
     assert_eq!(a.wait_close(), Some(4408));
     assert_eq!(b.ok("keepalive", json!({"rid": "r"})), json!({}));
 }
+
+/// A client that never sends a request and only answers the server's
+/// pings stays connected in a busy room: the pings keep their schedule
+/// however much else is sent to it. (The issue's case scaled down five
+/// times: liveness 30 s, pings every 10 s, a broadcast every 3 s, 45 s.)
+#[test]
+fn a_peer_that_only_answers_pings_stays_in_a_busy_room() {
+    let server = Server::start_with_config("liveness-timeout-secs = 6\n");
+    let mut a = Client::connect(&server, "a");
+    let mut b = Client::connect(&server, "b");
+    a.ok("join", json!({"rid": "r"}));
+    b.ok("join", json!({"rid": "r"}));
+    a.note_named("peer-join");
+    // 9 s: one and a half liveness timeouts. a only reads, and the client
+    // library answers each ping it reads with a pong.
+    for i in 0..15 {
+        b.ok("broadcast", json!({"rid": "r", "data": i}));
+        let note = a.note_named("broadcast");
+        assert_eq!(note["data"], i, "{note}");
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    assert!(a.closed.is_none(), "a was closed: {:?}", a.closed);
+    b.assert_quiet();
+    assert_eq!(a.ok("keepalive", json!({"rid": "r"})), json!({}));
+}

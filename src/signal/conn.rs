@@ -9,7 +9,7 @@ use super::{outbox, Outbound, Shared};
 use crate::ids::PeerId;
 use crate::limits::{
     HTTP_HEAD_TIMEOUT_MS, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_QUEUED_PER_CONNECTION,
-    MAX_VIOLATIONS, PING_INTERVAL_MS, WS_BUFFER_BYTES,
+    MAX_VIOLATIONS, WS_BUFFER_BYTES,
 };
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -77,7 +77,7 @@ where
     log::debug!("{addr}: {uid} connected as {conn:?}");
 
     let reason = read_loop(&shared, conn, receiver)
-        .or(write_loop(&mut sender, rx))
+        .or(write_loop(&mut sender, rx, shared.ping_interval))
         .await;
     shared.conns.borrow_mut().remove(&conn);
     shared.with_node(|n| n.disconnect(conn));
@@ -232,14 +232,21 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     None
 }
 
-/// Frames out, plus a ping now and then. Returns the close to send.
+/// Frames out, plus a ping on a fixed schedule. Returns the close to send.
+///
+/// The schedule does not move when other frames go out: a client that
+/// proves itself alive only by answering pings (no `keepalive`, or a
+/// background tab whose timers the browser throttles) must be pinged in a
+/// busy room too, or the liveness timeout would close it.
 async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
     sender: &mut WebSocketSender<S>,
     rx: outbox::Receiver<Outbound>,
+    ping_interval: Duration,
 ) -> Close {
+    let mut pings = Timer::interval(ping_interval);
     loop {
         let next = rx.recv().or(async {
-            Timer::after(Duration::from_millis(PING_INTERVAL_MS)).await;
+            pings.next().await;
             Some(Outbound::Ping)
         });
         let msg = match next.await {

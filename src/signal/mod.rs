@@ -67,6 +67,8 @@ struct Shared {
     allowed_origins: Vec<String>,
     /// Connection tasks still running (a shutdown waits for them).
     live_conns: Cell<usize>,
+    /// How often each connection is pinged.
+    ping_interval: Duration,
 }
 
 impl Shared {
@@ -148,6 +150,7 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
         next_conn: Cell::new(1),
         allowed_origins: cfg.allowed_origins.clone(),
         live_conns: Cell::new(0),
+        ping_interval: crate::limits::ping_interval(cfg.liveness_timeout),
     });
     if let Some(secret) = &cfg.token_secret {
         let key = token::TokenKey::new(&secret.0).map_err(std::io::Error::other)?;
