@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, Rtc};
 use wren::ids::{Mid, Sid};
-use wren::sfu::forward::Sfu;
+use wren::sfu::engine::Sfu;
 
 fn offer(dir: Direction) -> String {
     let mut rtc = Rtc::builder().build(Instant::now());

@@ -1,15 +1,32 @@
 //! The SFU role: one process, one thread, one UDP port. It terminates
-//! WebRTC with str0m ([`forward::Sfu`]) and takes orders from one
-//! signaling node over a Unix control socket.
+//! WebRTC with str0m ([`engine::Sfu`]) and takes orders from one
+//! signaling node over a Unix control socket. This module is the shell:
+//! it moves datagrams and control frames; everything else is I/O-free.
+//!
+//! - `engine`: the session table, control API and propagation loop;
+//! - `session`: one str0m session, publisher or subscriber;
+//! - `track`: up-tracks and down-tracks, matched by slot;
+//! - `rewrite`: sequence numbers, timestamps and payload types per
+//!   subscriber track;
+//! - `keyframe`: coalesced key-frame requests;
+//! - `codec`: codec negotiation;
+//! - `deadlines`: when each session next needs time;
+//! - `batch`: many datagrams per system call.
 
 mod batch;
-pub mod forward;
+mod codec;
+mod deadlines;
+pub mod engine;
+mod keyframe;
+mod rewrite;
+mod session;
+mod track;
 
 use crate::ids::NodeId;
 use crate::ipc::{self, FromSfu, ToSfu};
 use crate::limits::MAX_PENDING_SFU_CALLS;
 use async_signal::{Signal, Signals};
-use forward::Sfu;
+use engine::Sfu;
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::net::unix::{UnixListener, UnixStream};

@@ -1,0 +1,531 @@
+//! The SFU's core: the session table, its control API, and the loop that
+//! propagates what one session produced to the others. No I/O: datagrams
+//! and `now` go in; datagrams to send and control events come out
+//! (`poll_transmit`, `poll_event`), and `poll_timeout` says when to call
+//! again.
+//!
+//! str0m runs in RTP mode: packets are relayed, never depacketized, with
+//! str0m's own NACK/RTX and RTCP on both legs. Sessions are never driven
+//! from inside each other (str0m's `chat.rs` is the model): draining a
+//! session queues its happenings (a packet, a key-frame request, a
+//! connection), the loop in [`Sfu::propagate`] hands them to the sessions
+//! they concern and marks those for draining, until nothing is left.
+
+use super::codec::{forwardable_extensions, rtc_config};
+use super::deadlines::Deadlines;
+use super::session::{Happening, Role, Session, SessionId};
+use super::track::Slot;
+use crate::ids::{Mid, Sid};
+use crate::ipc::{FromSfu, SfuError, SfuStats};
+use crate::limits::MAX_SFU_SESSIONS;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid as TrackMid};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::RtpPacket;
+use str0m::{Candidate, Input, Rtc};
+
+/// All sessions of one SFU process.
+pub struct Sfu {
+    max_sessions: usize,
+    connect_timeout: Duration,
+    rtx_cache_packets: usize,
+    /// One DTLS certificate for every session (making one is slow).
+    cert: DtlsCert,
+    candidate: Candidate,
+    local: SocketAddr,
+    /// Boxed: a str0m `Rtc` is ~12 KiB, and a table of inline sessions
+    /// would keep that much for every empty slot it grows.
+    sessions: HashMap<SessionId, Box<Session>>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    publishers: HashMap<Mid, SessionId>,
+    subscribers: HashMap<Sid, SessionId>,
+    next_id: u64,
+    /// When each session next needs `handle_timeout`.
+    deadlines: Deadlines<SessionId>,
+    /// What sessions produced for others, not yet propagated.
+    queue: VecDeque<(SessionId, Happening)>,
+    /// Sessions to drain (their `dirty` flag is set).
+    dirty: Vec<SessionId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<FromSfu>,
+    forwarded_packets: u64,
+    forwarded_bytes: u64,
+}
+
+impl Sfu {
+    /// An SFU whose one UDP socket is reachable at `local` (the address
+    /// put in every answer's host candidate).
+    /// Sessions past `max_sessions` are refused; a session whose peer has
+    /// not connected after `connect_timeout` is given up.
+    pub fn new(
+        local: SocketAddr,
+        max_sessions: usize,
+        connect_timeout: Duration,
+        rtx_cache_packets: usize,
+    ) -> Result<Sfu, String> {
+        let candidate =
+            Candidate::host(local, "udp").map_err(|e| format!("bad media address {local}: {e}"))?;
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .ok_or("cannot generate a DTLS certificate")?;
+        Ok(Sfu {
+            max_sessions: max_sessions.min(MAX_SFU_SESSIONS),
+            connect_timeout,
+            rtx_cache_packets,
+            cert,
+            candidate,
+            local,
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            publishers: HashMap::new(),
+            subscribers: HashMap::new(),
+            next_id: 1,
+            deadlines: Deadlines::default(),
+            queue: VecDeque::new(),
+            dirty: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            forwarded_packets: 0,
+            forwarded_bytes: 0,
+        })
+    }
+
+    /// Load and counters, for the signaling node's metrics.
+    pub fn stats(&self) -> SfuStats {
+        SfuStats {
+            publishers: self.publishers.len() as u32,
+            subscribers: self.subscribers.len() as u32,
+            forwarded_packets: self.forwarded_packets,
+            forwarded_bytes: self.forwarded_bytes,
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<FromSfu> {
+        self.events.pop_front()
+    }
+
+    /// The earliest time any session needs `handle_timeout`.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.deadlines.next()
+    }
+
+    // ----- control -----
+
+    /// Answers a publisher's offer.
+    pub fn publish(&mut self, now: Instant, mid: Mid, offer: &str) -> Result<String, SfuError> {
+        if self.publishers.contains_key(&mid) {
+            return Err(SfuError::Duplicate);
+        }
+        let (id, answer) = self.new_session(now, offer, Role::publisher(mid.clone()))?;
+        self.publishers.insert(mid, id);
+        Ok(answer)
+    }
+
+    /// Answers a subscriber's offer with the tracks of stream `mid`.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        sid: Sid,
+        mid: &Mid,
+        offer: &str,
+    ) -> Result<String, SfuError> {
+        if self.subscribers.contains_key(&sid) {
+            return Err(SfuError::Duplicate);
+        }
+        let publisher = *self.publishers.get(mid).ok_or(SfuError::NoSuchStream)?;
+        let role = Role::subscriber(sid.clone(), publisher);
+        let (id, answer) = self.new_session(now, offer, role)?;
+        if let Some(Role::Publisher(p)) = self.sessions.get_mut(&publisher).map(|p| &mut p.role) {
+            p.subscribers.push(id);
+        }
+        self.subscribers.insert(sid, id);
+        Ok(answer)
+    }
+
+    /// Stops a stream and every subscription to it.
+    pub fn unpublish(&mut self, mid: &Mid) {
+        if let Some(id) = self.publishers.get(mid).copied() {
+            self.remove(id, false);
+        }
+    }
+
+    /// Stops one subscription.
+    pub fn unsubscribe(&mut self, sid: &Sid) {
+        if let Some(id) = self.subscribers.get(sid).copied() {
+            self.remove(id, false);
+        }
+    }
+
+    /// Drops every session (the control connection that owned them is gone).
+    pub fn clear(&mut self) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.remove(id, false);
+        }
+        self.queue.clear();
+        self.events.clear();
+    }
+
+    /// Sessions in the table (publishers and subscribers).
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn new_session(
+        &mut self,
+        now: Instant,
+        offer: &str,
+        role: Role,
+    ) -> Result<(SessionId, String), SfuError> {
+        if self.sessions.len() >= self.max_sessions {
+            return Err(SfuError::Full);
+        }
+        let parsed = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| SfuError::BadOffer(format!("unparsable SDP: {e}")))?;
+        let subscriber = matches!(role, Role::Subscriber(_));
+        let mut rtc = rtc_config(offer, subscriber, &self.cert, self.rtx_cache_packets).build(now);
+        rtc.add_local_candidate(self.candidate.clone());
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(parsed)
+            .map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        self.sessions
+            .insert(id, Box::new(Session::new(rtc, role, now)));
+        self.mark(id);
+        self.propagate(now);
+        if !self.sessions.contains_key(&id) {
+            return Err(SfuError::Internal("session failed at start".into()));
+        }
+        Ok((id, answer.to_sdp_string()))
+    }
+
+    // ----- network and time -----
+
+    /// A datagram arrived on the media socket from `source`.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        let Ok(input) = Receive::new(Protocol::Udp, source, self.local, data) else {
+            return; // Not STUN, DTLS, RTP or RTCP: a stranger's noise.
+        };
+        let input = Input::Receive(now, input);
+        let id = match self.by_addr.get(&source) {
+            Some(id) if self.sessions.get(id).is_some_and(|s| s.rtc.accepts(&input)) => *id,
+            _ => {
+                let Some(id) = self
+                    .sessions
+                    .iter()
+                    .find(|(_, s)| s.rtc.accepts(&input))
+                    .map(|(id, _)| *id)
+                else {
+                    log::trace!("no session accepts a datagram from {source}");
+                    return;
+                };
+                self.by_addr.insert(source, id);
+                id
+            }
+        };
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if let Err(e) = s.rtc.handle_input(input) {
+                log::debug!("session {id:?}: input rejected: {e}");
+                s.rtc.disconnect();
+            }
+            self.drain(id);
+        }
+        self.propagate(now);
+    }
+
+    /// Gives every session whose deadline has passed what is due: str0m's
+    /// timeout, a coalesced key-frame request, or the end of its time to
+    /// connect.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(id) = self.deadlines.pop_due(now) {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if !s.connected && s.created + self.connect_timeout <= now {
+                log::info!(
+                    "session {id:?}: no connection within {:?}",
+                    self.connect_timeout
+                );
+                s.rtc.disconnect();
+            }
+            if let Role::Publisher(p) = &mut s.role {
+                for t in p.tracks.iter_mut() {
+                    if t.keyframes.handle_timeout(now) {
+                        ask_keyframe(&mut s.rtc, t.mid);
+                    }
+                }
+            }
+            self.mark(id);
+        }
+        self.propagate(now);
+    }
+
+    // ----- propagation -----
+
+    /// Marks a session for draining (with a tick of its clock).
+    fn mark(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Drains one session now: its datagrams out, its happenings queued,
+    /// its next deadline set; removed if it died.
+    fn drain(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        s.dirty = false;
+        let queue = &mut self.queue;
+        let alive = s.drain(&mut self.transmits, &mut |h| queue.push_back((id, h)));
+        if !alive {
+            self.remove(id, true);
+            return;
+        }
+        let mut next = s.rtc_timeout;
+        if !s.connected {
+            next = next.min(s.created + self.connect_timeout);
+        }
+        if let Some(k) = s.keyframe_deadline() {
+            next = next.min(k);
+        }
+        self.deadlines.set(id, next);
+    }
+
+    /// Hands every queued happening to the sessions it concerns and drains
+    /// those, until nothing is left.
+    fn propagate(&mut self, now: Instant) {
+        loop {
+            while let Some((from, h)) = self.queue.pop_front() {
+                match h {
+                    Happening::Packet(pkt) => self.forward(now, from, pkt),
+                    Happening::KeyframeRequest(track) => {
+                        self.relay_keyframe_request(now, from, track)
+                    }
+                    Happening::Connected => self.on_connected(now, from),
+                }
+            }
+            if self.dirty.is_empty() {
+                return;
+            }
+            let mut dirty = std::mem::take(&mut self.dirty);
+            for id in dirty.drain(..) {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.tick(now);
+                    self.drain(id);
+                }
+            }
+            // Keep the allocation: nothing marked a session meanwhile
+            // (draining only queues happenings).
+            if self.dirty.is_empty() {
+                self.dirty = dirty;
+            }
+        }
+    }
+
+    fn on_connected(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        log::debug!("session {id:?} connected");
+        if let Role::Subscriber(sub) = &s.role {
+            // Video must start at once: ask the publisher for a key frame
+            // now that the subscriber can receive it.
+            let publisher = sub.publisher;
+            self.request_keyframe(now, publisher, None);
+        }
+    }
+
+    /// Relays a subscriber's PLI/FIR to the publisher's matching track.
+    fn relay_keyframe_request(&mut self, now: Instant, id: SessionId, track: TrackMid) {
+        let Some(Role::Subscriber(sub)) = self.sessions.get(&id).map(|s| &s.role) else {
+            return;
+        };
+        let Some(t) = sub.tracks.iter().find(|t| t.mid == track) else {
+            return;
+        };
+        let (publisher, slot) = (sub.publisher, t.slot);
+        self.request_keyframe(now, publisher, Some(slot));
+    }
+
+    /// Asks a publisher for a key frame on one video track, or on all of
+    /// them; coalesced per track (see `keyframe`).
+    fn request_keyframe(&mut self, now: Instant, publisher: SessionId, only: Option<Slot>) {
+        let Some(s) = self.sessions.get_mut(&publisher) else {
+            return;
+        };
+        let Role::Publisher(p) = &mut s.role else {
+            return;
+        };
+        for t in p.tracks.iter_mut() {
+            if t.slot.kind != MediaKind::Video || only.is_some_and(|o| o != t.slot) {
+                continue;
+            }
+            if t.keyframes.request(now) {
+                ask_keyframe(&mut s.rtc, t.mid);
+            }
+        }
+        // Drained even when nothing went out now: its deadline may have
+        // moved to a coalesced request.
+        self.mark(publisher);
+    }
+
+    /// Relays one publisher packet to each of its subscribers.
+    fn forward(&mut self, now: Instant, from: SessionId, pkt: RtpPacket) {
+        if pkt.payload.is_empty() {
+            return; // Padding (bandwidth probing): not ours to relay.
+        }
+        let Some(s) = self.sessions.get_mut(&from) else {
+            return;
+        };
+        let Role::Publisher(p) = &mut s.role else {
+            return;
+        };
+        let Some(ti) = p.track_of(&mut s.rtc, pkt.header.ssrc) else {
+            log::debug!(
+                "session {from:?}: packet of SSRC {} not forwarded",
+                pkt.header.ssrc
+            );
+            return;
+        };
+        let slot = p.tracks[ti].slot;
+        let pt = pkt.header.payload_type;
+        let Some(params) = s.rtc.codec_config().find(|c| c.pt() == pt).copied() else {
+            log::debug!("session {from:?}: packet of unknown PT {pt}");
+            return;
+        };
+        let ext = forwardable_extensions(&pkt.header.ext_vals);
+        // Moved out while the subscribers are written to (no copy, no
+        // allocation): nothing in this loop adds or removes a session.
+        let subscribers = std::mem::take(&mut p.subscribers);
+        for &id in &subscribers {
+            let Some(sub) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if !sub.connected {
+                continue;
+            }
+            let Role::Subscriber(down) = &mut sub.role else {
+                continue;
+            };
+            let Some(track) = down.tracks.iter_mut().find(|t| t.slot == slot) else {
+                continue;
+            };
+            if track.write(&mut sub.rtc, now, &pkt, &params, &ext) {
+                self.forwarded_packets += 1;
+                self.forwarded_bytes += pkt.payload.len() as u64;
+                if !sub.dirty {
+                    sub.dirty = true;
+                    self.dirty.push(id);
+                }
+            }
+        }
+        if let Some(Role::Publisher(p)) = self.sessions.get_mut(&from).map(|s| &mut s.role) {
+            p.subscribers = subscribers;
+        }
+    }
+
+    /// Removes a session (and, for a publisher, its subscribers). `report`
+    /// says whether the signaling node must be told (it did not ask).
+    fn remove(&mut self, id: SessionId, report: bool) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        s.rtc.disconnect();
+        self.deadlines.remove(id);
+        self.by_addr.retain(|_, v| *v != id);
+        match s.role {
+            Role::Publisher(p) => {
+                log::info!("stream {} closed", p.mid);
+                self.publishers.remove(&p.mid);
+                for sub in p.subscribers {
+                    // The signaling node removes subscriptions of a closed
+                    // stream itself: no report per subscriber.
+                    self.remove(sub, false);
+                }
+                if report {
+                    self.events.push_back(FromSfu::StreamClosed { mid: p.mid });
+                }
+            }
+            Role::Subscriber(sub) => {
+                log::debug!("subscription {} closed", sub.sid);
+                self.subscribers.remove(&sub.sid);
+                if let Some(Role::Publisher(p)) =
+                    self.sessions.get_mut(&sub.publisher).map(|p| &mut p.role)
+                {
+                    p.subscribers.retain(|s| *s != id);
+                }
+                if report {
+                    self.events
+                        .push_back(FromSfu::SubscriptionClosed { sid: sub.sid });
+                }
+            }
+        }
+    }
+}
+
+/// Sends a PLI on a publisher's track (nothing if it has sent no media
+/// yet: its first frame is a key frame anyway).
+fn ask_keyframe(rtc: &mut Rtc, mid: TrackMid) {
+    if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+        rx.request_keyframe(KeyframeRequestKind::Pli);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::PeerId;
+    use str0m::media::Direction;
+
+    /// An audio + video offer as a str0m peer makes it.
+    fn offer(now: Instant, dir: Direction) -> String {
+        let mut rtc = Rtc::builder().build(now);
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, dir, None, None, None);
+        api.add_media(MediaKind::Video, dir, None, None, None);
+        let (offer, _) = api.apply().expect("an offer");
+        offer.to_sdp_string()
+    }
+
+    #[test]
+    fn only_publisher_sessions_negotiate_transport_cc() {
+        const TWCC: &str = "transport-wide-cc";
+        let now = Instant::now();
+        let local = "127.0.0.1:40000".parse().unwrap();
+        let mut sfu = Sfu::new(local, 8, Duration::from_secs(5), 128).unwrap();
+        let uid = PeerId::parse("alice").unwrap();
+        let mid = Mid::random(&uid);
+
+        let publisher = offer(now, Direction::SendOnly);
+        assert!(publisher.contains(TWCC), "the offer proposes it");
+        let answer = sfu.publish(now, mid.clone(), &publisher).unwrap();
+        assert!(answer.contains(TWCC), "{answer}");
+
+        let subscriber = offer(now, Direction::RecvOnly);
+        assert!(subscriber.contains(TWCC), "the offer proposes it");
+        let answer = sfu
+            .subscribe(now, Sid::random(&uid), &mid, &subscriber)
+            .unwrap();
+        assert!(!answer.contains(TWCC), "{answer}");
+        // Everything else of the standard map is still offered back.
+        assert!(
+            answer.contains("urn:ietf:params:rtp-hdrext:sdes:mid"),
+            "{answer}"
+        );
+    }
+}

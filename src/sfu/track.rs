@@ -1,0 +1,155 @@
+//! Up-tracks and down-tracks: a publisher's media lines, which receive,
+//! and a subscriber's, which send (Galène's `UpTrack`/`DownTrack`).
+//!
+//! A subscriber's n-th audio (video) track carries the publisher's n-th
+//! audio (video) track: tracks are matched by [`Slot`], never by mid,
+//! since both sides number their m-lines independently.
+
+use super::codec::subscriber_pt;
+use super::keyframe::KeyframeRequests;
+use super::rewrite::{PtMap, Rewriter};
+use std::time::Instant;
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Mid as TrackMid};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::Rtc;
+
+/// A track's place among its session's tracks: the n-th of its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub kind: MediaKind,
+    pub n: usize,
+}
+
+impl Slot {
+    /// The slot of a track added after `tracks`.
+    fn next(tracks: impl Iterator<Item = Slot>, kind: MediaKind) -> Slot {
+        Slot {
+            kind,
+            n: tracks.filter(|s| s.kind == kind).count(),
+        }
+    }
+}
+
+/// One media line a publisher sends on.
+#[derive(Debug)]
+pub struct UpTrack {
+    pub mid: TrackMid,
+    pub slot: Slot,
+    /// The SSRC its media comes from now (a restarted encoder brings a
+    /// new one; packets of an older one are no longer forwarded).
+    pub source: Option<Ssrc>,
+    pub keyframes: KeyframeRequests,
+}
+
+impl UpTrack {
+    pub fn new(tracks: &[UpTrack], mid: TrackMid, kind: MediaKind) -> UpTrack {
+        UpTrack {
+            mid,
+            slot: Slot::next(tracks.iter().map(|t| t.slot), kind),
+            source: None,
+            keyframes: KeyframeRequests::default(),
+        }
+    }
+}
+
+/// One media line a subscriber receives on.
+#[derive(Debug)]
+pub struct DownTrack {
+    pub mid: TrackMid,
+    pub slot: Slot,
+    rewriter: Rewriter,
+    pts: PtMap,
+}
+
+impl DownTrack {
+    pub fn new(tracks: &[DownTrack], mid: TrackMid, kind: MediaKind) -> DownTrack {
+        DownTrack {
+            mid,
+            slot: Slot::next(tracks.iter().map(|t| t.slot), kind),
+            rewriter: Rewriter::default(),
+            pts: PtMap::default(),
+        }
+    }
+
+    /// Writes one publisher packet to the subscriber's session `rtc`.
+    /// Returns whether anything was written (not: a codec the subscriber
+    /// cannot receive, or a packet too old for its numbering).
+    pub fn write(
+        &mut self,
+        rtc: &mut Rtc,
+        now: Instant,
+        pkt: &RtpPacket,
+        params: &PayloadParams,
+        ext: &ExtensionValues,
+    ) -> bool {
+        let mid = self.mid;
+        let pt = self.pts.get(params.pt(), || {
+            let pt = subscriber_pt(rtc, mid, params);
+            if pt.is_none() {
+                log::info!("subscriber cannot receive codec {:?}", params.spec().codec);
+            }
+            pt
+        });
+        let Some(pt) = pt else {
+            return false;
+        };
+        let Some(out) = self.rewriter.rewrite(
+            pkt.header.ssrc,
+            *pkt.seq_no,
+            pkt.header.timestamp,
+            now,
+            pkt.time.denom(),
+        ) else {
+            return false;
+        };
+        let mut api = rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            return false;
+        };
+        let write = RtpWrite::new(
+            pt,
+            SeqNo::from(out.seq),
+            out.timestamp,
+            pkt.timestamp,
+            pkt.payload.clone(),
+        )
+        .marker(pkt.header.marker)
+        .ext_vals(ext.clone())
+        .nackable(self.slot.kind == MediaKind::Video);
+        tx.write_rtp(write);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_count_tracks_per_kind_in_order() {
+        let mut tracks: Vec<UpTrack> = Vec::new();
+        let kinds = [
+            MediaKind::Audio,
+            MediaKind::Video,
+            MediaKind::Video,
+            MediaKind::Audio,
+        ];
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let mid = TrackMid::from(i.to_string().as_str());
+            let t = UpTrack::new(&tracks, mid, kind);
+            tracks.push(t);
+        }
+        let slots: Vec<(MediaKind, usize)> =
+            tracks.iter().map(|t| (t.slot.kind, t.slot.n)).collect();
+        assert_eq!(
+            slots,
+            [
+                (MediaKind::Audio, 0),
+                (MediaKind::Video, 0),
+                (MediaKind::Video, 1),
+                (MediaKind::Audio, 1)
+            ]
+        );
+    }
+}
