@@ -16,6 +16,16 @@ use std::time::{Duration, Instant};
 pub struct Target {
     pub http: SocketAddr,
     pub pid: u32,
+    /// How many times longer than natively any wait may take (wren under
+    /// an emulator: its DTLS handshakes and answers are that much slower).
+    pub patience: u32,
+}
+
+impl Target {
+    /// A wait that is `d` natively, stretched by the patience.
+    fn wait(&self, d: Duration) -> Duration {
+        d * self.patience.max(1)
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -185,7 +195,7 @@ pub struct MediaReport {
 /// returns the forwarded total it brought, and when it came.
 fn fresh_forwarded_total(t: Target) -> Result<(u64, Instant), String> {
     let before = forwarded_total(t)?;
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + t.wait(Duration::from_secs(3));
     loop {
         let now = forwarded_total(t)?;
         if now != before || Instant::now() > deadline {
@@ -267,11 +277,10 @@ pub fn media(
             Ok::<_, String>(())
         })?;
         let mut refs: Vec<&mut Peer> = peers.iter_mut().collect();
-        let connected = run_until(&mut refs, Duration::from_secs(20), |p| {
-            p.iter().all(|p| p.connected)
-        });
+        let limit = t.wait(Duration::from_secs(20));
+        let connected = run_until(&mut refs, limit, |p| p.iter().all(|p| p.connected));
         if !connected {
-            return Err("not every peer connected within 20 s".into());
+            return Err(format!("not every peer connected within {limit:?}"));
         }
         // Long enough for the retransmission caches to fill (128 packets
         // at 170 packets/s), so each figure is a steady state.
@@ -325,7 +334,7 @@ pub fn media(
     // Media keeps flowing while we wait for the closing stats report.
     let (fwd1, fwd1_at) = {
         let before = forwarded_total(t)?;
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + t.wait(Duration::from_secs(3));
         loop {
             run_all(&mut refs, Duration::from_millis(10));
             let now = forwarded_total(t)?;
@@ -400,9 +409,11 @@ pub fn first_frame(t: Target, tries: usize) -> Result<FirstFrameReport, String> 
             publisher.accept_answer(ans["jsep"]["sdp"].as_str().unwrap_or_default());
             Ok::<_, String>(ans["mid"].clone())
         })?;
-        run_until(&mut [&mut publisher], Duration::from_secs(10), |p| {
-            p[0].connected
-        });
+        run_until(
+            &mut [&mut publisher],
+            t.wait(Duration::from_secs(10)),
+            |p| p[0].connected,
+        );
         run_all(&mut [&mut publisher], Duration::from_millis(300));
         let mut subscriber = Peer::subscriber();
         let (ans, _) = smol::block_on(b.ok(
@@ -413,7 +424,7 @@ pub fn first_frame(t: Target, tries: usize) -> Result<FirstFrameReport, String> 
         subscriber.accept_answer(ans["jsep"]["sdp"].as_str().unwrap_or_default());
         run_until(
             &mut [&mut publisher, &mut subscriber],
-            Duration::from_secs(10),
+            t.wait(Duration::from_secs(10)),
             |p| p[1].first_video_packet.is_some(),
         );
         let first = subscriber

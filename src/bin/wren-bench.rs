@@ -16,6 +16,8 @@ usage: wren-bench [OPTIONS]
   --config FILE        a wren config file for it (e.g. its [limits])
   --wrapper CMD        command prefix to run wren with (and its SFUs),
                        split at spaces, e.g. 'taskset -c 1' or 'qemu-aarch64'
+  --patience N         let every wait take N times longer (default 1, or 10
+                       with --wrapper: an emulated wren is that much slower)
   --only LIST          scenarios, comma-separated: signaling,media,first-frame
                        (default: all)
   --peers K            signaling: peers (default 200)
@@ -32,6 +34,7 @@ usage: wren-bench [OPTIONS]
 struct Opts {
     wren: PathBuf,
     wrapper: Vec<String>,
+    patience: Option<u32>,
     config: Option<PathBuf>,
     sfus: usize,
     only: Vec<String>,
@@ -47,6 +50,13 @@ struct Opts {
     json: Option<PathBuf>,
 }
 
+impl Opts {
+    fn patience(&self) -> u32 {
+        let emulated = !self.wrapper.is_empty();
+        self.patience.unwrap_or(if emulated { 10 } else { 1 })
+    }
+}
+
 fn parse() -> Result<Opts, String> {
     let beside = std::env::current_exe()
         .map_err(|e| e.to_string())?
@@ -54,6 +64,7 @@ fn parse() -> Result<Opts, String> {
     let mut o = Opts {
         wren: beside,
         wrapper: Vec::new(),
+        patience: None,
         config: None,
         sfus: 1,
         only: vec!["signaling".into(), "media".into(), "first-frame".into()],
@@ -78,6 +89,7 @@ fn parse() -> Result<Opts, String> {
         match a.as_str() {
             "--wren" => o.wren = v()?.into(),
             "--wrapper" => o.wrapper = v()?.split_whitespace().map(String::from).collect(),
+            "--patience" => o.patience = Some((num(v()?)? as u32).max(1)),
             "--config" => o.config = Some(v()?.into()),
             "--sfus" => o.sfus = num(v()?)? as usize,
             "--only" => o.only = v()?.split(',').map(String::from).collect(),
@@ -145,8 +157,9 @@ fn start_wren(o: &Opts) -> Result<(Wren, Target), String> {
     let target = Target {
         http,
         pid: wren.0.id(),
+        patience: o.patience(),
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(15) * o.patience();
     while run::http_get(http, "/healthz").is_err() {
         if Instant::now() > deadline {
             return Err("wren did not become healthy".into());

@@ -20,6 +20,8 @@ pub mod engine;
 mod keyframe;
 mod rewrite;
 mod session;
+#[cfg(test)]
+mod sim;
 mod track;
 
 use crate::ids::NodeId;

@@ -1,0 +1,623 @@
+//! The SFU core in memory and in simulated time: real str0m peers (ICE,
+//! DTLS, SRTP, RTCP, NACK/RTX all run) wired to [`Sfu`] through simulated
+//! links with delay, loss and a rate cap, stepped by a fake clock. No
+//! socket, no sleep: seconds of calls run in milliseconds, the same under
+//! QEMU as natively, and every run is the same run.
+
+use super::engine::Sfu;
+use crate::ids::{Mid, PeerId, Sid};
+use crate::ipc::FromSfu;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{
+    Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid as TrackMid,
+};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+const STEP: Duration = Duration::from_millis(1);
+const SFU_ADDR: &str = "10.0.0.1:4000";
+
+/// Says which datagrams a link drops.
+type Filter = Box<dyn FnMut(&[u8]) -> bool>;
+
+/// One direction of a simulated network path.
+struct Link {
+    delay: Duration,
+    /// Percent of datagrams lost at random.
+    loss: u32,
+    /// Bits per second (0: unlimited); a datagram waiting longer than
+    /// `MAX_QUEUE` for the link is dropped, as a router's queue would.
+    rate: u64,
+    free_at: Instant,
+    rng: fastrand::Rng,
+    /// Drops the datagrams it returns true for (a chosen loss).
+    filter: Option<Filter>,
+    queue: VecDeque<(Instant, Vec<u8>)>,
+    dropped: usize,
+}
+
+const MAX_QUEUE: Duration = Duration::from_millis(300);
+
+impl Link {
+    fn new(now: Instant, seed: u64) -> Link {
+        Link {
+            delay: Duration::from_millis(10),
+            loss: 0,
+            rate: 0,
+            free_at: now,
+            rng: fastrand::Rng::with_seed(seed),
+            filter: None,
+            queue: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    fn send(&mut self, now: Instant, data: Vec<u8>) {
+        let filtered = self.filter.as_mut().is_some_and(|f| f(&data));
+        if filtered || self.rng.u32(0..100) < self.loss {
+            self.dropped += 1;
+            return;
+        }
+        let mut at = now;
+        if let Some(ns) = (data.len() as u64 * 8 * 1_000_000_000).checked_div(self.rate) {
+            let start = self.free_at.max(now);
+            if start - now > MAX_QUEUE {
+                self.dropped += 1;
+                return;
+            }
+            self.free_at = start + Duration::from_nanos(ns);
+            at = self.free_at;
+        }
+        self.queue.push_back((at + self.delay, data));
+    }
+
+    fn due(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.queue.front().is_some_and(|(at, _)| *at <= now) {
+            return self.queue.pop_front().map(|(_, d)| d);
+        }
+        None
+    }
+}
+
+/// An RTP packet as a subscriber received it.
+#[derive(Debug, Clone)]
+struct Received {
+    kind: MediaKind,
+    seq: u64,
+    pt: u8,
+}
+
+/// A str0m peer (full ICE agent) on a simulated address.
+struct Peer {
+    rtc: Rtc,
+    addr: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    offer: String,
+    tracks: Vec<(TrackMid, MediaKind)>,
+    connected: bool,
+    /// Publisher: sends a VP8 frame (3 KB, several packets) and an Opus
+    /// frame every 20 ms once connected.
+    sends: bool,
+    frames: u64,
+    next_frame: Option<Instant>,
+    received: Vec<Received>,
+    keyframe_requests: Vec<Instant>,
+    up: Link,
+    down: Link,
+}
+
+impl Peer {
+    fn new(now: Instant, n: u8, dir: Direction) -> Peer {
+        let addr: SocketAddr = format!("10.0.1.{n}:5000").parse().unwrap();
+        // Publishers in frame mode (str0m packetizes), subscribers in RTP
+        // mode (we see every packet's header).
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(dir == Direction::RecvOnly)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let tracks = vec![
+            (
+                api.add_media(MediaKind::Audio, dir, None, None, None),
+                MediaKind::Audio,
+            ),
+            (
+                api.add_media(MediaKind::Video, dir, None, None, None),
+                MediaKind::Video,
+            ),
+        ];
+        let (offer, pending) = api.apply().unwrap();
+        Peer {
+            rtc,
+            addr,
+            pending: Some(pending),
+            offer: offer.to_sdp_string(),
+            tracks,
+            connected: false,
+            sends: dir == Direction::SendOnly,
+            frames: 0,
+            next_frame: None,
+            received: Vec::new(),
+            keyframe_requests: Vec::new(),
+            up: Link::new(now, n as u64 * 2),
+            down: Link::new(now, n as u64 * 2 + 1),
+        }
+    }
+
+    fn accept(&mut self, answer: &str) {
+        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+        let pending = self.pending.take().unwrap();
+        self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    }
+
+    fn video_mid(&self) -> TrackMid {
+        self.tracks[1].0
+    }
+
+    fn videos(&self) -> impl Iterator<Item = &Received> {
+        self.received.iter().filter(|r| r.kind == MediaKind::Video)
+    }
+
+    /// Runs the peer up to `now`: its timeout, frames due, its output.
+    fn step(&mut self, now: Instant) {
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+        if self.sends && self.connected {
+            let due = *self.next_frame.get_or_insert(now);
+            if due <= now {
+                self.next_frame = Some(due + Duration::from_millis(20));
+                self.write_frame(now);
+            }
+        }
+        self.drain(now);
+    }
+
+    fn write_frame(&mut self, now: Instant) {
+        self.frames += 1;
+        let ms = self.frames * 20;
+        for (mid, kind) in self.tracks.clone() {
+            let Some(writer) = self.rtc.writer(mid) else {
+                continue;
+            };
+            let (codec, freq, data) = match kind {
+                MediaKind::Audio => (Codec::Opus, Frequency::FORTY_EIGHT_KHZ, vec![0xf8u8; 60]),
+                MediaKind::Video => (Codec::Vp8, Frequency::NINETY_KHZ, vec![1u8; 3000]),
+            };
+            let Some(pt) = writer
+                .payload_params()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+            else {
+                continue;
+            };
+            let time = MediaTime::new(ms * freq.get() as u64 / 1000, freq);
+            let _ = writer.write(pt, now, time, data);
+        }
+    }
+
+    fn receive(&mut self, now: Instant, data: &[u8]) {
+        let sfu: SocketAddr = SFU_ADDR.parse().unwrap();
+        if let Ok(r) = Receive::new(Protocol::Udp, sfu, self.addr, data) {
+            let _ = self.rtc.handle_input(Input::Receive(now, r));
+        }
+        self.drain(now);
+    }
+
+    fn drain(&mut self, now: Instant) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(_)) | Err(_) => return,
+                Ok(Output::Transmit(t)) => self.up.send(now, t.contents.to_vec()),
+                Ok(Output::Event(e)) => match e {
+                    Event::Connected => self.connected = true,
+                    Event::RtpPacket(p) => {
+                        let mid = self
+                            .rtc
+                            .direct_api()
+                            .stream_rx(&p.header.ssrc)
+                            .map(|s| s.mid());
+                        if let Some(&(_, kind)) = self.tracks.iter().find(|t| Some(t.0) == mid) {
+                            self.received.push(Received {
+                                kind,
+                                seq: *p.seq_no,
+                                pt: *p.header.payload_type,
+                            });
+                        }
+                    }
+                    Event::KeyframeRequest(_) => self.keyframe_requests.push(now),
+                    _ => {}
+                },
+            }
+        }
+    }
+}
+
+/// The SFU and its peers on one simulated network.
+struct Net {
+    now: Instant,
+    sfu: Sfu,
+    peers: Vec<Peer>,
+    events: Vec<FromSfu>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net::with_connect_timeout(Duration::from_secs(20))
+    }
+
+    fn with_connect_timeout(connect_timeout: Duration) -> Net {
+        let now = Instant::now();
+        let sfu = Sfu::new(SFU_ADDR.parse().unwrap(), 64, connect_timeout, 128).unwrap();
+        Net {
+            now,
+            sfu,
+            peers: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// A publisher, answered by the SFU; its index.
+    fn publish(&mut self, mid: &Mid) -> usize {
+        let mut p = Peer::new(self.now, self.peers.len() as u8 + 1, Direction::SendOnly);
+        let answer = self.sfu.publish(self.now, mid.clone(), &p.offer).unwrap();
+        p.accept(&answer);
+        self.peers.push(p);
+        self.peers.len() - 1
+    }
+
+    /// A subscriber of `mid`, answered by the SFU; its index.
+    fn subscribe(&mut self, sid: &Sid, mid: &Mid) -> usize {
+        let mut p = Peer::new(self.now, self.peers.len() as u8 + 1, Direction::RecvOnly);
+        let answer = self
+            .sfu
+            .subscribe(self.now, sid.clone(), mid, &p.offer)
+            .unwrap();
+        p.accept(&answer);
+        self.peers.push(p);
+        self.peers.len() - 1
+    }
+
+    /// Runs everything for `d` of simulated time, a millisecond a step.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += STEP;
+            self.step();
+        }
+    }
+
+    /// Runs until `done` holds, for `limit` of simulated time at most.
+    fn run_until(&mut self, limit: Duration, done: impl Fn(&Net) -> bool) -> bool {
+        let end = self.now + limit;
+        while self.now < end {
+            if done(self) {
+                return true;
+            }
+            self.now += STEP;
+            self.step();
+        }
+        done(self)
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        for p in self.peers.iter_mut() {
+            while let Some(d) = p.up.due(now) {
+                self.sfu.handle_datagram(now, p.addr, &d);
+            }
+        }
+        if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
+            self.sfu.handle_timeout(now);
+        }
+        while let Some(t) = self.sfu.poll_transmit() {
+            if let Some(p) = self.peers.iter_mut().find(|p| p.addr == t.destination) {
+                p.down.send(now, t.contents.to_vec());
+            }
+        }
+        while let Some(e) = self.sfu.poll_event() {
+            self.events.push(e);
+        }
+        for p in self.peers.iter_mut() {
+            while let Some(d) = p.down.due(now) {
+                p.receive(now, &d);
+            }
+            p.step(now);
+        }
+    }
+}
+
+fn ids(uid: &str) -> (Mid, Sid) {
+    let uid = PeerId::parse(uid).unwrap();
+    (Mid::random(&uid), Sid::random(&uid))
+}
+
+/// Whether a datagram is an SRTP packet of the video track (RTP headers
+/// travel in the clear: version 2, a dynamic payload type that is not
+/// RTCP's, and more than an audio frame's size).
+fn is_video_rtp(d: &[u8]) -> bool {
+    d.len() > 400 && d[0] >> 6 == 2 && (96..=127).contains(&(d[1] & 0x7f))
+}
+
+fn seq_of(d: &[u8]) -> u16 {
+    u16::from_be_bytes([d[2], d[3]])
+}
+
+#[test]
+fn media_flows_with_numbering_from_the_first_cycle_and_the_subscribers_payload_types() {
+    let mut net = Net::new();
+    let (mid, sid) = ids("alice");
+    let p = net.publish(&mid);
+    let s = net.subscribe(&sid, &mid);
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.peers[s].videos().count()
+            >= 100)
+    );
+    net.run(Duration::from_millis(500));
+
+    let sub = &net.peers[s];
+    let videos: Vec<u64> = sub.videos().map(|r| r.seq).collect();
+    // The first packet seen starts in the first 16-bit cycle, and the rest
+    // follow one by one: nothing lost or duplicated on a clean link.
+    assert!(videos[0] < 65536, "{}", videos[0]);
+    for w in videos.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "gap or reorder in {videos:?}");
+    }
+    let audio = sub
+        .received
+        .iter()
+        .filter(|r| r.kind == MediaKind::Audio)
+        .count();
+    assert!(audio >= 20, "{audio} audio packets");
+    // Every packet carries a payload type the subscriber negotiated for
+    // the codec (VP8 on video, Opus on audio).
+    let vp8 = sub
+        .rtc
+        .codec_config()
+        .iter()
+        .find(|c| c.spec().codec == Codec::Vp8)
+        .unwrap()
+        .pt();
+    assert!(sub.videos().all(|r| r.pt == *vp8));
+    assert!(
+        !net.peers[p].keyframe_requests.is_empty(),
+        "the subscriber's connection asked for a key frame"
+    );
+    let stats = net.sfu.stats();
+    assert_eq!((stats.publishers, stats.subscribers), (1, 1));
+    assert!(stats.forwarded_packets as usize >= net.peers[s].received.len());
+}
+
+#[test]
+fn a_packet_lost_towards_a_subscriber_is_repaired_by_rtx() {
+    let mut net = Net::new();
+    let (mid, sid) = ids("alice");
+    net.publish(&mid);
+    let s = net.subscribe(&sid, &mid);
+    // Drop the 30th, 31st and 60th video packets on the way to the subscriber
+    // (first sendings only: the repairs travel on the RTX stream, whose
+    // numbers are its own).
+    let mut n = 0;
+    let mut lost = Vec::new();
+    let lost_log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let log = lost_log.clone();
+    net.peers[s].down.filter = Some(Box::new(move |d| {
+        if !is_video_rtp(d) {
+            return false;
+        }
+        n += 1;
+        let drop = matches!(n, 30 | 31 | 60);
+        if drop {
+            log.borrow_mut().push(seq_of(d));
+        }
+        drop
+    }));
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.peers[s].videos().count()
+            >= 150)
+    );
+    net.run(Duration::from_millis(500));
+    lost.extend(lost_log.borrow().iter().copied());
+    assert_eq!(lost.len(), 3, "the filter saw the packets");
+    assert_eq!(net.peers[s].down.dropped, 3);
+
+    let mut seqs: Vec<u64> = net.peers[s].videos().map(|r| r.seq).collect();
+    seqs.sort();
+    seqs.dedup();
+    let (first, last) = (seqs[0], *seqs.last().unwrap());
+    assert_eq!(
+        seqs.len() as u64,
+        last - first + 1,
+        "a hole remains: {seqs:?}"
+    );
+    for l in lost {
+        assert!(seqs.contains(&(l as u64)), "{l} was not repaired");
+    }
+}
+
+#[test]
+fn key_frame_requests_reach_the_publisher_once_per_window() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish(&mid);
+    let subs: Vec<usize> = (0..3)
+        .map(|i| net.subscribe(&ids(&format!("s{i}")).1, &mid))
+        .collect();
+    assert!(net.run_until(Duration::from_secs(5), |n| subs
+        .iter()
+        .all(|&s| n.peers[s].videos().count() > 10)));
+    net.run(Duration::from_secs(1));
+    let before = net.peers[p].keyframe_requests.len();
+    let start = net.now;
+    // For 1.5 s every subscriber asks for a key frame every 50 ms: 90
+    // requests, of which the publisher must see one per 300 ms window.
+    for _ in 0..30 {
+        for &s in &subs {
+            let mid = net.peers[s].video_mid();
+            if let Some(rx) = net.peers[s].rtc.direct_api().stream_rx_by_mid(mid, None) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+            }
+        }
+        net.run(Duration::from_millis(50));
+    }
+    net.run(Duration::from_millis(400));
+    let seen: Vec<Duration> = net.peers[p].keyframe_requests[before..]
+        .iter()
+        .map(|t| *t - start)
+        .collect();
+    // 1.5 s of asking, plus the window that ends after the last ask.
+    assert!((5..=7).contains(&seen.len()), "{seen:?}");
+    for w in seen.windows(2) {
+        assert!(w[1] - w[0] >= Duration::from_millis(290), "{seen:?}");
+    }
+    // The last request asked inside a window was not dropped.
+    assert!(
+        *seen.last().unwrap() >= Duration::from_millis(1500),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_subscriber_that_connects_inside_the_window_gets_a_key_frame_at_its_end() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish(&mid);
+    let a = net.subscribe(&ids("a").1, &mid);
+    assert!(net.run_until(Duration::from_secs(5), |n| n.peers[a].videos().count() > 0));
+    let asked = *net.peers[p].keyframe_requests.last().unwrap();
+    // b connects well inside the window a's connection opened.
+    let b = net.subscribe(&ids("b").1, &mid);
+    assert!(net.run_until(Duration::from_secs(2), |n| n.peers[p]
+        .keyframe_requests
+        .last()
+        != Some(&asked)));
+    let again = *net.peers[p].keyframe_requests.last().unwrap();
+    let gap = again - asked;
+    assert!(
+        gap >= Duration::from_millis(300) && gap < Duration::from_millis(340),
+        "{gap:?}"
+    );
+    assert!(net.peers[b].connected);
+}
+
+#[test]
+fn a_session_that_never_connects_is_given_up_and_reported() {
+    let mut net = Net::with_connect_timeout(Duration::from_secs(3));
+    let (mid, sid) = ids("alice");
+    net.publish(&mid);
+    let s = net.subscribe(&sid, &mid);
+    // The subscriber's path is cut both ways: ICE never completes.
+    net.peers[s].up.loss = 100;
+    net.peers[s].down.loss = 100;
+    net.run(Duration::from_millis(2900));
+    assert_eq!(net.sfu.sessions(), 2);
+    net.run(Duration::from_millis(200));
+    assert_eq!(
+        net.sfu.sessions(),
+        1,
+        "the subscriber is gone, the publisher is not"
+    );
+    assert!(net
+        .events
+        .iter()
+        .any(|e| matches!(e, FromSfu::SubscriptionClosed { sid: x } if *x == sid)));
+    assert!(!net
+        .events
+        .iter()
+        .any(|e| matches!(e, FromSfu::StreamClosed { .. })));
+}
+
+#[test]
+fn a_publisher_that_goes_away_takes_its_subscribers_and_is_reported() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish(&mid);
+    let subs: Vec<usize> = (0..2)
+        .map(|i| net.subscribe(&ids(&format!("s{i}")).1, &mid))
+        .collect();
+    assert!(net.run_until(Duration::from_secs(5), |n| subs
+        .iter()
+        .all(|&s| n.peers[s].videos().count() > 0)));
+    assert_eq!(net.sfu.sessions(), 3);
+    // The publisher's network goes dark: no media, no consent checks.
+    net.peers[p].up.loss = 100;
+    assert!(net.run_until(Duration::from_secs(60), |n| n.sfu.sessions() == 0));
+    let closed: Vec<&FromSfu> = net.events.iter().collect();
+    assert!(
+        matches!(closed.as_slice(), [FromSfu::StreamClosed { mid: m }] if *m == mid),
+        "one report for the stream, none per subscriber: {closed:?}"
+    );
+    assert_eq!(net.sfu.stats().subscribers, 0);
+}
+
+/// Whether a subscriber received every video packet between its first and
+/// its last (repairs included), and how many that is.
+fn complete_video(p: &Peer) -> (bool, usize) {
+    let mut seqs: Vec<u64> = p.videos().map(|r| r.seq).collect();
+    seqs.sort();
+    seqs.dedup();
+    let span = seqs.last().map_or(0, |l| l - seqs[0] + 1);
+    (seqs.len() as u64 == span, seqs.len())
+}
+
+#[test]
+fn loss_on_the_publishers_uplink_and_a_subscribers_downlink_is_repaired() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish(&mid);
+    let a = net.subscribe(&ids("a").1, &mid);
+    let b = net.subscribe(&ids("b").1, &mid);
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| [a, b].iter().all(|&s| n.peers
+            [s]
+            .videos()
+            .count()
+            > 0))
+    );
+    // 5 % loss both ways on the publisher's path and on b's downlink.
+    net.peers[p].up.loss = 5;
+    net.peers[p].down.loss = 5;
+    net.peers[b].down.loss = 5;
+    net.run(Duration::from_secs(4));
+    // Lossless again for the last repairs to land.
+    net.peers[p].up.loss = 0;
+    net.peers[b].down.loss = 0;
+    net.run(Duration::from_millis(500));
+    assert!(net.peers[p].up.dropped > 10 && net.peers[b].down.dropped > 10);
+    for s in [a, b] {
+        let (complete, n) = complete_video(&net.peers[s]);
+        assert!(
+            complete,
+            "subscriber {s}: a hole after repairs ({n} packets)"
+        );
+        assert!(n > 500, "subscriber {s}: {n} packets");
+    }
+}
+
+#[test]
+fn a_subscriber_behind_a_narrow_link_disturbs_neither_the_others_nor_the_publisher() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish(&mid);
+    let a = net.subscribe(&ids("a").1, &mid);
+    let b = net.subscribe(&ids("b").1, &mid);
+    // The stream is ~1.3 Mbit/s; b's link carries 400 kbit/s.
+    net.peers[b].down.rate = 400_000;
+    assert!(net.run_until(Duration::from_secs(5), |n| n.peers[a].videos().count() > 0));
+    let start = net.now;
+    let asked = net.peers[p].keyframe_requests.len();
+    net.run(Duration::from_secs(3));
+    assert!(net.peers[b].down.dropped > 50, "b's link overflowed");
+    let (complete, n) = complete_video(&net.peers[a]);
+    assert!(complete && n > 400, "a lost packets: {n}");
+    // However often b's decoder asks, the publisher hears it at most once
+    // per window.
+    let requests = net.peers[p].keyframe_requests.len() - asked;
+    let windows = (net.now - start).as_millis() / 300 + 1;
+    assert!(
+        requests as u128 <= windows,
+        "{requests} requests in {windows} windows"
+    );
+}
