@@ -11,10 +11,11 @@
 //! connection), the loop in [`Sfu::propagate`] hands them to the sessions
 //! they concern and marks those for draining, until nothing is left.
 
-use super::codec::{forwardable_extensions, rtc_config};
+use super::codec::rtc_config;
 use super::deadlines::Deadlines;
+use super::keyframe::Ask;
 use super::session::{Happening, Role, Session, SessionId};
-use super::track::Slot;
+use super::track::{Media, Slot};
 use crate::ids::{Mid, Sid};
 use crate::ipc::{FromSfu, SfuError, SfuStats};
 use crate::limits::MAX_SFU_SESSIONS;
@@ -338,16 +339,54 @@ impl Sfu {
     }
 
     fn on_connected(&mut self, now: Instant, id: SessionId) {
-        let Some(s) = self.sessions.get(&id) else {
+        log::debug!("session {id:?} connected");
+        if let Some(Role::Subscriber(sub)) = self.sessions.get(&id).map(|s| &s.role) {
+            let publisher = sub.publisher;
+            self.start_subscriber(now, id, publisher);
+        }
+    }
+
+    /// A subscriber's connection is up: its video must start at once. Each
+    /// video track starts from the publisher's latest key frame if one
+    /// just went by (a PLI now would be ignored), else from one asked for
+    /// now (or already on its way). Media flows to it from then on.
+    fn start_subscriber(&mut self, now: Instant, id: SessionId, publisher: SessionId) {
+        let mut replay: Vec<(Slot, Vec<Media>)> = Vec::new();
+        if let Some(p) = self.sessions.get_mut(&publisher) {
+            if let Role::Publisher(up) = &mut p.role {
+                for t in up.tracks.iter_mut() {
+                    if t.slot.kind != MediaKind::Video {
+                        continue;
+                    }
+                    if t.keyframes.recent_keyframe(now) {
+                        if let Some(cached) = t.cache.replay(now) {
+                            replay.push((t.slot, cached.to_vec()));
+                            continue;
+                        }
+                    }
+                    if t.keyframes.request(now) == Ask::Now {
+                        ask_keyframe(&mut p.rtc, t.mid);
+                    }
+                }
+            }
+            self.mark(publisher);
+        }
+        let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        log::debug!("session {id:?} connected");
-        if let Role::Subscriber(sub) = &s.role {
-            // Video must start at once: ask the publisher for a key frame
-            // now that the subscriber can receive it.
-            let publisher = sub.publisher;
-            self.request_keyframe(now, publisher, None);
+        let Role::Subscriber(sub) = &mut s.role else {
+            return;
+        };
+        for (slot, packets) in &replay {
+            if let Some(track) = sub.tracks.iter_mut().find(|t| t.slot == *slot) {
+                log::debug!("session {id:?}: starts from a cached key frame");
+                for m in packets {
+                    track.write(&mut s.rtc, now, m);
+                }
+            }
         }
+        sub.started = true;
+        self.mark(id);
     }
 
     /// Relays a subscriber's PLI/FIR to the publisher's matching track.
@@ -375,7 +414,7 @@ impl Sfu {
             if t.slot.kind != MediaKind::Video || only.is_some_and(|o| o != t.slot) {
                 continue;
             }
-            if t.keyframes.request(now) {
+            if t.keyframes.request(now) == Ask::Now {
                 ask_keyframe(&mut s.rtc, t.mid);
             }
         }
@@ -402,13 +441,15 @@ impl Sfu {
             );
             return;
         };
-        let slot = p.tracks[ti].slot;
         let pt = pkt.header.payload_type;
         let Some(params) = s.rtc.codec_config().find(|c| c.pt() == pt).copied() else {
             log::debug!("session {from:?}: packet of unknown PT {pt}");
             return;
         };
-        let ext = forwardable_extensions(&pkt.header.ext_vals);
+        let m = Media::new(&pkt, params);
+        let up = &mut p.tracks[ti];
+        up.observe(now, &m);
+        let slot = up.slot;
         // Moved out while the subscribers are written to (no copy, no
         // allocation): nothing in this loop adds or removes a session.
         let subscribers = std::mem::take(&mut p.subscribers);
@@ -416,18 +457,18 @@ impl Sfu {
             let Some(sub) = self.sessions.get_mut(&id) else {
                 continue;
             };
-            if !sub.connected {
-                continue;
-            }
             let Role::Subscriber(down) = &mut sub.role else {
                 continue;
             };
+            if !down.started {
+                continue;
+            }
             let Some(track) = down.tracks.iter_mut().find(|t| t.slot == slot) else {
                 continue;
             };
-            if track.write(&mut sub.rtc, now, &pkt, &params, &ext) {
+            if track.write(&mut sub.rtc, now, &m) {
                 self.forwarded_packets += 1;
-                self.forwarded_bytes += pkt.payload.len() as u64;
+                self.forwarded_bytes += m.payload.len() as u64;
                 if !sub.dirty {
                     sub.dirty = true;
                     self.dirty.push(id);

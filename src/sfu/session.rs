@@ -32,6 +32,9 @@ pub struct Subscriber {
     pub sid: Sid,
     pub publisher: SessionId,
     pub tracks: Vec<DownTrack>,
+    /// Connected and given its start (a key frame, or one is coming):
+    /// media is forwarded to it from then on.
+    pub started: bool,
 }
 
 #[derive(Debug)]
@@ -55,6 +58,7 @@ impl Role {
             sid,
             publisher,
             tracks: Vec::new(),
+            started: false,
         })
     }
 }

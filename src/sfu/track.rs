@@ -5,14 +5,51 @@
 //! audio (video) track: tracks are matched by [`Slot`], never by mid,
 //! since both sides number their m-lines independently.
 
-use super::codec::subscriber_pt;
-use super::keyframe::KeyframeRequests;
+use super::codec::{forwardable_extensions, subscriber_pt};
+use super::keyframe::{starts_keyframe, KeyframeCache, KeyframeRequests};
 use super::rewrite::{PtMap, Rewriter};
+use std::sync::Arc;
 use std::time::Instant;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid as TrackMid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::Rtc;
+
+/// One publisher packet as it is relayed: what every subscriber's copy is
+/// made of (the payload is shared, never copied).
+#[derive(Debug, Clone)]
+pub struct Media {
+    pub source: Ssrc,
+    /// Extended sequence number.
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+    /// The publisher's payload type and codec.
+    pub params: PayloadParams,
+    pub payload: Arc<[u8]>,
+    /// The header extensions worth relaying.
+    pub ext: ExtensionValues,
+    pub arrived: Instant,
+}
+
+impl Media {
+    pub fn new(pkt: &RtpPacket, params: PayloadParams) -> Media {
+        Media {
+            source: pkt.header.ssrc,
+            seq: *pkt.seq_no,
+            timestamp: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            params,
+            payload: pkt.payload.clone(),
+            ext: forwardable_extensions(&pkt.header.ext_vals),
+            arrived: pkt.timestamp,
+        }
+    }
+
+    fn clock_rate(&self) -> u32 {
+        self.params.spec().clock_rate.get()
+    }
+}
 
 /// A track's place among its session's tracks: the n-th of its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +77,8 @@ pub struct UpTrack {
     /// new one; packets of an older one are no longer forwarded).
     pub source: Option<Ssrc>,
     pub keyframes: KeyframeRequests,
+    /// The latest key frame and what followed it (video).
+    pub cache: KeyframeCache<Media>,
 }
 
 impl UpTrack {
@@ -49,6 +88,18 @@ impl UpTrack {
             slot: Slot::next(tracks.iter().map(|t| t.slot), kind),
             source: None,
             keyframes: KeyframeRequests::default(),
+            cache: KeyframeCache::default(),
+        }
+    }
+
+    /// Notes a packet on its way through: key frames seen, the cache.
+    pub fn observe(&mut self, now: Instant, m: &Media) {
+        if self.slot.kind != MediaKind::Video {
+            return;
+        }
+        let key = starts_keyframe(m.params.spec().codec, &m.payload);
+        if self.cache.observe(now, key, m.timestamp, || m.clone()) {
+            self.keyframes.on_keyframe(now);
         }
     }
 }
@@ -75,32 +126,25 @@ impl DownTrack {
     /// Writes one publisher packet to the subscriber's session `rtc`.
     /// Returns whether anything was written (not: a codec the subscriber
     /// cannot receive, or a packet too old for its numbering).
-    pub fn write(
-        &mut self,
-        rtc: &mut Rtc,
-        now: Instant,
-        pkt: &RtpPacket,
-        params: &PayloadParams,
-        ext: &ExtensionValues,
-    ) -> bool {
+    pub fn write(&mut self, rtc: &mut Rtc, now: Instant, m: &Media) -> bool {
         let mid = self.mid;
-        let pt = self.pts.get(params.pt(), || {
-            let pt = subscriber_pt(rtc, mid, params);
+        let pt = self.pts.get(m.params.pt(), || {
+            let pt = subscriber_pt(rtc, mid, &m.params);
             if pt.is_none() {
-                log::info!("subscriber cannot receive codec {:?}", params.spec().codec);
+                log::info!(
+                    "subscriber cannot receive codec {:?}",
+                    m.params.spec().codec
+                );
             }
             pt
         });
         let Some(pt) = pt else {
             return false;
         };
-        let Some(out) = self.rewriter.rewrite(
-            pkt.header.ssrc,
-            *pkt.seq_no,
-            pkt.header.timestamp,
-            now,
-            pkt.time.denom(),
-        ) else {
+        let Some(out) = self
+            .rewriter
+            .rewrite(m.source, m.seq, m.timestamp, now, m.clock_rate())
+        else {
             return false;
         };
         let mut api = rtc.direct_api();
@@ -111,11 +155,11 @@ impl DownTrack {
             pt,
             SeqNo::from(out.seq),
             out.timestamp,
-            pkt.timestamp,
-            pkt.payload.clone(),
+            m.arrived,
+            m.payload.clone(),
         )
-        .marker(pkt.header.marker)
-        .ext_vals(ext.clone())
+        .marker(m.marker)
+        .ext_vals(m.ext.clone())
         .nackable(self.slot.kind == MediaKind::Video);
         tx.write_rtp(write);
         true
