@@ -539,12 +539,18 @@ impl Client {
 
     /// Waits for the server to close the socket; returns the close code.
     pub fn wait_close(&mut self) -> Option<u16> {
+        self.wait_close_frame().map(|(code, _)| code)
+    }
+
+    /// Waits for the server to close the socket; returns the close code
+    /// and reason.
+    pub fn wait_close_frame(&mut self) -> Option<(u16, String)> {
         let deadline = Instant::now() + WAIT;
         while self.closed.is_none() && Instant::now() < deadline {
             self.recv(Duration::from_millis(200));
         }
         match &self.closed {
-            Some(Some(frame)) => Some(frame.code.into()),
+            Some(Some(frame)) => Some((frame.code.into(), frame.reason.to_string())),
             _ => None,
         }
     }
@@ -553,6 +559,20 @@ impl Client {
     pub fn close(mut self) {
         let _ = smol::block_on(self.ws.close(None));
     }
+}
+
+/// Asserts that `response` is the 503 of one bound, named exactly (the
+/// node's `errorReason` is `capacity full: BOUND`): `rooms` must not pass
+/// for `rooms per peer`, nor `subscriptions` for `subscriptions per
+/// stream`.
+pub fn assert_full(response: &Value, bound: &str) {
+    assert_eq!(response["ok"], false, "{bound}: {response}");
+    assert_eq!(response["errorCode"], 503, "{bound}: {response}");
+    assert_eq!(
+        response["errorReason"].as_str(),
+        Some(format!("capacity full: {bound}").as_str()),
+        "the refusal names exactly {bound:?}: {response}"
+    );
 }
 
 /// The `minfo` of a camera-and-microphone stream.
