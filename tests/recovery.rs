@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{socket_path, Client, Server, SfuProcess};
+use common::{socket_path, Client, Server, SfuProcess, WAIT};
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wren::bench::peer::{run_until, Peer};
 
 #[test]
@@ -102,4 +102,72 @@ fn the_supervisor_restarts_a_killed_sfu_child_and_calls_resume() {
     // The publisher republishes, the subscriber sees it and media flows.
     let (_p, _s, answer) = common::media_call(&mut alice, &mut bob, "r");
     assert_eq!(bob.note_named("stream-add")["mid"], answer["mid"]);
+}
+
+/// Calls under way when their SFU dies are answered 503 at once (not left
+/// to the call timeout), the node keeps serving, and a new SFU on the same
+/// socket carries calls again.
+#[test]
+fn calls_in_flight_when_the_sfu_dies_are_answered_503() {
+    let socket = socket_path("dies");
+    let cfg = socket_path("dies-cfg").with_extension("toml");
+    // A call timeout far beyond the test: only the SFU's death may answer.
+    std::fs::write(&cfg, "[limits]\nsfu-call-timeout-ms = 600000\n").unwrap();
+    let mut sfu = SfuProcess::start(&socket, "sfu-d");
+    let server = Server::start_signal_with(&socket, &["--config", cfg.to_str().unwrap()]);
+    assert!(server.wait_health(200), "the node connects to the SFU");
+
+    let mut alice = Client::connect(&server, "alice");
+    let mut bob = Client::connect(&server, "bob");
+    alice.ok("join", json!({"rid": "r"}));
+    bob.ok("join", json!({"rid": "r"}));
+    let mid = alice.ok("publish", common::publish_data("r", &Peer::publisher()))["mid"].clone();
+    assert_eq!(bob.note_named("stream-add")["mid"], mid);
+
+    // The SFU hangs: a publish and a subscribe stay pending.
+    let (publish, subscribe) = (
+        common::publish_data("r", &Peer::publisher()),
+        common::subscribe_data("r", &mid, &Peer::subscriber()),
+    );
+    sfu.signal("STOP");
+    let request = |id: u64, method: &str, data: &serde_json::Value| {
+        json!({"request": true, "id": id, "method": method, "data": data}).to_string()
+    };
+    alice.send_text(&request(1, "publish", &publish));
+    bob.send_text(&request(2, "subscribe", &subscribe));
+    let deadline = Instant::now() + WAIT;
+    while common::metric(server.http, "wren_sfu_calls_pending") != Some(2) {
+        assert!(Instant::now() < deadline, "the two calls never got pending");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Then it dies.
+    sfu.kill();
+    for (client, id) in [(&mut alice, 1), (&mut bob, 2)] {
+        let r = client.response(id);
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["errorCode"], 503, "{r}");
+        assert_eq!(r["errorReason"], "no SFU available", "{r}");
+    }
+    assert_eq!(
+        common::metric(server.http, "wren_sfu_calls_pending"),
+        Some(0)
+    );
+    // Its stream went with it, for everyone.
+    let removed = json!({"rid": "r", "uid": "alice", "mid": mid});
+    assert_eq!(alice.note_named("stream-remove"), removed);
+    assert_eq!(bob.note_named("stream-remove"), removed);
+    assert!(server.wait_health(503));
+    // The node keeps serving.
+    assert_eq!(
+        alice.ok("broadcast", json!({"rid": "r", "data": 1})),
+        json!({})
+    );
+    assert_eq!(bob.note_named("broadcast")["data"], 1);
+
+    // A new SFU on the same socket path carries calls, media included.
+    let _sfu = SfuProcess::start(&socket, "sfu-d");
+    assert!(server.wait_health(200), "the node reconnects");
+    let (_p, _s, answer) = common::media_call(&mut alice, &mut bob, "r");
+    assert_eq!(answer["sfuid"], "sfu-d");
 }

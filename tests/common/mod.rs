@@ -342,6 +342,24 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// The value of the first `/metrics` series whose line starts with
+/// `series` (a name, or a name and the start of its labels:
+/// `wren_sfu_up{slot="1"`). None if the node did not answer or has no
+/// such series.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<u64> {
+    let (_, body) = http_get(addr, "/metrics")?;
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with([' ', '{', ',']))
+        })?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A protoo client over a real WebSocket.
 pub struct Client {
     pub uid: String,
