@@ -495,6 +495,30 @@ impl Client {
         panic!("{}: no response to request {id}", self.uid);
     }
 
+    /// Waits for the responses to all these requests, in whatever order
+    /// they come; returns them in the order of `ids`.
+    pub fn responses(&mut self, ids: &[u64]) -> Vec<Value> {
+        let mut got: Vec<Option<Value>> = vec![None; ids.len()];
+        let deadline = Instant::now() + WAIT;
+        while got.iter().any(Option::is_none) {
+            let left = deadline.checked_duration_since(Instant::now());
+            let Some(m) = left.and_then(|left| self.recv(left)) else {
+                panic!("{}: no response to some of {ids:?}", self.uid);
+            };
+            let slot = ids
+                .iter()
+                .position(|id| m["response"] == true && m["id"] == *id);
+            match slot {
+                Some(i) => got[i] = Some(m),
+                None => {
+                    assert_eq!(m["notification"], true, "unexpected message {m}");
+                    self.notes.push_back(m);
+                }
+            }
+        }
+        got.into_iter().flatten().collect()
+    }
+
     /// Expects `ok: true` and returns `data`.
     pub fn ok(&mut self, method: &str, data: Value) -> Value {
         let r = self.request(method, data);
