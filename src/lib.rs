@@ -13,6 +13,7 @@ pub mod ids;
 pub mod ipc;
 pub mod limits;
 pub mod notify;
+pub mod process;
 pub mod sfu;
 pub mod signal;
 pub mod supervise;

@@ -4,6 +4,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // First: a panic anywhere (a detached task included) ends the process.
+    wren::process::abort_on_panic();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match wren::cli::parse(&args) {
         Ok(cmd) => match wren::cli::run(cmd) {

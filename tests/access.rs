@@ -120,6 +120,44 @@ fn bad_or_expired_url_tokens_are_refused_before_the_upgrade() {
     alice.ok("join", json!({"rid": "r1"}));
 }
 
+/// The `exp` claim of a token (seconds since the Unix epoch).
+fn expiry(token: &str) -> u64 {
+    let body = token.split('.').next().unwrap();
+    let claims = data_encoding::BASE64URL_NOPAD
+        .decode(body.as_bytes())
+        .expect("base64url claims");
+    let claims: serde_json::Value = serde_json::from_slice(&claims).expect("JSON claims");
+    claims["exp"].as_u64().expect("exp")
+}
+
+/// A URL token is checked again at `join`: one that expired after the
+/// upgrade is refused with 403 "expired token", the socket stays open, and
+/// a fresh token in `join` admits.
+#[test]
+fn a_url_token_that_expires_after_the_upgrade_does_not_admit_to_join() {
+    let cfg = config("");
+    let server = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let short = token(&cfg, "alice", "r1", &["--ttl", "4"]);
+    let exp = expiry(&short);
+    let mut alice =
+        Client::try_connect_with(&server, "alice", &format!("&token={short}"), &[]).unwrap();
+    assert!(
+        wren::signal::token::unix_now() < exp,
+        "the upgrade took the whole ttl: nothing is tested"
+    );
+    // Past its expiry (a bounded wait: the ttl is 4 s).
+    while wren::signal::token::unix_now() < exp + 1 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let r = alice.request("join", json!({"rid": "r1"}));
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["errorCode"], 403, "{r}");
+    assert_eq!(r["errorReason"], "forbidden: expired token", "{r}");
+    assert!(alice.closed.is_none());
+    let fresh = token(&cfg, "alice", "r1", &[]);
+    alice.ok("join", json!({"rid": "r1", "token": fresh}));
+}
+
 #[test]
 fn only_allowed_origins_may_open_a_websocket() {
     let path = socket_path("origin").with_extension("toml");

@@ -17,12 +17,10 @@ fn subscribe_data(rid: &str, mid: &Value) -> Value {
     common::subscribe_data(rid, mid, &Peer::subscriber())
 }
 
-/// Expects a 503 whose reason names the bound.
+/// Expects a 503 whose reason names exactly this bound.
 fn full(c: &mut Client, method: &str, data: Value, bound: &str) {
     let r = c.request(method, data);
-    assert_eq!(r["errorCode"], 503, "{r}");
-    let reason = r["errorReason"].as_str().unwrap();
-    assert!(reason.contains(bound), "{reason:?} names {bound:?}");
+    common::assert_full(&r, bound);
 }
 
 #[test]
@@ -34,7 +32,10 @@ fn the_connection_table_refuses_a_new_socket_with_1013() {
     b.ok("join", json!({"rid": "r"}));
     a.note_named("peer-join");
     let mut c = Client::connect(&server, "c");
-    assert_eq!(c.wait_close(), Some(1013));
+    assert_eq!(
+        c.wait_close_frame(),
+        Some((1013, "capacity full: connections".to_string()))
+    );
     a.assert_quiet();
     // Replacing a connected uid needs no new slot.
     let mut b2 = Client::connect(&server, "b");
@@ -190,4 +191,99 @@ fn a_peer_that_only_answers_pings_stays_in_a_busy_room() {
     assert!(a.closed.is_none(), "a was closed: {:?}", a.closed);
     b.assert_quiet();
     assert_eq!(a.ok("keepalive", json!({"rid": "r"})), json!({}));
+}
+
+/// A client that stops reading is disconnected once
+/// `MAX_QUEUED_PER_CONNECTION` messages wait for it: it leaves its rooms at
+/// once (the others see peer-leave), and nobody else is disturbed. The
+/// socket buffers between the node and the client absorb some megabytes
+/// first, so talkers in four rooms send it large broadcasts.
+#[test]
+fn a_client_that_stops_reading_is_disconnected_and_leaves_its_rooms() {
+    let server = Server::start();
+    let mut slow = Client::connect(&server, "slow");
+    let mut fast = Client::connect(&server, "fast");
+    let mut talkers: Vec<Client> = (0..4)
+        .map(|k| Client::connect(&server, &format!("talker{k}")))
+        .collect();
+    for (k, t) in talkers.iter_mut().enumerate() {
+        t.ok("join", json!({"rid": format!("r{k}")}));
+        slow.ok("join", json!({"rid": format!("r{k}")}));
+    }
+    fast.ok("join", json!({"rid": "r0"}));
+    for t in talkers.iter_mut() {
+        assert_eq!(t.note_named("peer-join")["uid"], "slow");
+    }
+    assert_eq!(talkers[0].note_named("peer-join")["uid"], "fast");
+    // From here on, slow never reads its socket again.
+    let blob = "x".repeat(60 * 1024);
+    let mut left = vec![false; talkers.len()];
+    let mut fast_saw_leave = false;
+    let mut sent = 0;
+    for i in 0..100 {
+        for (k, t) in talkers.iter_mut().enumerate() {
+            let rid = format!("r{k}");
+            let data = json!({"n": i, "blob": blob});
+            // Rate limit: past the burst, wait for the bucket.
+            let mut r = json!(null);
+            for _ in 0..100 {
+                r = t.request("broadcast", json!({"rid": rid, "data": data}));
+                if r["errorCode"] != 429 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert_eq!(r["ok"], true, "{r}");
+            sent += 1;
+            if k == 0 {
+                // fast reads everything, in order.
+                let (mut method, mut note) = fast.note();
+                if method == "peer-leave" {
+                    assert_eq!(note, json!({"rid": "r0", "uid": "slow"}));
+                    fast_saw_leave = true;
+                    (method, note) = fast.note();
+                }
+                assert_eq!(method, "broadcast", "{note}");
+                assert_eq!(
+                    (&note["uid"], &note["data"]["n"]),
+                    (&json!("talker0"), &json!(i))
+                );
+            }
+            while let Some((method, note)) = t.try_note(Duration::ZERO) {
+                assert_eq!(method, "peer-leave", "{note}");
+                assert_eq!(note, json!({"rid": rid, "uid": "slow"}));
+                left[k] = true;
+            }
+        }
+        if left.iter().all(|l| *l) {
+            break;
+        }
+    }
+    println!("{sent} broadcasts of 60 KiB sent");
+    for (k, t) in talkers.iter_mut().enumerate() {
+        if !left[k] {
+            assert_eq!(
+                t.note_named("peer-leave"),
+                json!({"rid": format!("r{k}"), "uid": "slow"}),
+                "{sent} broadcasts did not remove slow from r{k}"
+            );
+        }
+        assert_eq!(
+            t.ok("keepalive", json!({"rid": format!("r{k}")})),
+            json!({})
+        );
+    }
+    if !fast_saw_leave {
+        assert_eq!(
+            fast.note_named("peer-leave"),
+            json!({"rid": "r0", "uid": "slow"})
+        );
+    }
+    fast.assert_quiet();
+    assert_eq!(fast.ok("keepalive", json!({"rid": "r0"})), json!({}));
+    assert_eq!(
+        common::metric(server.http, "wren_peers"),
+        Some(5),
+        "slow is gone"
+    );
 }

@@ -75,24 +75,34 @@ fn at_full_capacity_every_bound_answers_and_memory_stays_bounded() {
 
     // Every table is full: each bound answers with its own error.
     let mut extra = Client::connect(&server, "one-too-many");
-    assert_eq!(extra.wait_close(), Some(1013));
+    assert_eq!(
+        extra.wait_close_frame(),
+        Some((1013, "capacity full: connections".to_string()))
+    );
     let c = &mut clients[0];
-    let full = |c: &mut Client, method: &str, data: serde_json::Value| {
+    let full = |c: &mut Client, method: &str, data: serde_json::Value, bound: &str| {
         let r = c.request(method, data);
-        assert_eq!(r["errorCode"], 503, "{method}: {r}");
+        common::assert_full(&r, bound);
     };
-    full(c, "join", json!({"rid": "r-new"})); // rooms (or rooms per peer)
+    // Peer 0 is in fewer rooms than it may be: the rooms table refuses.
+    assert!(rooms_each < MAX_ROOMS_PER_PEER);
+    full(c, "join", json!({"rid": "r-new"}), "rooms");
+    // Room (0, 1) holds no stream: the node-wide table refuses.
     full(
         c,
         "publish",
         json!({"rid": room(0, 1), "jsep": {"type": "offer", "sdp": Peer::publisher().offer()},
                "minfo": {"audio": true, "video": false, "audiotype": 0, "videotype": 0}}),
+        "streams",
     );
+    // A stream with 4 of its 16 subscriptions: the node-wide table refuses.
+    const { assert!(MAX_SUBS / MAX_STREAMS < MAX_SUBS_PER_STREAM) };
     full(
         c,
         "subscribe",
         json!({"rid": room(0, 0), "mid": mids[1].1,
                "jsep": {"type": "offer", "sdp": Peer::subscriber().offer()}}),
+        "subscriptions",
     );
     assert_eq!(c.ok("keepalive", json!({"rid": room(0, 0)})), json!({}));
 

@@ -2,14 +2,56 @@
 //! of random and mutated frames at the WebSocket, random and mutated
 //! datagrams at the SFU's UDP port. Afterwards the server must be alive,
 //! nobody else disturbed, and a clean join/publish/subscribe with media
-//! must still work.
+//! must still work, and neither process may have panicked: a panic in a
+//! connection's task would otherwise be swallowed by the executor in a
+//! debug build (release builds abort), so both processes log to a file
+//! that is read at the end.
 
 mod common;
 
 use common::{Client, Server};
 use serde_json::json;
 use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// A server whose log (signaling node and SFU child) goes to a file, and
+/// the pid of its SFU child.
+fn logged_server(name: &str) -> (Server, PathBuf, u32) {
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("hostile-{name}-{}.log", std::process::id()));
+    let server = Server::start_logged(&["--log-level", "info"], &log);
+    let sfus = wren::bench::procfs::children(server.child.id());
+    assert_eq!(sfus.len(), 1, "one SFU child: {sfus:?}");
+    (server, log, sfus[0])
+}
+
+/// Both processes are alive, the SFU child is the one that started (the
+/// supervisor would have restarted a dead one), and nothing panicked.
+fn assert_nothing_crashed(server: &mut Server, log: &Path, sfu: u32) {
+    assert!(server.alive(), "the signaling node survived");
+    let stat = std::fs::read_to_string(format!("/proc/{sfu}/stat")).unwrap_or_default();
+    assert!(
+        !stat.is_empty() && !stat.contains(") Z "),
+        "the SFU child {sfu} survived: {stat:?}"
+    );
+    assert_eq!(
+        wren::bench::procfs::children(server.child.id()),
+        vec![sfu],
+        "the SFU child was never replaced"
+    );
+    let text = std::fs::read_to_string(log).expect("the server's log");
+    assert!(!text.contains("panicked"), "a panic in the log:\n{text}");
+    assert!(
+        !text.contains("SFU child exited"),
+        "the SFU child died:\n{text}"
+    );
+    assert_eq!(
+        text.matches("SFU child started").count(),
+        1,
+        "the SFU child was started once:\n{text}"
+    );
+}
 
 /// Valid requests to mutate (in a room of the attacker's own).
 const TEMPLATES: &[&str] = &[
@@ -85,7 +127,7 @@ fn mutate(rng: &mut fastrand::Rng) -> String {
 
 #[test]
 fn thousands_of_mutated_frames_disturb_nobody() {
-    let mut server = Server::start();
+    let (mut server, log, sfu) = logged_server("frames");
     let mut calm = Client::connect(&server, "calm");
     calm.ok("join", json!({"rid": "calm"}));
 
@@ -120,11 +162,12 @@ fn thousands_of_mutated_frames_disturb_nobody() {
     calm.assert_quiet();
     assert_eq!(calm.ok("keepalive", json!({"rid": "calm"})), json!({}));
     clean_call_works(&server);
+    assert_nothing_crashed(&mut server, &log, sfu);
 }
 
 #[test]
 fn random_datagrams_at_the_sfu_port_break_nothing() {
-    let mut server = Server::start();
+    let (mut server, log, sfu) = logged_server("datagrams");
     let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
     let target = format!("127.0.0.1:{}", server.media_port);
     let mut rng = fastrand::Rng::with_seed(0xd06);
@@ -144,6 +187,7 @@ fn random_datagrams_at_the_sfu_port_break_nothing() {
     }
     assert!(server.alive());
     clean_call_works(&server);
+    assert_nothing_crashed(&mut server, &log, sfu);
 }
 
 /// Join, publish real media, subscribe, and see packets arrive.

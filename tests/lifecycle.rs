@@ -7,6 +7,7 @@ use common::{socket_path, Client, Server, SfuProcess, WAIT};
 use serde_json::json;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+use wren::bench::peer::run_all;
 
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
@@ -88,4 +89,68 @@ fn an_sfu_drops_the_sessions_of_a_signaling_node_that_died() {
         &mut subscriber,
         "the orphaned subscription carries no more media",
     );
+}
+
+/// SIGTERM while media flows between two real WebRTC peers: every client
+/// gets 1001, the node exits 0, the SFU child follows, and no control
+/// socket (nor the private folder that held it) is left behind.
+#[test]
+fn sigterm_with_media_flowing_closes_every_socket_exits_0_and_leaves_no_socket() {
+    let mut server = Server::start();
+    let sfu_pid = wren::bench::procfs::children(server.child.id());
+    assert_eq!(sfu_pid.len(), 1, "one SFU child");
+    // The all-in-one mode's private folder (src/supervise.rs).
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("wren-{}", server.child.id()));
+    let socket = dir.join("sfu-1.sock");
+    assert!(socket.exists(), "{} exists while running", socket.display());
+
+    let mut alice = Client::connect(&server, "alice");
+    let mut bob = Client::connect(&server, "bob");
+    alice.ok("join", json!({"rid": "r"}));
+    bob.ok("join", json!({"rid": "r"}));
+    let (mut publisher, mut subscriber, _) = common::media_call(&mut alice, &mut bob, "r");
+    let before = subscriber.received;
+
+    std::thread::scope(|s| {
+        // The peers keep sending and receiving through the signal.
+        let media = s.spawn(|| {
+            run_all(
+                &mut [&mut publisher, &mut subscriber],
+                Duration::from_secs(2),
+            );
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        sigterm(&server.child);
+        assert_eq!(alice.wait_close(), Some(1001));
+        assert_eq!(bob.wait_close(), Some(1001));
+        assert_eq!(wait_exit(&mut server.child), Some(0));
+        media.join().expect("the media thread");
+    });
+    assert!(
+        subscriber.received[1] > before[1],
+        "video was flowing: {before:?} -> {:?}",
+        subscriber.received
+    );
+
+    let deadline = Instant::now() + WAIT;
+    while std::path::Path::new(&format!("/proc/{}", sfu_pid[0])).exists()
+        && Instant::now() < deadline
+    {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", sfu_pid[0])).unwrap_or_default();
+        if stat.contains(") Z ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", sfu_pid[0])).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "the SFU child is gone"
+    );
+    assert!(!socket.exists(), "{} is left behind", socket.display());
+    assert!(!dir.exists(), "{} is left behind", dir.display());
 }

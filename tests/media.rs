@@ -100,3 +100,56 @@ fn a_bad_offer_is_rejected_with_400_and_nothing_changes() {
     let pubs = bob.ok("join", json!({"rid": "other"}))["pubs"].clone();
     assert_eq!(pubs, json!([]));
 }
+
+/// Payload types are mapped by codec, not copied: a subscriber whose
+/// codec table numbers Opus and VP8 differently from the publisher's
+/// (str0m's defaults: Opus 111, VP8 96) receives packets carrying its own
+/// numbers, as its answer negotiated them.
+#[test]
+fn a_subscriber_with_other_payload_types_receives_its_own() {
+    const OPUS: u8 = 109;
+    const VP8: u8 = 120;
+    const VP8_RTX: u8 = 121;
+    let server = Server::start();
+    let mut alice = Client::connect(&server, "alice");
+    let mut bob = Client::connect(&server, "bob");
+    alice.ok("join", json!({"rid": "pt"}));
+    bob.ok("join", json!({"rid": "pt"}));
+
+    let mut publisher = Peer::publisher();
+    assert!(publisher.offer().contains("a=rtpmap:96 VP8/90000"));
+    assert!(publisher.offer().contains("a=rtpmap:111 opus/48000/2"));
+    let answer = alice.ok("publish", common::publish_data("pt", &publisher));
+    publisher.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
+
+    let mut subscriber = Peer::subscriber_with_pts(OPUS, VP8, VP8_RTX);
+    let offer = subscriber.offer();
+    assert!(
+        offer.contains(&format!("a=rtpmap:{VP8} VP8/90000")),
+        "{offer}"
+    );
+    assert!(!offer.contains("a=rtpmap:96 "), "{offer}");
+    let sub = bob.ok(
+        "subscribe",
+        common::subscribe_data("pt", &answer["mid"], &subscriber),
+    );
+    let sdp = sub["jsep"]["sdp"].as_str().unwrap();
+    assert!(sdp.contains(&format!("a=rtpmap:{VP8} VP8/90000")), "{sdp}");
+    assert!(
+        sdp.contains(&format!("a=rtpmap:{OPUS} opus/48000/2")),
+        "{sdp}"
+    );
+    subscriber.accept_answer(sdp);
+
+    let flowing = run_until(
+        &mut [&mut publisher, &mut subscriber],
+        Duration::from_secs(10),
+        |p| p[1].received[0] > 10 && p[1].received[1] > 10,
+    );
+    assert!(
+        flowing,
+        "media reaches the subscriber: {:?}",
+        subscriber.received
+    );
+    assert_eq!(subscriber.received_pts, [vec![OPUS], vec![VP8]]);
+}

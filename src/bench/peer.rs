@@ -6,11 +6,11 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 /// What a publisher sends.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +37,9 @@ pub struct Peer {
     pub received: [usize; 2],
     /// RTP payload bytes received.
     pub received_bytes: u64,
+    /// The distinct payload types of the RTP packets received, per kind:
+    /// [audio, video].
+    pub received_pts: [Vec<u8>; 2],
     /// RTP packets sent (load publishers).
     pub sent: u64,
     /// Key-frame requests (PLI/FIR) received.
@@ -69,12 +72,45 @@ impl Peer {
         Peer::new(true, Direction::RecvOnly, Sending::Nothing)
     }
 
+    /// A subscriber whose codec table has only Opus and VP8 (with RTX), at
+    /// these payload types instead of str0m's (111; 96 and 97), so that the
+    /// SFU must map the publisher's payload types to its own.
+    pub fn subscriber_with_pts(opus: u8, vp8: u8, vp8_rtx: u8) -> Peer {
+        let mut config = Rtc::builder().set_rtp_mode(true).clear_codecs();
+        let codecs = config.codec_config();
+        codecs.add_config(
+            Pt::new_with_value(opus),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            FormatParams {
+                min_p_time: Some(10),
+                use_inband_fec: Some(true),
+                ..Default::default()
+            },
+        );
+        codecs.add_config(
+            Pt::new_with_value(vp8),
+            Some(Pt::new_with_value(vp8_rtx)),
+            Codec::Vp8,
+            Frequency::NINETY_KHZ,
+            None,
+            FormatParams::default(),
+        );
+        Peer::with_config(config, Direction::RecvOnly, Sending::Nothing)
+    }
+
     fn new(rtp_mode: bool, dir: Direction, sending: Sending) -> Peer {
+        Peer::with_config(Rtc::builder().set_rtp_mode(rtp_mode), dir, sending)
+    }
+
+    fn with_config(config: RtcConfig, dir: Direction, sending: Sending) -> Peer {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
         socket.set_nonblocking(true).expect("non-blocking");
         let local = socket.local_addr().expect("bound");
         let now = Instant::now();
-        let mut rtc = Rtc::builder().set_rtp_mode(rtp_mode).build(now);
+        let mut rtc = config.build(now);
         rtc.add_local_candidate(Candidate::host(local, "udp").expect("host candidate"));
         let mut api = rtc.sdp_api();
         // Our own m-lines: str0m reports MediaAdded only for remote ones.
@@ -99,6 +135,7 @@ impl Peer {
             tracks,
             received: [0, 0],
             received_bytes: 0,
+            received_pts: [Vec::new(), Vec::new()],
             sent: 0,
             keyframe_requests: 0,
             first_keyframe_request: None,
@@ -256,6 +293,11 @@ impl Peer {
                             .map(|t| t.1);
                         if let Some(kind) = kind {
                             self.received[kind_index(kind)] += 1;
+                            let pts = &mut self.received_pts[kind_index(kind)];
+                            let pt: u8 = *p.header.payload_type;
+                            if !pts.contains(&pt) {
+                                pts.push(pt);
+                            }
                             self.received_bytes += p.payload.len() as u64;
                             if kind == MediaKind::Video && self.first_video_packet.is_none() {
                                 self.first_video_packet = Some(now);

@@ -256,7 +256,14 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
             Some(Outbound::Text(t)) => Message::text(&*t),
             Some(Outbound::Ping) => Message::Ping(Default::default()),
         };
-        if sender.send(msg).await.is_err() {
+        // A client that stops reading blocks this send for good: when the
+        // node drops its queue (full), stop waiting and end the task, which
+        // takes the peer out of its rooms.
+        let sent = async { sender.send(msg).await.is_ok() }.or(async {
+            rx.closed().await;
+            false
+        });
+        if !sent.await {
             return None;
         }
     }

@@ -20,7 +20,7 @@ use crate::ids::NodeId;
 use crate::ipc::ToSfu;
 use crate::limits::{Limits, HTTP_HEAD_TIMEOUT_MS};
 use async_signal::{Signal, Signals};
-use node::{ConnId, Effect, Node};
+use node::{ConnId, Effect, Node, SfuSlot};
 use smol::channel::Sender;
 use smol::future::FutureExt;
 use smol::net::TcpListener;
@@ -58,11 +58,19 @@ enum Outbound {
     Ping,
 }
 
+/// The node's end of one SFU control connection.
+struct SfuLink {
+    /// Control messages, written to the socket in order.
+    tx: Sender<ToSfu>,
+    /// Dropping it ends the connection (see [`Shared::reset_sfu`]).
+    _reset: Sender<()>,
+}
+
 /// State shared by every task of the node (one thread: `RefCell` is enough).
 struct Shared {
     node: RefCell<Node>,
     conns: RefCell<HashMap<ConnId, outbox::Sender<Outbound>>>,
-    sfus: RefCell<Vec<Option<Sender<ToSfu>>>>,
+    sfus: RefCell<Vec<Option<SfuLink>>>,
     next_conn: Cell<u64>,
     allowed_origins: Vec<String>,
     /// Connection tasks still running (a shutdown waits for them).
@@ -92,15 +100,38 @@ impl Shared {
                 }
                 Effect::Sfu { sfu, msg } => {
                     let sent = match self.sfus.borrow().get(sfu) {
-                        Some(Some(tx)) => tx.try_send(msg).is_ok(),
-                        _ => false,
+                        Some(Some(link)) => link.tx.try_send(msg).map_err(|e| e.is_full()),
+                        _ => Err(false),
                     };
-                    if !sent {
-                        log::debug!("SFU slot {sfu} is down or stuck; control message dropped");
+                    match sent {
+                        Ok(()) => {}
+                        Err(true) => self.reset_sfu(sfu),
+                        // Its connection is gone, and the sessions it made
+                        // went with it: there is nothing left to tell.
+                        Err(false) => {
+                            log::debug!("SFU slot {sfu} is down; control message dropped")
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// An SFU whose control queue is full has stopped reading it. The
+    /// message that does not fit may be an unpublish or an unsubscribe:
+    /// dropping it would leave a session in the SFU that the node has
+    /// forgotten, with its client's media, for as long as the client stays
+    /// connected. So the connection is dropped instead: the SFU drops every
+    /// session it made, the node removes that SFU's streams and fails its
+    /// pending calls as when an SFU dies, and reconnects.
+    fn reset_sfu(&self, sfu: SfuSlot) {
+        log::warn!(
+            "SFU slot {sfu}: control queue full, the SFU is not reading; dropping its connection"
+        );
+        if let Some(link) = self.sfus.borrow_mut().get_mut(sfu) {
+            *link = None;
+        }
+        self.node.borrow_mut().sfu_down(sfu);
     }
 
     fn to_conn(&self, conn: ConnId, out: Outbound) {
@@ -146,7 +177,7 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
             cfg.sfu_sockets.len(),
         )),
         conns: RefCell::new(HashMap::new()),
-        sfus: RefCell::new(vec![None; cfg.sfu_sockets.len()]),
+        sfus: RefCell::new(cfg.sfu_sockets.iter().map(|_| None).collect()),
         next_conn: Cell::new(1),
         allowed_origins: cfg.allowed_origins.clone(),
         live_conns: Cell::new(0),

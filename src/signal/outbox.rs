@@ -80,6 +80,23 @@ impl<T> Receiver<T> {
     }
 }
 
+impl<T> Receiver<T> {
+    /// Resolves once the sender is gone (the node dropped the queue),
+    /// whatever is still queued. Not to be awaited together with `recv`:
+    /// they share one waker slot.
+    pub async fn closed(&self) {
+        poll_fn(|cx| {
+            let mut inner = self.0.borrow_mut();
+            if inner.closed {
+                return Poll::Ready(());
+            }
+            inner.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +146,19 @@ mod tests {
         drop(tx);
         assert_eq!(counter.0.load(Ordering::SeqCst), 2);
         assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn closed_resolves_when_the_sender_goes_even_with_messages_queued() {
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (tx, rx) = bounded(4);
+        tx.try_send(1).unwrap();
+        let mut closed = Box::pin(rx.closed());
+        assert!(closed.as_mut().poll(&mut cx).is_pending());
+        drop(tx);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(closed.as_mut().poll(&mut cx), Poll::Ready(()));
     }
 }

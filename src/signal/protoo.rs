@@ -522,21 +522,32 @@ mod tests {
     }
 
     /// Property: the decoder is total. Whatever the text, it returns, and
-    /// anything it answers carries the id the text had.
+    /// anything it answers carries the id the text had. With the real
+    /// limit, so that mutations reach the request parser (a small limit
+    /// would turn most of them into 413s); one mutated seed in a thousand
+    /// is padded past the limit to keep the 413 path under test too.
     #[test]
     fn the_decoder_never_panics_on_random_or_mutated_input() {
+        let limit = crate::limits::MAX_MESSAGE_BYTES;
         let seeds = [
             r#"{"request":true,"id":1,"method":"join","data":{"rid":"a"}}"#,
             r#"{"request":true,"id":2,"method":"publish","data":{"rid":"r","jsep":{"type":"offer","sdp":"v=0"},"minfo":{"audio":true,"video":false,"audiotype":0,"videotype":0}}}"#,
             r#"{"request":true,"id":3,"method":"unsubscribe","data":{"rid":"r","mid":"a#1","sid":"b#2","sfuid":"s"}}"#,
             r#"{"request":true,"id":4,"method":"broadcast","data":{"rid":"r","data":[1,{"x":null}]}}"#,
         ];
+        let oversized = seeds[3].replace("null", &format!("\"{}\"", "x".repeat(limit)));
         let mut rng = fastrand::Rng::with_seed(7);
+        let (mut mutated, mut parsed, mut requests, mut too_large) = (0, 0, 0, 0);
         for round in 0..100_000 {
-            let text: String = if round % 4 == 0 {
-                (0..rng.usize(..80)).map(|_| rng.char(..)).collect()
+            // Random text, a mutated seed, or (1 in 1000) a mutated oversized one.
+            let (text, is_seed): (String, bool) = if round % 4 == 0 {
+                ((0..rng.usize(..80)).map(|_| rng.char(..)).collect(), false)
             } else {
-                let mut c: Vec<char> = seeds[rng.usize(..seeds.len())].chars().collect();
+                let seed = match round % 1000 {
+                    1 => oversized.as_str(),
+                    _ => seeds[rng.usize(..seeds.len())],
+                };
+                let mut c: Vec<char> = seed.chars().collect();
                 for _ in 0..rng.usize(1..5) {
                     let i = rng.usize(..=c.len());
                     match rng.u8(..3) {
@@ -547,16 +558,46 @@ mod tests {
                         _ => c.insert(i, rng.char(..)),
                     }
                 }
-                c.into_iter().collect()
+                (c.into_iter().collect(), round % 1000 != 1)
             };
-            match decode_bounded(&text, 64) {
-                Incoming::Request(id, _) | Incoming::Invalid(id, _) => {
-                    let v: Value = serde_json::from_str(&text).expect("answered text is JSON");
-                    assert_eq!(v["id"].as_u64(), Some(id));
+            mutated += usize::from(is_seed);
+            let fits = text.len() <= limit;
+            let answered = match decode_bounded(&text, limit) {
+                Incoming::Invalid(id, RequestError::TooLarge) => {
+                    assert!(!fits, "{} bytes fit the limit", text.len());
+                    too_large += 1;
+                    id
                 }
-                Incoming::Ignored | Incoming::Garbage(_) => {}
+                Incoming::Request(id, _) | Incoming::Invalid(id, _) => {
+                    assert!(fits, "{} bytes got past the limit", text.len());
+                    parsed += usize::from(is_seed);
+                    id
+                }
+                Incoming::Ignored | Incoming::Garbage(_) => continue,
+            };
+            let v: Value = serde_json::from_str(&text).expect("answered text is JSON");
+            assert_eq!(v["id"].as_u64(), Some(answered));
+            if is_seed && fits && v["method"].is_string() && v["data"].is_object() {
+                requests += 1;
             }
         }
+        println!("{mutated} mutated: {parsed} parsed with an id ({requests} reached the method's decoder); {too_large} too large");
+        // Mutations reach the parser, not just the size check: most
+        // answered texts are not 413s, and a good share of the mutated
+        // seeds get as far as a method's own decoder.
+        assert!(
+            parsed >= 10 * too_large,
+            "{parsed} parsed, {too_large} refused as too large"
+        );
+        assert!(
+            parsed * 8 >= mutated,
+            "only {parsed} of {mutated} mutated seeds reached the parser"
+        );
+        assert!(
+            requests * 16 >= mutated,
+            "only {requests} of {mutated} reached a method's decoder"
+        );
+        assert!(too_large > 0, "the 413 path was never taken");
     }
 
     #[test]

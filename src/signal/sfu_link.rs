@@ -2,7 +2,7 @@
 //! hello, pass messages both ways, and reconnect when the SFU goes away.
 
 use super::node::SfuSlot;
-use super::Shared;
+use super::{SfuLink, Shared};
 use crate::ipc::{self, FromSfu, ToSfu};
 use crate::limits::MAX_PENDING_SFU_CALLS;
 use smol::future::FutureExt;
@@ -57,7 +57,8 @@ async fn session(shared: &Shared, slot: SfuSlot, stream: UnixStream) -> io::Resu
         return Err(io::Error::new(io::ErrorKind::InvalidData, "expected hello"));
     }
     let (tx, rx) = smol::channel::bounded::<ToSfu>(2 * MAX_PENDING_SFU_CALLS);
-    shared.sfus.borrow_mut()[slot] = Some(tx);
+    let (reset, reset_rx) = smol::channel::bounded::<()>(1);
+    shared.sfus.borrow_mut()[slot] = Some(SfuLink { tx, _reset: reset });
     shared.with_node(|n| n.from_sfu(slot, hello));
 
     let mut writer = stream;
@@ -74,5 +75,13 @@ async fn session(shared: &Shared, slot: SfuSlot, stream: UnixStream) -> io::Resu
         }
         Ok::<(), io::Error>(())
     };
-    read_loop.or(write_loop).await
+    // The node dropped the link (its queue overflowed): end the connection
+    // now, even with a write stuck on a socket the SFU does not read.
+    let reset = async {
+        let _ = reset_rx.recv().await;
+        Err(io::Error::other(
+            "control queue full: connection dropped, the SFU drops its sessions",
+        ))
+    };
+    read_loop.or(write_loop).or(reset).await
 }

@@ -342,6 +342,24 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// The value of the first `/metrics` series whose line starts with
+/// `series` (a name, or a name and the start of its labels:
+/// `wren_sfu_up{slot="1"`). None if the node did not answer or has no
+/// such series.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<u64> {
+    let (_, body) = http_get(addr, "/metrics")?;
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with([' ', '{', ',']))
+        })?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A protoo client over a real WebSocket.
 pub struct Client {
     pub uid: String,
@@ -477,6 +495,30 @@ impl Client {
         panic!("{}: no response to request {id}", self.uid);
     }
 
+    /// Waits for the responses to all these requests, in whatever order
+    /// they come; returns them in the order of `ids`.
+    pub fn responses(&mut self, ids: &[u64]) -> Vec<Value> {
+        let mut got: Vec<Option<Value>> = vec![None; ids.len()];
+        let deadline = Instant::now() + WAIT;
+        while got.iter().any(Option::is_none) {
+            let left = deadline.checked_duration_since(Instant::now());
+            let Some(m) = left.and_then(|left| self.recv(left)) else {
+                panic!("{}: no response to some of {ids:?}", self.uid);
+            };
+            let slot = ids
+                .iter()
+                .position(|id| m["response"] == true && m["id"] == *id);
+            match slot {
+                Some(i) => got[i] = Some(m),
+                None => {
+                    assert_eq!(m["notification"], true, "unexpected message {m}");
+                    self.notes.push_back(m);
+                }
+            }
+        }
+        got.into_iter().flatten().collect()
+    }
+
     /// Expects `ok: true` and returns `data`.
     pub fn ok(&mut self, method: &str, data: Value) -> Value {
         let r = self.request(method, data);
@@ -539,12 +581,18 @@ impl Client {
 
     /// Waits for the server to close the socket; returns the close code.
     pub fn wait_close(&mut self) -> Option<u16> {
+        self.wait_close_frame().map(|(code, _)| code)
+    }
+
+    /// Waits for the server to close the socket; returns the close code
+    /// and reason.
+    pub fn wait_close_frame(&mut self) -> Option<(u16, String)> {
         let deadline = Instant::now() + WAIT;
         while self.closed.is_none() && Instant::now() < deadline {
             self.recv(Duration::from_millis(200));
         }
         match &self.closed {
-            Some(Some(frame)) => Some(frame.code.into()),
+            Some(Some(frame)) => Some((frame.code.into(), frame.reason.to_string())),
             _ => None,
         }
     }
@@ -553,6 +601,20 @@ impl Client {
     pub fn close(mut self) {
         let _ = smol::block_on(self.ws.close(None));
     }
+}
+
+/// Asserts that `response` is the 503 of one bound, named exactly (the
+/// node's `errorReason` is `capacity full: BOUND`): `rooms` must not pass
+/// for `rooms per peer`, nor `subscriptions` for `subscriptions per
+/// stream`.
+pub fn assert_full(response: &Value, bound: &str) {
+    assert_eq!(response["ok"], false, "{bound}: {response}");
+    assert_eq!(response["errorCode"], 503, "{bound}: {response}");
+    assert_eq!(
+        response["errorReason"].as_str(),
+        Some(format!("capacity full: {bound}").as_str()),
+        "the refusal names exactly {bound:?}: {response}"
+    );
 }
 
 /// The `minfo` of a camera-and-microphone stream.
