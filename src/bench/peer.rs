@@ -3,6 +3,7 @@
 //! VP8 frames (str0m packetizes), or, for load, RTP packets of a given size
 //! at a given bitrate. A subscriber counts what it receives.
 
+use crate::sfu::keyframe::starts_keyframe;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -46,6 +47,13 @@ pub struct Peer {
     pub keyframe_requests: usize,
     pub first_keyframe_request: Option<Instant>,
     pub first_video_packet: Option<Instant>,
+    /// Whether the first video packet received started a key frame.
+    pub first_video_key: Option<bool>,
+    /// Frames publisher: the next frame is a key frame (the first, and one
+    /// asked for). Like Chrome, a request less than 300 ms after the last
+    /// key frame is ignored.
+    keyframe_wanted: bool,
+    last_keyframe: Option<Instant>,
     sending: Sending,
     next_send: Option<Instant>,
     start: Instant,
@@ -140,6 +148,9 @@ impl Peer {
             keyframe_requests: 0,
             first_keyframe_request: None,
             first_video_packet: None,
+            first_video_key: None,
+            keyframe_wanted: true,
+            last_keyframe: None,
             sending,
             next_send: None,
             start: now,
@@ -223,15 +234,20 @@ impl Peer {
         self.sent += 1;
         let n = self.sent;
         let elapsed = now - self.start;
+        let key = std::mem::take(&mut self.keyframe_wanted);
+        if key {
+            self.last_keyframe = Some(now);
+        }
         for (mid, kind) in self.tracks.clone() {
             let Some(writer) = self.rtc.writer(mid) else {
                 continue;
             };
             let (codec, freq, data) = match kind {
                 MediaKind::Audio => (Codec::Opus, Frequency::FORTY_EIGHT_KHZ, vec![0xf8u8; 60]),
-                // A 3 KB "frame": several RTP packets.
+                // A 3 KB "frame": several RTP packets. The VP8 payload
+                // header's first bit is 0 on a key frame.
                 MediaKind::Video => {
-                    let mut d = vec![(n % 30 != 1) as u8; 3000];
+                    let mut d = vec![!key as u8; 3000];
                     d[1] = n as u8;
                     (Codec::Vp8, Frequency::NINETY_KHZ, d)
                 }
@@ -266,6 +282,7 @@ impl Peer {
         let ts = (elapsed.as_micros() as u64 * 90 / 1000) as u32;
         let mut payload = vec![0u8; size.max(2)];
         payload[0] = 0x10; // VP8 descriptor: start of a partition.
+        payload[1] = (self.sent > 0) as u8; // a key frame first, then deltas
         let seq = SeqNo::from(self.sent + 1);
         let mut api = self.rtc.direct_api();
         if let Some(tx) = api.stream_tx_by_mid(mid, None) {
@@ -301,12 +318,18 @@ impl Peer {
                             self.received_bytes += p.payload.len() as u64;
                             if kind == MediaKind::Video && self.first_video_packet.is_none() {
                                 self.first_video_packet = Some(now);
+                                self.first_video_key =
+                                    Some(starts_keyframe(Codec::Vp8, &p.payload));
                             }
                         }
                     }
                     Event::KeyframeRequest(_) => {
                         self.keyframe_requests += 1;
                         self.first_keyframe_request.get_or_insert(now);
+                        let quiet = Duration::from_millis(300);
+                        if self.last_keyframe.map_or(true, |k| now - k >= quiet) {
+                            self.keyframe_wanted = true;
+                        }
                     }
                     _ => {}
                 },

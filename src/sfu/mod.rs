@@ -17,7 +17,7 @@ mod batch;
 mod codec;
 mod deadlines;
 pub mod engine;
-mod keyframe;
+pub(crate) mod keyframe;
 mod rewrite;
 mod session;
 #[cfg(test)]

@@ -63,7 +63,7 @@ where
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
     let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await;
-    let (mut sender, receiver) = ws.split();
+    let (mut sender, mut receiver) = ws.split();
 
     let conn = shared.new_conn_id();
     let (tx, rx) = outbox::bounded(MAX_QUEUED_PER_CONNECTION);
@@ -76,13 +76,14 @@ where
     }
     log::debug!("{addr}: {uid} connected as {conn:?}");
 
-    let reason = read_loop(&shared, conn, receiver)
+    let reason = read_loop(&shared, conn, &mut receiver)
         .or(write_loop(&mut sender, rx, shared.ping_interval))
         .await;
     shared.conns.borrow_mut().remove(&conn);
     shared.with_node(|n| n.disconnect(conn));
     if let Some(reason) = reason {
         close(&mut sender, reason).await;
+        linger(&mut receiver).await;
     }
     log::debug!("{addr}: {uid} ({conn:?}) closed");
 }
@@ -190,7 +191,7 @@ fn admit(shared: &Shared, head: &http::Head, uid: &PeerId) -> Result<Option<Gran
 async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     conn: ConnId,
-    mut receiver: WebSocketReceiver<S>,
+    receiver: &mut WebSocketReceiver<S>,
 ) -> Close {
     let mut violations = 0;
     while let Some(msg) = receiver.next().await {
@@ -267,6 +268,21 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     }
+}
+
+/// After our close frame: reads (and drops) what the client still sends
+/// until its own close or the end of the stream, for 2 s at most. Closing
+/// the socket with unread data in it would make the kernel reset the
+/// connection, and a client that had not yet read our close frame (say,
+/// one behind on its pings) would lose it with the reset and never learn
+/// why it was closed.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(receiver: &mut WebSocketReceiver<S>) {
+    let drain = async { while let Some(Ok(_)) = receiver.next().await {} };
+    drain
+        .or(async {
+            Timer::after(Duration::from_secs(2)).await;
+        })
+        .await;
 }
 
 async fn close<S: AsyncRead + AsyncWrite + Unpin>(
