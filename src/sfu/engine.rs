@@ -13,6 +13,7 @@
 
 use super::codec::rtc_config;
 use super::deadlines::Deadlines;
+use super::fasthash::FastMap;
 use super::keyframe::Ask;
 use super::session::{Happening, Role, Session, SessionId};
 use super::track::{Media, Slot};
@@ -40,8 +41,8 @@ pub struct Sfu {
     local: SocketAddr,
     /// Boxed: a str0m `Rtc` is ~12 KiB, and a table of inline sessions
     /// would keep that much for every empty slot it grows.
-    sessions: HashMap<SessionId, Box<Session>>,
-    by_addr: HashMap<SocketAddr, SessionId>,
+    sessions: FastMap<SessionId, Box<Session>>,
+    by_addr: FastMap<SocketAddr, SessionId>,
     publishers: HashMap<Mid, SessionId>,
     subscribers: HashMap<Sid, SessionId>,
     next_id: u64,
@@ -81,8 +82,8 @@ impl Sfu {
             cert,
             candidate,
             local,
-            sessions: HashMap::new(),
-            by_addr: HashMap::new(),
+            sessions: FastMap::default(),
+            by_addr: FastMap::default(),
             publishers: HashMap::new(),
             subscribers: HashMap::new(),
             next_id: 1,
@@ -116,7 +117,9 @@ impl Sfu {
 
     /// The earliest time any session needs `handle_timeout`.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.deadlines.next()
+        let sessions = &self.sessions;
+        self.deadlines
+            .next(|id| sessions.get(&id).and_then(|s| s.deadline))
     }
 
     // ----- control -----
@@ -249,10 +252,18 @@ impl Sfu {
     /// timeout, a coalesced key-frame request, or the end of its time to
     /// connect.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(id) = self.deadlines.pop_due(now) {
+        loop {
+            let sessions = &self.sessions;
+            let due = self
+                .deadlines
+                .pop_due(now, |id| sessions.get(&id).and_then(|s| s.deadline));
+            let Some(id) = due else {
+                break;
+            };
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
+            s.deadline = None;
             if !s.connected && s.created + self.connect_timeout <= now {
                 log::info!(
                     "session {id:?}: no connection within {:?}",
@@ -304,7 +315,13 @@ impl Sfu {
         if let Some(k) = s.keyframe_deadline() {
             next = next.min(k);
         }
-        self.deadlines.set(id, next);
+        if s.deadline != Some(next) {
+            s.deadline = Some(next);
+            let sessions = &self.sessions;
+            self.deadlines.push(id, next, sessions.len(), |id| {
+                sessions.get(&id).and_then(|s| s.deadline)
+            });
+        }
     }
 
     /// Hands every queued happening to the sessions it concerns and drains
@@ -487,7 +504,6 @@ impl Sfu {
             return;
         };
         s.rtc.disconnect();
-        self.deadlines.remove(id);
         self.by_addr.retain(|_, v| *v != id);
         match s.role {
             Role::Publisher(p) => {

@@ -11,12 +11,14 @@
 //! - `keyframe`: coalesced key-frame requests;
 //! - `codec`: codec negotiation;
 //! - `deadlines`: when each session next needs time;
+//! - `fasthash`: the hasher of the per-packet tables;
 //! - `batch`: many datagrams per system call.
 
 mod batch;
 mod codec;
 mod deadlines;
 pub mod engine;
+mod fasthash;
 pub(crate) mod keyframe;
 mod rewrite;
 mod session;
@@ -34,10 +36,13 @@ use smol::future::FutureExt;
 use smol::net::unix::{UnixListener, UnixStream};
 use smol::stream::StreamExt;
 use smol::{Async, LocalExecutor, Timer};
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use str0m::net::Transmit;
 
@@ -254,7 +259,7 @@ async fn write_loop(mut stream: UnixStream, outbox: Receiver<FromSfu>) {
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 enum Wake {
-    Datagram(usize, SocketAddr),
+    Readable,
     Control(Control),
     Timeout,
 }
@@ -272,70 +277,81 @@ async fn media_loop(
     // The current control connection: its generation, outbox and stream.
     let mut owner: Option<(u64, Sender<FromSfu>, UnixStream)> = None;
     let mut next_stats = Instant::now() + STATS_INTERVAL;
+    // What the loop waits on lives across its turns: a wake re-arms them
+    // instead of making a timer and a channel listener every time.
+    let mut timer = Timer::never();
+    let mut next_control = Box::pin(control.recv());
+    let mut control_open = true;
     loop {
         let deadline = sfu.poll_timeout().unwrap_or(next_stats).min(next_stats);
-        let wake = async {
-            match udp.recv_from(&mut buf).await {
-                Ok((n, src)) => Wake::Datagram(n, src),
-                // ICMP errors surface here on Linux; nothing to do.
-                Err(_) => Wake::Timeout,
+        timer.set_at(deadline);
+        let wake = std::future::poll_fn(|cx| {
+            // A closed channel (never, while the accept loop runs) stays
+            // ready with an error: then it is not polled again.
+            if control_open {
+                if let Poll::Ready(c) = next_control.as_mut().poll(cx) {
+                    return Poll::Ready(c.map_or(None, |c| Some(Wake::Control(c))));
+                }
             }
-        }
-        .or(async {
-            match control.recv().await {
-                Ok(c) => Wake::Control(c),
-                Err(_) => std::future::pending().await,
+            // An error (ICMP, on Linux) surfaces on the next read.
+            if udp.poll_readable(cx).is_ready() {
+                return Poll::Ready(Some(Wake::Readable));
             }
-        })
-        .or(async {
-            Timer::at(deadline).await;
-            Wake::Timeout
+            if Pin::new(&mut timer).poll(cx).is_ready() {
+                return Poll::Ready(Some(Wake::Timeout));
+            }
+            Poll::Pending
         })
         .await;
         let now = Instant::now();
+        let Some(wake) = wake else {
+            control_open = false;
+            continue;
+        };
         match wake {
-            Wake::Datagram(n, src) => {
-                sfu.handle_datagram(now, src, &buf[..n]);
-                // Under load more datagrams are already queued: serve them
-                // from this one wake, each forwarded before the next is
-                // read, instead of a round trip through the reactor (and
-                // its timer and listener allocations) per datagram.
-                for _ in 1..RECV_BURST {
-                    send_all(&mut sfu, &udp, &mut outgoing).await;
+            Wake::Readable => {
+                // Every queued datagram up to a burst, each forwarded
+                // before the next is read.
+                for _ in 0..RECV_BURST {
                     match udp.get_ref().recv_from(&mut buf) {
                         Ok((n, src)) => sfu.handle_datagram(Instant::now(), src, &buf[..n]),
                         // Drained (WouldBlock), or an ICMP error: the next
                         // wake deals with it.
                         Err(_) => break,
                     }
+                    send_all(&mut sfu, &udp, &mut outgoing).await;
                 }
             }
             Wake::Timeout => sfu.handle_timeout(now),
-            Wake::Control(Control::Connected {
-                generation,
-                outbox,
-                stream,
-            }) => {
-                if let Some((_, _, old)) = owner.take() {
-                    log::info!("a new signaling node took over: dropping every session");
-                    let _ = old.shutdown(Shutdown::Both);
-                    sfu.clear();
-                }
-                owner = Some((generation, outbox, stream));
-            }
-            Wake::Control(Control::Closed(generation)) => {
-                if owner.as_ref().is_some_and(|o| o.0 == generation) {
-                    log::info!("signaling node gone: dropping every session");
-                    owner = None;
-                    sfu.clear();
-                }
-            }
-            Wake::Control(Control::Message(generation, msg)) => {
-                let Some((_, outbox, _)) = owner.as_ref().filter(|o| o.0 == generation) else {
-                    continue;
-                };
-                if let Some(reply) = handle_control(&mut sfu, now, msg) {
-                    let _ = outbox.try_send(reply);
+            Wake::Control(c) => {
+                next_control.set(control.recv());
+                match c {
+                    Control::Connected {
+                        generation,
+                        outbox,
+                        stream,
+                    } => {
+                        if let Some((_, _, old)) = owner.take() {
+                            log::info!("a new signaling node took over: dropping every session");
+                            let _ = old.shutdown(Shutdown::Both);
+                            sfu.clear();
+                        }
+                        owner = Some((generation, outbox, stream));
+                    }
+                    Control::Closed(generation) => {
+                        if owner.as_ref().is_some_and(|o| o.0 == generation) {
+                            log::info!("signaling node gone: dropping every session");
+                            owner = None;
+                            sfu.clear();
+                        }
+                    }
+                    Control::Message(generation, msg) => {
+                        if let Some((_, outbox, _)) = owner.as_ref().filter(|o| o.0 == generation) {
+                            if let Some(reply) = handle_control(&mut sfu, now, msg) {
+                                let _ = outbox.try_send(reply);
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -82,6 +82,10 @@ pub struct Session {
     pub connected: bool,
     /// When str0m next wants `Input::Timeout`.
     pub rtc_timeout: Instant,
+    /// When the SFU next gives it time (str0m's timeout, a key-frame
+    /// request, the end of its time to connect): its entry in the SFU's
+    /// deadline heap. None while it is being handled.
+    pub deadline: Option<Instant>,
     /// Written to or asked something since it was last drained.
     pub dirty: bool,
 }
@@ -94,6 +98,7 @@ impl Session {
             created: now,
             connected: false,
             rtc_timeout: now,
+            deadline: None,
             dirty: false,
         }
     }
