@@ -19,10 +19,13 @@ enum Sending {
     Nothing,
     /// A 3 KB VP8 frame and a 60 B Opus frame every 20 ms.
     Frames,
-    /// RTP packets of `size` payload bytes at `bps` on the video track.
+    /// RTP packets of `size` payload bytes at `bps` on the video track:
+    /// evenly spaced (`fps` 0), or as `fps` frames a second, each a burst
+    /// of packets with one timestamp, as a camera sends them.
     Load {
         bps: u64,
         size: usize,
+        fps: u32,
     },
 }
 
@@ -70,9 +73,10 @@ impl Peer {
         Peer::new(false, Direction::SendOnly, Sending::Frames)
     }
 
-    /// A publisher of load: `size`-byte RTP payloads at `bps` bits/s.
-    pub fn load_publisher(bps: u64, size: usize) -> Peer {
-        Peer::new(true, Direction::SendOnly, Sending::Load { bps, size })
+    /// A publisher of load: `size`-byte RTP payloads at `bps` bits/s,
+    /// evenly spaced (`fps` 0) or in `fps` bursts a second.
+    pub fn load_publisher(bps: u64, size: usize, fps: u32) -> Peer {
+        Peer::new(true, Direction::SendOnly, Sending::Load { bps, size, fps })
     }
 
     /// A subscriber: recvonly audio + video, RTP mode (we count packets).
@@ -211,9 +215,10 @@ impl Peer {
         let interval = match self.sending {
             Sending::Nothing => return,
             Sending::Frames => Duration::from_millis(20),
-            Sending::Load { bps, size } => {
-                Duration::from_nanos((size as u64 * 8 * 1_000_000_000) / bps.max(1))
-            }
+            Sending::Load { bps, size, fps } => match fps {
+                0 => Duration::from_nanos((size as u64 * 8 * 1_000_000_000) / bps.max(1)),
+                fps => Duration::from_nanos(1_000_000_000 / fps as u64),
+            },
         };
         let mut due = *self.next_send.get_or_insert(now);
         // Catch up at most a few intervals: a stalled loop must not burst.
@@ -223,7 +228,17 @@ impl Peer {
             budget -= 1;
             match self.sending {
                 Sending::Frames => self.write_frames(now),
-                Sending::Load { size, .. } => self.write_load(now, size),
+                Sending::Load { bps, size, fps } => {
+                    // One packet, or a frame's worth with one timestamp.
+                    let n = match fps {
+                        0 => 1,
+                        _ => (bps / 8 / fps as u64).div_ceil(size as u64).max(1),
+                    };
+                    let ts = ((now - self.start).as_micros() as u64 * 90 / 1000) as u32;
+                    for i in 0..n {
+                        self.write_load(now, size, ts, i + 1 == n);
+                    }
+                }
                 Sending::Nothing => {}
             }
         }
@@ -264,7 +279,7 @@ impl Peer {
         }
     }
 
-    fn write_load(&mut self, now: Instant, size: usize) {
+    fn write_load(&mut self, now: Instant, size: usize, ts: u32, marker: bool) {
         let Some(&(mid, _)) = self.tracks.iter().find(|t| t.1 == MediaKind::Video) else {
             return;
         };
@@ -278,15 +293,13 @@ impl Peer {
         }) else {
             return;
         };
-        let elapsed = now - self.start;
-        let ts = (elapsed.as_micros() as u64 * 90 / 1000) as u32;
         let mut payload = vec![0u8; size.max(2)];
         payload[0] = 0x10; // VP8 descriptor: start of a partition.
         payload[1] = (self.sent > 0) as u8; // a key frame first, then deltas
         let seq = SeqNo::from(self.sent + 1);
         let mut api = self.rtc.direct_api();
         if let Some(tx) = api.stream_tx_by_mid(mid, None) {
-            tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(true));
+            tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(marker));
             self.sent += 1;
         }
     }

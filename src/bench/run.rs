@@ -173,6 +173,8 @@ pub struct MediaReport {
     pub subscribers: usize,
     pub bitrate_kbps: u64,
     pub packet_size: usize,
+    /// Frames a second of each publisher (0: packets evenly spaced).
+    pub fps: u32,
     pub seconds: f64,
     /// Packets the publishers sent times the subscribers of each, per second.
     pub offered_pps: f64,
@@ -222,16 +224,30 @@ fn sfus_rss(pids: &[u32]) -> u64 {
     pids.iter().filter_map(|p| procfs::rss_kib(*p)).sum()
 }
 
+/// The media scenario's load.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaLoad {
+    pub publishers: usize,
+    /// Subscribers of each publisher.
+    pub subscribers: usize,
+    /// Bits per second of each publisher.
+    pub bps: u64,
+    /// RTP payload bytes.
+    pub size: usize,
+    /// Frames a second, each a burst of packets (0: packets evenly spaced).
+    pub fps: u32,
+}
+
 /// P publishers send `bps` of `size`-byte RTP packets; S subscribers each
 /// subscribe to every publisher. Measured over `seconds` after a warm-up.
-pub fn media(
-    t: Target,
-    publishers: usize,
-    subscribers: usize,
-    bps: u64,
-    size: usize,
-    seconds: f64,
-) -> Result<MediaReport, String> {
+pub fn media(t: Target, load: MediaLoad, seconds: f64) -> Result<MediaReport, String> {
+    let MediaLoad {
+        publishers,
+        subscribers,
+        bps,
+        size,
+        fps,
+    } = load;
     let sfu_pids = procfs::children(t.pid);
     let sfu_rss_idle_kib = sfus_rss(&sfu_pids);
     let rid = "bench-media";
@@ -242,7 +258,7 @@ pub fn media(
         for i in 0..publishers {
             let mut c = WsClient::connect(t.http, &format!("pub-{i}")).await?;
             c.ok("join", json!({"rid": rid})).await?;
-            let mut p = Peer::load_publisher(bps, size);
+            let mut p = Peer::load_publisher(bps, size, fps);
             let (a, _) = c
                 .ok("publish", json!({"rid": rid, "jsep": {"type": "offer", "sdp": p.offer()}, "minfo": minfo()}))
                 .await?;
@@ -353,6 +369,7 @@ pub fn media(
         subscribers,
         bitrate_kbps: bps / 1000,
         packet_size: size,
+        fps,
         seconds: elapsed,
         offered_pps: offered / elapsed,
         forwarded_pps: fwd as f64 / fwd_secs,

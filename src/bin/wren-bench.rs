@@ -27,6 +27,9 @@ usage: wren-bench [OPTIONS]
   --subscribers S      media: subscribers of each publisher (default 4)
   --bitrate KBPS       media: per publisher (default 1000)
   --packet-size BYTES  media: RTP payload size (default 1000)
+  --fps N              media: send each publisher's load as N frames a
+                       second, a burst of packets each, as a camera does
+                       (default 0: packets evenly spaced)
   --seconds SECS       length of each load window (default 5)
   --tries N            first-frame: attempts (default 5)
   --json FILE          also write the results as JSON";
@@ -45,6 +48,7 @@ struct Opts {
     subscribers: usize,
     bitrate_kbps: u64,
     packet_size: usize,
+    fps: u32,
     seconds: f64,
     tries: usize,
     json: Option<PathBuf>,
@@ -75,6 +79,7 @@ fn parse() -> Result<Opts, String> {
         subscribers: 4,
         bitrate_kbps: 1000,
         packet_size: 1000,
+        fps: 0,
         seconds: 5.0,
         tries: 5,
         json: None,
@@ -100,6 +105,7 @@ fn parse() -> Result<Opts, String> {
             "--subscribers" => o.subscribers = num(v()?)? as usize,
             "--bitrate" => o.bitrate_kbps = num(v()?)? as u64,
             "--packet-size" => o.packet_size = num(v()?)? as usize,
+            "--fps" => o.fps = num(v()?)? as u32,
             "--seconds" => o.seconds = num(v()?)?,
             "--tries" => o.tries = num(v()?)? as usize,
             "--json" => o.json = Some(v()?.into()),
@@ -241,17 +247,21 @@ fn bench(o: &Opts) -> Result<(), String> {
         );
     }
     if o.only.iter().any(|s| s == "media") {
-        let r = run::media(
-            target,
-            o.publishers,
-            o.subscribers,
-            o.bitrate_kbps * 1000,
-            o.packet_size,
-            o.seconds,
-        )?;
+        let load = run::MediaLoad {
+            publishers: o.publishers,
+            subscribers: o.subscribers,
+            bps: o.bitrate_kbps * 1000,
+            size: o.packet_size,
+            fps: o.fps,
+        };
+        let r = run::media(target, load, o.seconds)?;
+        let pacing = match r.fps {
+            0 => "evenly spaced".to_string(),
+            fps => format!("{fps} frames/s"),
+        };
         rows.push((
             format!(
-                "media: {} publishers x {} subscribers, {} kbps, {} B packets",
+                "media: {} publishers x {} subscribers, {} kbps, {} B packets, {pacing}",
                 r.publishers, r.subscribers, r.bitrate_kbps, r.packet_size
             ),
             String::new(),

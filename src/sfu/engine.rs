@@ -218,6 +218,17 @@ impl Sfu {
 
     /// A datagram arrived on the media socket from `source`.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.receive(now, source, data);
+        self.propagate(now);
+    }
+
+    /// Like [`Sfu::handle_datagram`], except that the sessions it writes
+    /// to send on only at the next [`Sfu::flush`] (or any other call that
+    /// takes `now`). A burst of datagrams read in one wake then costs each
+    /// subscriber one tick of its clock (str0m sends written media at its
+    /// next tick), however many of its packets the burst held: a video
+    /// frame comes as a burst of packets.
+    pub fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         let Ok(input) = Receive::new(Protocol::Udp, source, self.local, data) else {
             return; // Not STUN, DTLS, RTP or RTCP: a stranger's noise.
         };
@@ -245,6 +256,11 @@ impl Sfu {
             }
             self.drain(id);
         }
+        self.hand_out(now);
+    }
+
+    /// Sends on what `receive` wrote.
+    pub fn flush(&mut self, now: Instant) {
         self.propagate(now);
     }
 
@@ -301,7 +317,6 @@ impl Sfu {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        s.dirty = false;
         let queue = &mut self.queue;
         let alive = s.drain(&mut self.transmits, &mut |h| queue.push_back((id, h)));
         if !alive {
@@ -324,25 +339,30 @@ impl Sfu {
         }
     }
 
+    /// Hands every queued happening to the sessions it concerns, which are
+    /// marked for draining.
+    fn hand_out(&mut self, now: Instant) {
+        while let Some((from, h)) = self.queue.pop_front() {
+            match h {
+                Happening::Packet(pkt) => self.forward(now, from, pkt),
+                Happening::KeyframeRequest(track) => self.relay_keyframe_request(now, from, track),
+                Happening::Connected => self.on_connected(now, from),
+            }
+        }
+    }
+
     /// Hands every queued happening to the sessions it concerns and drains
     /// those, until nothing is left.
     fn propagate(&mut self, now: Instant) {
         loop {
-            while let Some((from, h)) = self.queue.pop_front() {
-                match h {
-                    Happening::Packet(pkt) => self.forward(now, from, pkt),
-                    Happening::KeyframeRequest(track) => {
-                        self.relay_keyframe_request(now, from, track)
-                    }
-                    Happening::Connected => self.on_connected(now, from),
-                }
-            }
+            self.hand_out(now);
             if self.dirty.is_empty() {
                 return;
             }
             let mut dirty = std::mem::take(&mut self.dirty);
             for id in dirty.drain(..) {
                 if let Some(s) = self.sessions.get_mut(&id) {
+                    s.dirty = false;
                     s.tick(now);
                     self.drain(id);
                 }

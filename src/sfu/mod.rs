@@ -310,17 +310,18 @@ async fn media_loop(
         };
         match wake {
             Wake::Readable => {
-                // Every queued datagram up to a burst, each forwarded
-                // before the next is read.
+                // Every queued datagram up to a burst (a video frame is a
+                // burst of packets), then one flush: each subscriber's
+                // session is ticked once for all its packets in the burst.
                 for _ in 0..RECV_BURST {
                     match udp.get_ref().recv_from(&mut buf) {
-                        Ok((n, src)) => sfu.handle_datagram(Instant::now(), src, &buf[..n]),
+                        Ok((n, src)) => sfu.receive(now, src, &buf[..n]),
                         // Drained (WouldBlock), or an ICMP error: the next
                         // wake deals with it.
                         Err(_) => break,
                     }
-                    send_all(&mut sfu, &udp, &mut outgoing).await;
                 }
+                sfu.flush(now);
             }
             Wake::Timeout => sfu.handle_timeout(now),
             Wake::Control(c) => {
