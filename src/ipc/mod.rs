@@ -114,6 +114,41 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> io::Result<T> {
     serde_json::from_slice(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Frames out of a byte stream that arrives in pieces (a non-blocking
+/// socket's reads): `extend` with what was read, then take `next_frame`
+/// until it says there is no whole frame yet.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame's payload, None if it has not all arrived. An
+    /// oversized frame is an error: the stream cannot be trusted further.
+    pub fn next_frame(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let Some(head) = self.buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if len > MAX_IPC_FRAME_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("control frame of {len} bytes exceeds {MAX_IPC_FRAME_BYTES}"),
+            ));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let payload = self.buf[4..4 + len].to_vec();
+        self.buf.drain(..4 + len);
+        Ok(Some(payload))
+    }
+}
+
 /// Reads one frame's payload; `Ok(None)` on a clean end of stream.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
@@ -143,6 +178,30 @@ pub async fn write_msg<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_come_whole_out_of_pieces() {
+        let a = encode(&FromSfu::StreamClosed {
+            mid: Mid::parse("a#123456").unwrap(),
+        });
+        let mut r = FrameReader::default();
+        let mut stream = a.clone();
+        stream.extend(encode(&ToSfu::Unsubscribe {
+            sid: Sid::parse("b#123456").unwrap(),
+        }));
+        for byte in &stream[..stream.len() - 1] {
+            r.extend(&[*byte]);
+        }
+        assert_eq!(r.next_frame().unwrap().as_deref(), Some(&a[4..]));
+        assert_eq!(r.next_frame().unwrap(), None, "the second is not whole yet");
+        r.extend(&stream[stream.len() - 1..]);
+        let second: ToSfu = decode(&r.next_frame().unwrap().unwrap()).unwrap();
+        assert!(matches!(second, ToSfu::Unsubscribe { .. }));
+        assert_eq!(r.next_frame().unwrap(), None);
+        let mut big = FrameReader::default();
+        big.extend(&((MAX_IPC_FRAME_BYTES as u32 + 1).to_be_bytes()));
+        assert!(big.next_frame().is_err());
+    }
 
     #[test]
     fn messages_round_trip_through_frames() {
