@@ -44,7 +44,7 @@ pub struct Peer {
     /// The distinct payload types of the RTP packets received, per kind:
     /// [audio, video].
     pub received_pts: [Vec<u8>; 2],
-    /// RTP packets sent (load publishers).
+    /// RTP packets sent (load and RTP-mode publishers).
     pub sent: u64,
     /// Key-frame requests (PLI/FIR) received.
     pub keyframe_requests: usize,
@@ -77,6 +77,12 @@ impl Peer {
     /// evenly spaced (`fps` 0) or in `fps` bursts a second.
     pub fn load_publisher(bps: u64, size: usize, fps: u32) -> Peer {
         Peer::new(true, Direction::SendOnly, Sending::Load { bps, size, fps })
+    }
+
+    /// A publisher in RTP mode that sends nothing by itself: what it sends
+    /// is written with [`Peer::write_rtp`] (the hostile tests).
+    pub fn rtp_publisher() -> Peer {
+        Peer::new(true, Direction::SendOnly, Sending::Nothing)
     }
 
     /// A subscriber: recvonly audio + video, RTP mode (we count packets).
@@ -177,6 +183,40 @@ impl Peer {
             .accept_answer(pending, answer)
             .expect("answer accepted");
         self.drain(Instant::now());
+    }
+
+    /// The payload types the answer accepted on this peer's track of
+    /// `kind` (empty before the answer).
+    pub fn remote_pts(&self, kind: MediaKind) -> Vec<Pt> {
+        self.tracks
+            .iter()
+            .find(|t| t.1 == kind)
+            .and_then(|t| self.rtc.media(t.0))
+            .map(|m| m.remote_pts().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Writes one RTP packet, whatever its payload type, numbers, marker,
+    /// payload and header extensions, on this peer's track of `kind`
+    /// through its session (so it leaves SRTP-protected), and sends it.
+    /// RTP mode only. Returns whether the track's send stream took it.
+    pub fn write_rtp(&mut self, kind: MediaKind, write: RtpWrite) -> bool {
+        let Some(&(mid, _)) = self.tracks.iter().find(|t| t.1 == kind) else {
+            return false;
+        };
+        let mut api = self.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            return false;
+        };
+        tx.write_rtp(write);
+        self.sent += 1;
+        self.drain(Instant::now());
+        true
+    }
+
+    /// Sends raw bytes from this peer's own socket, outside its session.
+    pub fn send_raw(&self, to: SocketAddr, data: &[u8]) {
+        let _ = self.socket.send_to(data, to);
     }
 
     /// One round of I/O: every datagram waiting, the timeout, what is due
