@@ -154,18 +154,17 @@ impl Shell {
                 self.read_control(now);
             }
             if ready.udp {
-                // Every queued datagram up to a burst (a video frame is a
-                // burst of packets), then one flush: each subscriber's
-                // session is ticked once for all its packets in the burst.
+                // Every queued datagram up to a burst, each forwarded and
+                // sent before the next is read.
                 for _ in 0..RECV_BURST {
                     match self.udp.recv_from(&mut self.buf) {
-                        Ok((n, src)) => self.sfu.receive(now, src, &self.buf[..n]),
+                        Ok((n, src)) => self.sfu.handle_datagram(now, src, &self.buf[..n]),
                         // Drained (WouldBlock), or an ICMP error: the next
                         // wake deals with it.
                         Err(_) => break,
                     }
+                    self.send_media()?;
                 }
-                self.sfu.flush(now);
             }
             if now >= deadline {
                 self.sfu.handle_timeout(now);

@@ -328,13 +328,11 @@ impl Net {
 
     fn step(&mut self) {
         let now = self.now;
-        // As the shell does: every datagram due, then one flush.
         for p in self.peers.iter_mut() {
             while let Some(d) = p.up.due(now) {
-                self.sfu.receive(now, p.addr, &d);
+                self.sfu.handle_datagram(now, p.addr, &d);
             }
         }
-        self.sfu.flush(now);
         if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
             self.sfu.handle_timeout(now);
         }
