@@ -382,6 +382,10 @@ fn media_flows_with_numbering_from_the_first_cycle_and_the_subscribers_payload_t
     net.run(Duration::from_millis(500));
 
     let sub = &net.peers[s];
+    assert!(
+        sub.videos().next().unwrap().key,
+        "video starts at a key frame"
+    );
     let videos: Vec<u64> = sub.videos().map(|r| r.seq).collect();
     // The first packet seen starts in the first 16-bit cycle, and the rest
     // follow one by one: nothing lost or duplicated on a clean link.
@@ -563,6 +567,9 @@ fn a_subscriber_that_connects_long_after_a_key_frame_gets_a_new_one() {
         .videos()
         .any(|r| r.key)));
     assert_eq!(net.peers[p].keyframes_sent.len(), keys + 1);
+    // The delta frames sent while that key frame was on its way were not
+    // forwarded to b: it could not have decoded them.
+    assert!(net.peers[b].videos().next().unwrap().key);
 }
 
 #[test]

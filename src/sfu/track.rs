@@ -9,7 +9,7 @@ use super::codec::{forwardable_extensions, subscriber_pt};
 use super::keyframe::{starts_keyframe, KeyframeCache, KeyframeRequests};
 use super::rewrite::{PtMap, Rewriter};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid as TrackMid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
@@ -30,6 +30,8 @@ pub struct Media {
     /// The header extensions worth relaying.
     pub ext: ExtensionValues,
     pub arrived: Instant,
+    /// It starts a key frame.
+    pub key: bool,
 }
 
 impl Media {
@@ -43,6 +45,7 @@ impl Media {
             payload: pkt.payload.clone(),
             ext: forwardable_extensions(&pkt.header.ext_vals),
             arrived: pkt.timestamp,
+            key: starts_keyframe(params.spec().codec, &pkt.payload),
         }
     }
 
@@ -97,8 +100,7 @@ impl UpTrack {
         if self.slot.kind != MediaKind::Video {
             return;
         }
-        let key = starts_keyframe(m.params.spec().codec, &m.payload);
-        if self.cache.observe(now, key, m.timestamp, || m.clone()) {
+        if self.cache.observe(now, m.key, m.timestamp, || m.clone()) {
             self.keyframes.on_keyframe(now);
         }
     }
@@ -111,7 +113,23 @@ pub struct DownTrack {
     pub slot: Slot,
     rewriter: Rewriter,
     pts: PtMap,
+    /// Video: nothing is forwarded before a key frame starts (a decoder
+    /// can do nothing with what comes before it), or, should none be told
+    /// apart by then, before this (a codec whose key frames we do not
+    /// recognise still gets through).
+    start: Start,
 }
+
+/// Where a down-track stands before its first packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Waiting for a key frame since the first packet it was offered.
+    Waiting(Option<Instant>),
+    Started,
+}
+
+/// How long a video down-track waits for a key frame it can tell apart.
+const START_PATIENCE: Duration = Duration::from_secs(3);
 
 impl DownTrack {
     pub fn new(tracks: &[DownTrack], mid: TrackMid, kind: MediaKind) -> DownTrack {
@@ -120,13 +138,26 @@ impl DownTrack {
             slot: Slot::next(tracks.iter().map(|t| t.slot), kind),
             rewriter: Rewriter::default(),
             pts: PtMap::default(),
+            start: match kind {
+                MediaKind::Video => Start::Waiting(None),
+                MediaKind::Audio => Start::Started,
+            },
         }
     }
 
     /// Writes one publisher packet to the subscriber's session `rtc`.
-    /// Returns whether anything was written (not: a codec the subscriber
-    /// cannot receive, or a packet too old for its numbering).
+    /// Returns whether anything was written (not: a video packet before
+    /// the first key frame, a codec the subscriber cannot receive, or a
+    /// packet too old for its numbering).
     pub fn write(&mut self, rtc: &mut Rtc, now: Instant, m: &Media) -> bool {
+        if let Start::Waiting(since) = self.start {
+            let since = since.unwrap_or(now);
+            if !m.key && now.saturating_duration_since(since) < START_PATIENCE {
+                self.start = Start::Waiting(Some(since));
+                return false;
+            }
+            self.start = Start::Started;
+        }
         let mid = self.mid;
         let pt = self.pts.get(m.params.pt(), || {
             let pt = subscriber_pt(rtc, mid, &m.params);
