@@ -275,8 +275,14 @@ impl Peer {
                         _ => (bps / 8 / fps as u64).div_ceil(size as u64).max(1),
                     };
                     let ts = ((now - self.start).as_micros() as u64 * 90 / 1000) as u32;
+                    // Its first packet starts a key frame when one is due
+                    // (the first, and one asked for), as a camera's would.
+                    let key = std::mem::take(&mut self.keyframe_wanted);
+                    if key {
+                        self.last_keyframe = Some(now);
+                    }
                     for i in 0..n {
-                        self.write_load(now, size, ts, i + 1 == n);
+                        self.write_load(now, size, ts, key && i == 0, i + 1 == n);
                     }
                 }
                 Sending::Nothing => {}
@@ -319,7 +325,7 @@ impl Peer {
         }
     }
 
-    fn write_load(&mut self, now: Instant, size: usize, ts: u32, marker: bool) {
+    fn write_load(&mut self, now: Instant, size: usize, ts: u32, key: bool, marker: bool) {
         let Some(&(mid, _)) = self.tracks.iter().find(|t| t.1 == MediaKind::Video) else {
             return;
         };
@@ -335,7 +341,7 @@ impl Peer {
         };
         let mut payload = vec![0u8; size.max(2)];
         payload[0] = 0x10; // VP8 descriptor: start of a partition.
-        payload[1] = (self.sent > 0) as u8; // a key frame first, then deltas
+        payload[1] = !key as u8; // the VP8 header's P bit: 0 on a key frame
         let seq = SeqNo::from(self.sent + 1);
         let mut api = self.rtc.direct_api();
         if let Some(tx) = api.stream_tx_by_mid(mid, None) {
