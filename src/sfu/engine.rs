@@ -295,10 +295,7 @@ impl Sfu {
     /// Marks a session for draining (with a tick of its clock).
     fn mark(&mut self, id: SessionId) {
         if let Some(s) = self.sessions.get_mut(&id) {
-            if !s.dirty {
-                s.dirty = true;
-                self.dirty.push(id);
-            }
+            mark_session(s, id, &mut self.dirty);
         }
     }
 
@@ -497,10 +494,7 @@ impl Sfu {
             if track.write(&mut sub.rtc, now, &m) {
                 self.forwarded_packets += 1;
                 self.forwarded_bytes += m.payload.len() as u64;
-                if !sub.dirty {
-                    sub.dirty = true;
-                    self.dirty.push(id);
-                }
+                mark_session(sub, id, &mut self.dirty);
             }
         }
         if let Some(Role::Publisher(p)) = self.sessions.get_mut(&from).map(|s| &mut s.role) {
@@ -543,6 +537,15 @@ impl Sfu {
                 }
             }
         }
+    }
+}
+
+/// Marks a session the caller already holds for draining (`Sfu::mark`
+/// looks it up first): at most once in the list.
+fn mark_session(s: &mut Session, id: SessionId, dirty: &mut Vec<SessionId>) {
+    if !s.dirty {
+        s.dirty = true;
+        dirty.push(id);
     }
 }
 
