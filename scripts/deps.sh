@@ -5,7 +5,7 @@ set -euo pipefail
 
 want=(gcc make pkg-config ca-certificates)
 if [ "${1:-}" = "test" ]; then
-    want+=(chromium fonts-liberation systemd)
+    want+=(chromium fonts-liberation systemd jq)
     # The ARM stage: cross gcc and QEMU user emulation.
     want+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf
         libc6-dev-armhf-cross qemu-user)
@@ -28,7 +28,7 @@ if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 if ! command -v cargo >/dev/null; then
-    echo "deps: no Rust toolchain found. Install Rust >= 1.80 (rustup), then run again." >&2
+    echo "deps: no Rust toolchain found. Install Rust >= 1.89 (rustup), then run again." >&2
     exit 1
 fi
 if [ "${1:-}" = "test" ]; then

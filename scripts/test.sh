@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian machine and runs every test of wren: formatting and
-# lints, unit tests, end-to-end tests against the real binary (WebSockets,
+# Sets up a fresh Debian machine and runs every test of wren, fast tier
+# first (formatting, the declared rust-version, lints, docs, unit tests),
+# then the slow one: end-to-end tests against the real binary (WebSockets,
 # str0m peers, SFU processes), the headless-Chromium call tests, the shipped
 # systemd units and config, and the whole Rust suite again for aarch64 and
 # armv7 under QEMU user emulation.
@@ -12,12 +13,21 @@ step() { printf '\n=== %s\n' "$*"; }
 # Where cargo puts binaries (a shared CARGO_TARGET_DIR is honoured).
 target_dir="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 
-step "cargo fmt --check"
-cargo fmt --check
-step "cargo clippy"
-cargo clippy --all-targets -- -D warnings
-step "cargo test"
-cargo test
+# The fast tier: what a change breaks most often, in a few minutes.
+step "fast: cargo fmt --check"
+cargo fmt --all --check
+step "fast: declared rust-version"
+scripts/check-msrv.sh
+step "fast: cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "fast: cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+step "fast: unit tests"
+cargo test --workspace --lib --bins
+
+# The slow tier: the real binary, real peers, browsers, fuzzing, ARM.
+step "end-to-end tests (real wren, WebSockets, str0m peers)"
+cargo test --workspace --test '*'
 step "browser tests (chromium + playwright-core)"
 cargo build --bin wren
 (
@@ -37,6 +47,6 @@ for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
     skip=()
     [ "$target" = armv7-unknown-linux-gnueabihf ] && skip=(--skip at_full_capacity)
     start=$(date +%s)
-    cargo test --target "$target" -- "${skip[@]}"
+    cargo test --workspace --target "$target" -- "${skip[@]}"
     echo "$target: built and tested in $(($(date +%s) - start)) s"
 done

@@ -6,7 +6,6 @@
 //! default all-in-one mode ([`supervise`]) that runs both. The two talk over
 //! a Unix socket ([`ipc`]).
 
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod ids;

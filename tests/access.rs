@@ -2,14 +2,12 @@
 //! the Origin allow-list, the control socket's permissions, and no token
 //! or secret in the logs.
 
-mod common;
-
-use common::{socket_path, wren_command, Client, Server, SfuProcess, WAIT};
 use serde_json::json;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use wren::bench::peer::Peer;
+use wren_testkit::peer::Peer;
+use wren_testkit::{socket_path, wren_command, Client, Server, SfuProcess, WAIT};
 
 const SECRET: &str = "a-test-secret-of-some-length";
 
@@ -43,7 +41,7 @@ fn token(config: &Path, uid: &str, rid: &str, extra: &[&str]) -> String {
 }
 
 fn publish_data(rid: &str) -> serde_json::Value {
-    common::publish_data(rid, &Peer::publisher())
+    wren_testkit::publish_data(rid, &Peer::publisher())
 }
 
 #[test]

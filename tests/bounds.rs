@@ -2,25 +2,23 @@
 //! else changes. Limits are lowered through the config file's `[limits]`
 //! table so that each is reached with a handful of real clients.
 
-mod common;
-
-use common::{socket_path, Client, Server, SfuProcess};
 use serde_json::{json, Value};
 use std::time::Duration;
-use wren::bench::peer::Peer;
+use wren_testkit::peer::Peer;
+use wren_testkit::{socket_path, Client, Server, SfuProcess};
 
 fn publish_data(rid: &str) -> Value {
-    common::publish_data(rid, &Peer::publisher())
+    wren_testkit::publish_data(rid, &Peer::publisher())
 }
 
 fn subscribe_data(rid: &str, mid: &Value) -> Value {
-    common::subscribe_data(rid, mid, &Peer::subscriber())
+    wren_testkit::subscribe_data(rid, mid, &Peer::subscriber())
 }
 
 /// Expects a 503 whose reason names exactly this bound.
 fn full(c: &mut Client, method: &str, data: Value, bound: &str) {
     let r = c.request(method, data);
-    common::assert_full(&r, bound);
+    wren_testkit::assert_full(&r, bound);
 }
 
 #[test]
@@ -282,7 +280,7 @@ fn a_client_that_stops_reading_is_disconnected_and_leaves_its_rooms() {
     fast.assert_quiet();
     assert_eq!(fast.ok("keepalive", json!({"rid": "r0"})), json!({}));
     assert_eq!(
-        common::metric(server.http, "wren_peers"),
+        wren_testkit::metric(server.http, "wren_peers"),
         Some(5),
         "slow is gone"
     );

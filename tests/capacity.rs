@@ -3,12 +3,10 @@
 //! (on 2 real SFUs). Every bound answers with its error,
 //! the node keeps serving, and its memory stays under the README's bound.
 
-mod common;
-
-use common::{runner, Client, Server};
 use serde_json::json;
-use wren::bench::peer::Peer;
 use wren::limits::*;
+use wren_testkit::peer::Peer;
+use wren_testkit::{runner, Client, Server};
 
 /// README "Limits": what the signaling node may grow by, from idle to
 /// full capacity (tables, buffers of 256 sockets, requests in flight).
@@ -16,7 +14,7 @@ use wren::limits::*;
 const GROWTH_BOUND_KIB: u64 = 12 * 1024;
 
 fn rss_kib(pid: u32) -> u64 {
-    wren::bench::procfs::rss_kib(pid).expect("VmRSS")
+    wren_testkit::procfs::rss_kib(pid).expect("VmRSS")
 }
 
 #[test]
@@ -82,7 +80,7 @@ fn at_full_capacity_every_bound_answers_and_memory_stays_bounded() {
     let c = &mut clients[0];
     let full = |c: &mut Client, method: &str, data: serde_json::Value, bound: &str| {
         let r = c.request(method, data);
-        common::assert_full(&r, bound);
+        wren_testkit::assert_full(&r, bound);
     };
     // Peer 0 is in fewer rooms than it may be: the rooms table refuses.
     assert!(rooms_each < MAX_ROOMS_PER_PEER);

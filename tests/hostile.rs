@@ -10,16 +10,14 @@
 //! debug build (release builds abort), so both processes log to a file
 //! that is read at the end.
 
-mod common;
-
-use common::{Client, Server};
 use serde_json::json;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use str0m::media::{Frequency, MediaKind, MediaTime, Mid as TrackMid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, VideoOrientation};
-use wren::bench::peer::{run_all, run_until, Peer};
+use wren_testkit::peer::{run_all, run_until, Peer};
+use wren_testkit::{Client, Server};
 
 /// A server whose log (signaling node and SFU child) goes to a file, and
 /// the pid of its SFU child.
@@ -27,7 +25,7 @@ fn logged_server(name: &str) -> (Server, PathBuf, u32) {
     let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("hostile-{name}-{}.log", std::process::id()));
     let server = Server::start_logged(&["--log-level", "info"], &log);
-    let sfus = wren::bench::procfs::children(server.child.id());
+    let sfus = wren_testkit::procfs::children(server.child.id());
     assert_eq!(sfus.len(), 1, "one SFU child: {sfus:?}");
     (server, log, sfus[0])
 }
@@ -42,7 +40,7 @@ fn assert_nothing_crashed(server: &mut Server, log: &Path, sfu: u32) {
         "the SFU child {sfu} survived: {stat:?}"
     );
     assert_eq!(
-        wren::bench::procfs::children(server.child.id()),
+        wren_testkit::procfs::children(server.child.id()),
         vec![sfu],
         "the SFU child was never replaced"
     );
@@ -318,7 +316,7 @@ fn a_storm_through_an_established_session_disturbs_nobody() {
     let mut dave = Client::connect(&server, "dave");
     carol.ok("join", json!({"rid": "calm"}));
     dave.ok("join", json!({"rid": "calm"}));
-    let (mut calm_pub, mut calm_sub, _) = common::media_call(&mut carol, &mut dave, "calm");
+    let (mut calm_pub, mut calm_sub, _) = wren_testkit::media_call(&mut carol, &mut dave, "calm");
 
     // The attacker publishes in RTP mode: whatever it writes goes through
     // its real session (DTLS-SRTP keys and all); a witness subscribes.
@@ -327,17 +325,17 @@ fn a_storm_through_an_established_session_disturbs_nobody() {
     mallory.ok("join", json!({"rid": "storm"}));
     witness.ok("join", json!({"rid": "storm"}));
     let mut attacker = Peer::rtp_publisher();
-    let answer = mallory.ok("publish", common::publish_data("storm", &attacker));
+    let answer = mallory.ok("publish", wren_testkit::publish_data("storm", &attacker));
     attacker.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
     let mut watcher = Peer::subscriber();
     let sub = witness.ok(
         "subscribe",
-        common::subscribe_data("storm", &answer["mid"], &watcher),
+        wren_testkit::subscribe_data("storm", &answer["mid"], &watcher),
     );
     watcher.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
     let connected = run_until(
         &mut [&mut attacker, &mut watcher, &mut calm_pub, &mut calm_sub],
-        common::WAIT,
+        wren_testkit::WAIT,
         |p| p[0].connected && p[1].connected,
     );
     assert!(
@@ -448,9 +446,11 @@ fn a_storm_through_an_established_session_disturbs_nobody() {
         during[0] > calm_before[0] + 10 && during[1] > calm_before[1] + 10,
         "the bystander's media flowed during the storm: {calm_before:?} -> {during:?}"
     );
-    let flowing = run_until(&mut [&mut calm_pub, &mut calm_sub], common::WAIT, |p| {
-        p[1].received[0] > during[0] + 10 && p[1].received[1] > during[1] + 10
-    });
+    let flowing = run_until(
+        &mut [&mut calm_pub, &mut calm_sub],
+        wren_testkit::WAIT,
+        |p| p[1].received[0] > during[0] + 10 && p[1].received[1] > during[1] + 10,
+    );
     assert!(
         flowing,
         "the bystander's media still flows: {during:?} -> {:?}",
@@ -480,5 +480,5 @@ fn clean_call_works(server: &Server) {
     let mut bob = Client::connect(server, "bob");
     alice.ok("join", json!({"rid": "after"}));
     bob.ok("join", json!({"rid": "after"}));
-    common::media_call(&mut alice, &mut bob, "after");
+    wren_testkit::media_call(&mut alice, &mut bob, "after");
 }

@@ -1,13 +1,11 @@
 //! Process lifecycle: SIGTERM drains and exits 0; an SFU whose signaling
 //! node dies drops the sessions that node made.
 
-mod common;
-
-use common::{socket_path, Client, Server, SfuProcess, WAIT};
 use serde_json::json;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-use wren::bench::peer::run_all;
+use wren_testkit::peer::run_all;
+use wren_testkit::{socket_path, Client, Server, SfuProcess, WAIT};
 
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
@@ -32,7 +30,7 @@ fn wait_exit(child: &mut Child) -> Option<i32> {
 #[test]
 fn sigterm_closes_every_socket_with_1001_and_exits_0() {
     let mut server = Server::start();
-    let sfu_pid = wren::bench::procfs::children(server.child.id());
+    let sfu_pid = wren_testkit::procfs::children(server.child.id());
     assert_eq!(sfu_pid.len(), 1, "one SFU child");
     let mut alice = Client::connect(&server, "alice");
     alice.ok("join", json!({"rid": "r"}));
@@ -77,14 +75,14 @@ fn an_sfu_drops_the_sessions_of_a_signaling_node_that_died() {
     let mut bob = Client::connect(&node, "bob");
     alice.ok("join", json!({"rid": "r"}));
     bob.ok("join", json!({"rid": "r"}));
-    let (mut publisher, mut subscriber, _) = common::media_call(&mut alice, &mut bob, "r");
+    let (mut publisher, mut subscriber, _) = wren_testkit::media_call(&mut alice, &mut bob, "r");
 
     // The node dies without a word; a new one takes over the SFU.
     let _ = node.child.kill();
     let _ = node.child.wait();
     let fresh = Server::start_signal(&socket);
     assert!(fresh.wait_health(200));
-    common::assert_media_stops(
+    wren_testkit::assert_media_stops(
         &mut publisher,
         &mut subscriber,
         "the orphaned subscription carries no more media",
@@ -97,7 +95,7 @@ fn an_sfu_drops_the_sessions_of_a_signaling_node_that_died() {
 #[test]
 fn sigterm_with_media_flowing_closes_every_socket_exits_0_and_leaves_no_socket() {
     let mut server = Server::start();
-    let sfu_pid = wren::bench::procfs::children(server.child.id());
+    let sfu_pid = wren_testkit::procfs::children(server.child.id());
     assert_eq!(sfu_pid.len(), 1, "one SFU child");
     // The all-in-one mode's private folder (src/supervise.rs).
     let dir = std::env::var_os("XDG_RUNTIME_DIR")
@@ -111,7 +109,7 @@ fn sigterm_with_media_flowing_closes_every_socket_exits_0_and_leaves_no_socket()
     let mut bob = Client::connect(&server, "bob");
     alice.ok("join", json!({"rid": "r"}));
     bob.ok("join", json!({"rid": "r"}));
-    let (mut publisher, mut subscriber, _) = common::media_call(&mut alice, &mut bob, "r");
+    let (mut publisher, mut subscriber, _) = wren_testkit::media_call(&mut alice, &mut bob, "r");
     let before = subscriber.received;
 
     std::thread::scope(|s| {

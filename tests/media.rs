@@ -2,12 +2,10 @@
 //! and subscribe over the wire protocol; packets must arrive, and the
 //! publisher must be asked for a key frame when a subscriber attaches.
 
-mod common;
-
-use common::{Client, Server};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use wren::bench::peer::{run_all, run_until, Peer};
+use wren_testkit::peer::{run_all, run_until, Peer};
+use wren_testkit::{Client, Server};
 
 #[test]
 fn subscriber_receives_audio_and_video_starting_at_a_key_frame() {
@@ -20,7 +18,7 @@ fn subscriber_receives_audio_and_video_starting_at_a_key_frame() {
     let mut publisher = Peer::publisher();
     let answer = alice.ok(
         "publish",
-        json!({"rid": "media", "jsep": {"type": "offer", "sdp": publisher.offer()}, "minfo": common::minfo()}),
+        json!({"rid": "media", "jsep": {"type": "offer", "sdp": publisher.offer()}, "minfo": wren_testkit::minfo()}),
     );
     let sdp = answer["jsep"]["sdp"].as_str().unwrap();
     assert!(sdp.contains("a=ice-lite"), "the SFU is ICE-lite");
@@ -85,7 +83,7 @@ fn subscriber_receives_audio_and_video_starting_at_a_key_frame() {
         "unsubscribe",
         json!({"rid": "media", "mid": mid, "sid": sid}),
     );
-    common::assert_media_stops(
+    wren_testkit::assert_media_stops(
         &mut publisher,
         &mut subscriber,
         "no media after unsubscribe",
@@ -101,7 +99,7 @@ fn a_bad_offer_is_rejected_with_400_and_nothing_changes() {
     bob.ok("join", json!({"rid": "r"}));
     let code = alice.err(
         "publish",
-        json!({"rid": "r", "jsep": {"type": "offer", "sdp": "v=0\r\nthis is not sdp\r\n"}, "minfo": common::minfo()}),
+        json!({"rid": "r", "jsep": {"type": "offer", "sdp": "v=0\r\nthis is not sdp\r\n"}, "minfo": wren_testkit::minfo()}),
     );
     assert_eq!(code, 400);
     bob.assert_quiet();
@@ -127,7 +125,7 @@ fn a_subscriber_with_other_payload_types_receives_its_own() {
     let mut publisher = Peer::publisher();
     assert!(publisher.offer().contains("a=rtpmap:96 VP8/90000"));
     assert!(publisher.offer().contains("a=rtpmap:111 opus/48000/2"));
-    let answer = alice.ok("publish", common::publish_data("pt", &publisher));
+    let answer = alice.ok("publish", wren_testkit::publish_data("pt", &publisher));
     publisher.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
 
     let mut subscriber = Peer::subscriber_with_pts(OPUS, VP8, VP8_RTX);
@@ -139,7 +137,7 @@ fn a_subscriber_with_other_payload_types_receives_its_own() {
     assert!(!offer.contains("a=rtpmap:96 "), "{offer}");
     let sub = bob.ok(
         "subscribe",
-        common::subscribe_data("pt", &answer["mid"], &subscriber),
+        wren_testkit::subscribe_data("pt", &answer["mid"], &subscriber),
     );
     let sdp = sub["jsep"]["sdp"].as_str().unwrap();
     assert!(sdp.contains(&format!("a=rtpmap:{VP8} VP8/90000")), "{sdp}");

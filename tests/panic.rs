@@ -7,8 +7,6 @@
 //! runs this test binary again as a child that installs the same hook and
 //! panics inside a detached task.
 
-mod common;
-
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -37,7 +35,7 @@ fn panic_in_a_detached_task(hook: bool) {
 /// when the tests run under it).
 fn run_child(mode: &str) -> Output {
     let exe = std::env::current_exe().expect("own executable");
-    let mut cmd = match common::runner() {
+    let mut cmd = match wren_testkit::runner() {
         [] => Command::new(&exe),
         [qemu, rest @ ..] => {
             let mut c = Command::new(qemu);

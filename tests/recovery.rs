@@ -2,12 +2,10 @@
 //! the node keeps serving, answers publish with 503 while no SFU is there,
 //! and picks the SFU up again when it is back.
 
-mod common;
-
-use common::{socket_path, Client, Server, SfuProcess, WAIT};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use wren::bench::peer::{run_until, Peer};
+use wren_testkit::peer::{run_until, Peer};
+use wren_testkit::{socket_path, Client, Server, SfuProcess, WAIT};
 
 #[test]
 fn a_publisher_whose_media_closes_is_removed_like_unpublish() {
@@ -17,7 +15,7 @@ fn a_publisher_whose_media_closes_is_removed_like_unpublish() {
     alice.ok("join", json!({"rid": "r"}));
     bob.ok("join", json!({"rid": "r"}));
     let mut peer = Peer::publisher();
-    let answer = alice.ok("publish", common::publish_data("r", &peer));
+    let answer = alice.ok("publish", wren_testkit::publish_data("r", &peer));
     peer.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
     assert!(run_until(&mut [&mut peer], Duration::from_secs(10), |p| p
         [0]
@@ -48,7 +46,10 @@ fn an_sfu_that_dies_takes_its_streams_and_the_node_reconnects_when_it_is_back() 
     let mut bob = Client::connect(&server, "bob");
     alice.ok("join", json!({"rid": "r"}));
     bob.ok("join", json!({"rid": "r"}));
-    let answer = alice.ok("publish", common::publish_data("r", &Peer::publisher()));
+    let answer = alice.ok(
+        "publish",
+        wren_testkit::publish_data("r", &Peer::publisher()),
+    );
     assert_eq!(answer["sfuid"], "sfu-a");
     let mid = answer["mid"].clone();
     assert_eq!(bob.note_named("stream-add")["mid"], mid);
@@ -60,7 +61,10 @@ fn an_sfu_that_dies_takes_its_streams_and_the_node_reconnects_when_it_is_back() 
     );
     assert!(server.wait_health(503));
     assert_eq!(
-        alice.err("publish", common::publish_data("r", &Peer::publisher())),
+        alice.err(
+            "publish",
+            wren_testkit::publish_data("r", &Peer::publisher())
+        ),
         503
     );
     // Signaling itself still works.
@@ -72,7 +76,10 @@ fn an_sfu_that_dies_takes_its_streams_and_the_node_reconnects_when_it_is_back() 
 
     let _sfu = SfuProcess::start(&socket, "sfu-a");
     assert!(server.wait_health(200), "the node reconnects");
-    let again = alice.ok("publish", common::publish_data("r", &Peer::publisher()));
+    let again = alice.ok(
+        "publish",
+        wren_testkit::publish_data("r", &Peer::publisher()),
+    );
     assert_eq!(bob.note_named("stream-add")["mid"], again["mid"]);
 }
 
@@ -83,10 +90,14 @@ fn the_supervisor_restarts_a_killed_sfu_child_and_calls_resume() {
     let mut bob = Client::connect(&server, "bob");
     alice.ok("join", json!({"rid": "r"}));
     bob.ok("join", json!({"rid": "r"}));
-    let mid = alice.ok("publish", common::publish_data("r", &Peer::publisher()))["mid"].clone();
+    let mid = alice.ok(
+        "publish",
+        wren_testkit::publish_data("r", &Peer::publisher()),
+    )["mid"]
+        .clone();
     assert_eq!(bob.note_named("stream-add")["mid"], mid);
 
-    let children = wren::bench::procfs::children(server.child.id());
+    let children = wren_testkit::procfs::children(server.child.id());
     assert_eq!(children.len(), 1);
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &children[0].to_string()])
@@ -95,12 +106,12 @@ fn the_supervisor_restarts_a_killed_sfu_child_and_calls_resume() {
     assert!(killed.success());
     assert_eq!(bob.note_named("stream-remove")["mid"], mid);
     assert!(server.wait_health(200), "a new SFU child is up");
-    let new_children = wren::bench::procfs::children(server.child.id());
+    let new_children = wren_testkit::procfs::children(server.child.id());
     assert_eq!(new_children.len(), 1);
     assert_ne!(new_children, children);
 
     // The publisher republishes, the subscriber sees it and media flows.
-    let (_p, _s, answer) = common::media_call(&mut alice, &mut bob, "r");
+    let (_p, _s, answer) = wren_testkit::media_call(&mut alice, &mut bob, "r");
     assert_eq!(bob.note_named("stream-add")["mid"], answer["mid"]);
 }
 
@@ -121,13 +132,17 @@ fn calls_in_flight_when_the_sfu_dies_are_answered_503() {
     let mut bob = Client::connect(&server, "bob");
     alice.ok("join", json!({"rid": "r"}));
     bob.ok("join", json!({"rid": "r"}));
-    let mid = alice.ok("publish", common::publish_data("r", &Peer::publisher()))["mid"].clone();
+    let mid = alice.ok(
+        "publish",
+        wren_testkit::publish_data("r", &Peer::publisher()),
+    )["mid"]
+        .clone();
     assert_eq!(bob.note_named("stream-add")["mid"], mid);
 
     // The SFU hangs: a publish and a subscribe stay pending.
     let (publish, subscribe) = (
-        common::publish_data("r", &Peer::publisher()),
-        common::subscribe_data("r", &mid, &Peer::subscriber()),
+        wren_testkit::publish_data("r", &Peer::publisher()),
+        wren_testkit::subscribe_data("r", &mid, &Peer::subscriber()),
     );
     sfu.signal("STOP");
     let request = |id: u64, method: &str, data: &serde_json::Value| {
@@ -136,7 +151,7 @@ fn calls_in_flight_when_the_sfu_dies_are_answered_503() {
     alice.send_text(&request(1, "publish", &publish));
     bob.send_text(&request(2, "subscribe", &subscribe));
     let deadline = Instant::now() + WAIT;
-    while common::metric(server.http, "wren_sfu_calls_pending") != Some(2) {
+    while wren_testkit::metric(server.http, "wren_sfu_calls_pending") != Some(2) {
         assert!(Instant::now() < deadline, "the two calls never got pending");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -150,7 +165,7 @@ fn calls_in_flight_when_the_sfu_dies_are_answered_503() {
         assert_eq!(r["errorReason"], "no SFU available", "{r}");
     }
     assert_eq!(
-        common::metric(server.http, "wren_sfu_calls_pending"),
+        wren_testkit::metric(server.http, "wren_sfu_calls_pending"),
         Some(0)
     );
     // Its stream went with it, for everyone.
@@ -168,14 +183,14 @@ fn calls_in_flight_when_the_sfu_dies_are_answered_503() {
     // A new SFU on the same socket path carries calls, media included.
     let _sfu = SfuProcess::start(&socket, "sfu-d");
     assert!(server.wait_health(200), "the node reconnects");
-    let (_p, _s, answer) = common::media_call(&mut alice, &mut bob, "r");
+    let (_p, _s, answer) = wren_testkit::media_call(&mut alice, &mut bob, "r");
     assert_eq!(answer["sfuid"], "sfu-d");
 }
 
 /// Whether the SFU's own count of sessions (its last report) equals the
 /// node's streams and subscriptions on it: no orphan, nothing missing.
 fn sfu_matches_the_node(server: &Server) -> bool {
-    let m = |series: &str| common::metric(server.http, series);
+    let m = |series: &str| wren_testkit::metric(server.http, series);
     let up = m("wren_sfu_up{slot=\"1\"");
     let sessions = m("wren_sfu_sessions{slot=\"1\"");
     let streams = m("wren_sfu_streams{slot=\"1\"");
@@ -233,10 +248,14 @@ fn a_control_message_that_finds_the_queue_full_leaves_no_orphan_session() {
     let mut bob = Client::connect(&server, "bob");
     alice.ok("join", json!({"rid": "r"}));
     bob.ok("join", json!({"rid": "r"}));
-    let mid = alice.ok("publish", common::publish_data("r", &Peer::publisher()))["mid"].clone();
+    let mid = alice.ok(
+        "publish",
+        wren_testkit::publish_data("r", &Peer::publisher()),
+    )["mid"]
+        .clone();
     let sub = bob.ok(
         "subscribe",
-        common::subscribe_data("r", &mid, &Peer::subscriber()),
+        wren_testkit::subscribe_data("r", &mid, &Peer::subscriber()),
     );
     let sid = sub["sid"].clone();
     assert!(
@@ -264,7 +283,7 @@ fn a_control_message_that_finds_the_queue_full_leaves_no_orphan_session() {
         for (i, l) in loaders.iter_mut().enumerate() {
             for k in 0..16 {
                 let data = json!({"rid": format!("l{i}"), "jsep": {"type": "offer", "sdp": offer},
-                                  "minfo": common::minfo()});
+                                  "minfo": wren_testkit::minfo()});
                 let id = round * 100 + k;
                 l.send_text(
                     &json!({"request": true, "id": id, "method": "publish", "data": data})
@@ -291,13 +310,17 @@ fn a_control_message_that_finds_the_queue_full_leaves_no_orphan_session() {
     assert!(
         wait_sfu_matches_the_node(&server),
         "orphan sessions in the SFU:\n{}",
-        common::http_get(server.http, "/metrics").map_or(String::new(), |(_, b)| b)
+        wren_testkit::http_get(server.http, "/metrics").map_or(String::new(), |(_, b)| b)
     );
     // And calls work again.
-    let mid = alice.ok("publish", common::publish_data("r", &Peer::publisher()))["mid"].clone();
+    let mid = alice.ok(
+        "publish",
+        wren_testkit::publish_data("r", &Peer::publisher()),
+    )["mid"]
+        .clone();
     bob.ok(
         "subscribe",
-        common::subscribe_data("r", &mid, &Peer::subscriber()),
+        wren_testkit::subscribe_data("r", &mid, &Peer::subscriber()),
     );
     assert!(wait_sfu_matches_the_node(&server));
 }

@@ -1,12 +1,10 @@
 //! Several SFU processes behind one signaling node, and the metrics that
 //! show what they carry.
 
-mod common;
-
-use common::{http_get, Client, Server};
 use serde_json::json;
 use std::time::Duration;
-use wren::bench::peer::{run_until, Peer};
+use wren_testkit::peer::{run_until, Peer};
+use wren_testkit::{http_get, Client, Server};
 
 /// The value of one sample line of `/metrics` (`name{labels}` exactly).
 fn metric(server: &Server, sample: &str) -> u64 {

@@ -2,18 +2,16 @@
 //! WebSockets, every request and notification, the error cases, and
 //! "socket closed = left every room".
 
-mod common;
-
-use common::{http_get, Client, Server};
 use serde_json::json;
-use wren::bench::peer::Peer;
+use wren_testkit::peer::Peer;
+use wren_testkit::{http_get, Client, Server};
 
 /// Publishes a real (str0m-made) offer; returns (mid, sfuid).
 fn publish(c: &mut Client, rid: &str) -> (String, String) {
     let peer = Peer::publisher();
     let data = c.ok(
         "publish",
-        json!({"rid": rid, "jsep": {"type": "offer", "sdp": peer.offer()}, "minfo": common::minfo()}),
+        json!({"rid": rid, "jsep": {"type": "offer", "sdp": peer.offer()}, "minfo": wren_testkit::minfo()}),
     );
     assert_eq!(data["jsep"]["type"], "answer");
     assert!(data["jsep"]["sdp"].as_str().unwrap().starts_with("v=0"));
@@ -112,7 +110,7 @@ fn publish_subscribe_unsubscribe_unpublish_on_the_wire() {
     let added = bob.note_named("stream-add");
     assert_eq!(
         added,
-        json!({"rid": "r", "uid": "alice", "mid": mid, "sfuid": "sfu-1", "minfo": common::minfo()})
+        json!({"rid": "r", "uid": "alice", "mid": mid, "sfuid": "sfu-1", "minfo": wren_testkit::minfo()})
     );
 
     // A late joiner sees the stream in pubs.
@@ -120,7 +118,7 @@ fn publish_subscribe_unsubscribe_unpublish_on_the_wire() {
     let pubs = carol.ok("join", json!({"rid": "r"}))["pubs"].clone();
     assert_eq!(
         pubs,
-        json!([{"mid": mid, "minfo": common::minfo(), "rid": "r", "sfuid": "sfu-1", "uid": "alice"}])
+        json!([{"mid": mid, "minfo": wren_testkit::minfo(), "rid": "r", "sfuid": "sfu-1", "uid": "alice"}])
     );
 
     let sub_peer = Peer::subscriber();
@@ -182,7 +180,7 @@ fn error_codes_of_the_table() {
     assert_eq!(
         alice.err(
             "publish",
-            json!({"rid": "r", "jsep": {"type": "answer", "sdp": "v=0"}, "minfo": common::minfo()})
+            json!({"rid": "r", "jsep": {"type": "answer", "sdp": "v=0"}, "minfo": wren_testkit::minfo()})
         ),
         400
     );

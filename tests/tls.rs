@@ -1,10 +1,7 @@
 //! https:// and wss:// with a certificate made for the test.
 
-mod common;
-
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::Message;
-use common::{http_get, socket_path, wren_command, Server, WAIT};
 use futures_rustls::rustls::{ClientConfig, RootCertStore};
 use futures_rustls::TlsConnector;
 use rustls_pki_types::pem::PemObject;
@@ -17,6 +14,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wren_testkit::{http_get, socket_path, wren_command, Server, WAIT};
 
 /// A self-signed certificate for 127.0.0.1, made with the openssl tool.
 fn make_cert() -> (PathBuf, PathBuf) {

@@ -8,7 +8,7 @@
 //! str0m's own NACK/RTX and RTCP on both legs. Sessions are never driven
 //! from inside each other (str0m's `chat.rs` is the model): draining a
 //! session queues its happenings (a packet, a key-frame request, a
-//! connection), the loop in [`Sfu::propagate`] hands them to the sessions
+//! connection), the loop in `Sfu::propagate` hands them to the sessions
 //! they concern and marks those for draining, until nothing is left.
 
 use super::codec::rtc_config;

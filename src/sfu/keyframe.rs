@@ -186,9 +186,8 @@ impl KeyframeRequests {
     }
 
     fn would_be_honoured(&self, now: Instant) -> bool {
-        self.last_keyframe.map_or(true, |k| {
-            now.saturating_duration_since(k) >= KEYFRAME_WINDOW
-        })
+        self.last_keyframe
+            .is_none_or(|k| now.saturating_duration_since(k) >= KEYFRAME_WINDOW)
     }
 
     /// Whether a key frame began to arrive within the window before `now`.

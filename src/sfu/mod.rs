@@ -21,7 +21,7 @@ mod codec;
 mod deadlines;
 pub mod engine;
 mod fasthash;
-pub(crate) mod keyframe;
+pub mod keyframe;
 mod rewrite;
 mod session;
 mod shell;

@@ -248,7 +248,7 @@ impl Peer {
                     Event::KeyframeRequest(_) => {
                         self.keyframe_requests.push(now);
                         let last = self.keyframes_sent.last();
-                        if last.map_or(true, |k| now - *k >= Duration::from_millis(300)) {
+                        if last.is_none_or(|k| now - *k >= Duration::from_millis(300)) {
                             self.keyframe_wanted = true;
                         }
                     }

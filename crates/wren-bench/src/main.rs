@@ -2,11 +2,14 @@
 //! WebRTC (str0m) peers. It starts its own wren (all-in-one, on loopback),
 //! runs the scenarios, prints a table, and can write the numbers as JSON.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use scenarios::Target;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use wren::bench::run::{self, Target};
+use wren_testkit::server::{free_tcp_port, free_udp_port, wait_for_sfus};
+
+mod scenarios;
 
 const USAGE: &str = "\
 usage: wren-bench [OPTIONS]
@@ -126,17 +129,8 @@ impl Drop for Wren {
     }
 }
 
-fn free_port(udp: bool) -> Result<u16, String> {
-    let port = if udp {
-        UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr())
-    } else {
-        TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr())
-    };
-    port.map(|a| a.port()).map_err(|e| e.to_string())
-}
-
 fn start_wren(o: &Opts) -> Result<(Wren, Target), String> {
-    let http: SocketAddr = format!("127.0.0.1:{}", free_port(false)?)
+    let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port())
         .parse()
         .map_err(|e| format!("{e}"))?;
     let mut cmd = match o.wrapper.split_first() {
@@ -153,7 +147,7 @@ fn start_wren(o: &Opts) -> Result<(Wren, Target), String> {
     }
     let child = cmd
         .args(["--listen", &http.to_string(), "--media-ip", "127.0.0.1"])
-        .args(["--media-port", &free_port(true)?.to_string()])
+        .args(["--media-port", &free_udp_port().to_string()])
         .args(["--sfus", &o.sfus.to_string(), "--log-level", "warn"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -166,26 +160,16 @@ fn start_wren(o: &Opts) -> Result<(Wren, Target), String> {
         patience: o.patience(),
     };
     let deadline = Instant::now() + Duration::from_secs(15) * o.patience();
-    while run::http_get(http, "/healthz").is_err() {
+    while scenarios::http_get(http, "/healthz").is_err() {
         if Instant::now() > deadline {
             return Err("wren did not become healthy".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Every SFU must be up: wait until /metrics shows them all.
-    while run::http_get(http, "/metrics")
-        .map(|m| {
-            m.lines()
-                .filter(|l| l.starts_with("wren_sfu_up{") && l.ends_with(" 1"))
-                .count()
-        })
-        .unwrap_or(0)
-        < o.sfus
-    {
-        if Instant::now() > deadline {
-            return Err("not every SFU came up".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    // Every SFU must be up, not only the first.
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !wait_for_sfus(http, o.sfus, left) {
+        return Err("not every SFU came up".into());
     }
     Ok((wren, target))
 }
@@ -209,7 +193,7 @@ fn bench(o: &Opts) -> Result<(), String> {
     let mut json = serde_json::Map::new();
     let mut rows: Vec<(String, String)> = Vec::new();
     if o.only.iter().any(|s| s == "signaling") {
-        let r = run::signaling(target, o.peers, o.rooms, o.rate, o.seconds)?;
+        let r = scenarios::signaling(target, o.peers, o.rooms, o.rate, o.seconds)?;
         rows.push((
             format!(
                 "signaling: {} peers, {} rooms, {} req/s each",
@@ -247,14 +231,14 @@ fn bench(o: &Opts) -> Result<(), String> {
         );
     }
     if o.only.iter().any(|s| s == "media") {
-        let load = run::MediaLoad {
+        let load = scenarios::MediaLoad {
             publishers: o.publishers,
             subscribers: o.subscribers,
             bps: o.bitrate_kbps * 1000,
             size: o.packet_size,
             fps: o.fps,
         };
-        let r = run::media(target, load, o.seconds)?;
+        let r = scenarios::media(target, load, o.seconds)?;
         let pacing = match r.fps {
             0 => "evenly spaced".to_string(),
             fps => format!("{fps} frames/s"),
@@ -298,7 +282,7 @@ fn bench(o: &Opts) -> Result<(), String> {
         );
     }
     if o.only.iter().any(|s| s == "first-frame") {
-        let r = run::first_frame(target, o.tries)?;
+        let r = scenarios::first_frame(target, o.tries)?;
         rows.push((format!("first frame: {} tries", r.tries), String::new()));
         rows.push((
             "  subscribe answer -> first video packet p50 / max".into(),

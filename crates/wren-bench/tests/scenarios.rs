@@ -2,11 +2,9 @@
 //! sane (packets really forwarded), not fast: speed is measured natively
 //! with the README's command, never asserted here.
 
-mod common;
-
-use common::{runner, socket_path};
 use serde_json::Value;
 use std::process::Command;
+use wren_testkit::{runner, socket_path, wren_bin};
 
 #[test]
 fn the_load_tool_measures_a_small_scenario() {
@@ -28,7 +26,7 @@ fn the_load_tool_measures_a_small_scenario() {
         cmd.arg("--config").arg(config);
     }
     let out = cmd
-        .args(["--wren", env!("CARGO_BIN_EXE_wren"), "--sfus", "2"])
+        .args(["--wren", &wren_bin(), "--sfus", "2"])
         .args([
             "--peers",
             "20",

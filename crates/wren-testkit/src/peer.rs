@@ -3,7 +3,6 @@
 //! VP8 frames (str0m packetizes), or, for load, RTP packets of a given size
 //! at a given bitrate. A subscriber counts what it receives.
 
-use crate::sfu::keyframe::starts_keyframe;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -12,6 +11,7 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use wren::sfu::keyframe::starts_keyframe;
 
 /// What a publisher sends.
 #[derive(Debug, Clone, Copy)]
@@ -386,7 +386,7 @@ impl Peer {
                         self.keyframe_requests += 1;
                         self.first_keyframe_request.get_or_insert(now);
                         let quiet = Duration::from_millis(300);
-                        if self.last_keyframe.map_or(true, |k| now - k >= quiet) {
+                        if self.last_keyframe.is_none_or(|k| now - k >= quiet) {
                             self.keyframe_wanted = true;
                         }
                     }

@@ -2,13 +2,13 @@
 //! media load, and time to the first video packet. Each returns a report
 //! of what it measured.
 
-use super::peer::{run_all, run_until, Peer};
-use super::procfs;
-use super::ws::WsClient;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use wren_testkit::peer::{run_all, run_until, Peer};
+use wren_testkit::procfs;
+use wren_testkit::protoo::{minfo, Session};
 
 /// The wren under load: its HTTP address and the pid of the process that
 /// runs the signaling node (its children are the SFUs).
@@ -39,10 +39,6 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     }
     let i = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
     ms(sorted[i.min(sorted.len() - 1)])
-}
-
-fn minfo() -> Value {
-    json!({"audio": true, "video": true, "audiotype": 0, "videotype": 0})
 }
 
 /// Prints a progress line on stderr, in place.
@@ -84,7 +80,7 @@ pub fn signaling(
     smol::block_on(ex.run(async {
         let mut clients = Vec::with_capacity(peers);
         for i in 0..peers {
-            clients.push(WsClient::connect(t.http, &format!("bench-{i}")).await?);
+            clients.push(Session::connect(t.http, &format!("bench-{i}")).await?);
             if i % 50 == 49 {
                 progress("signaling", format_args!("{} peers connected", i + 1));
             }
@@ -118,7 +114,7 @@ pub fn signaling(
                     while next < end {
                         smol::Timer::at(next).await;
                         next += interval;
-                        let (method, data) = if n % 2 == 0 {
+                        let (method, data) = if n.is_multiple_of(2) {
                             ("keepalive", json!({"rid": rid}))
                         } else {
                             ("broadcast", json!({"rid": rid, "data": {"n": n}}))
@@ -256,7 +252,7 @@ pub fn media(t: Target, load: MediaLoad, seconds: f64) -> Result<MediaReport, St
     let mids = smol::block_on(async {
         let mut mids = Vec::new();
         for i in 0..publishers {
-            let mut c = WsClient::connect(t.http, &format!("pub-{i}")).await?;
+            let mut c = Session::connect(t.http, &format!("pub-{i}")).await?;
             c.ok("join", json!({"rid": rid})).await?;
             let mut p = Peer::load_publisher(bps, size, fps);
             let (a, _) = c
@@ -278,7 +274,7 @@ pub fn media(t: Target, load: MediaLoad, seconds: f64) -> Result<MediaReport, St
     for (n, batch) in [0..first, first..subscribers].into_iter().enumerate() {
         smol::block_on(async {
             for i in batch {
-                let mut c = WsClient::connect(t.http, &format!("sub-{i}")).await?;
+                let mut c = Session::connect(t.http, &format!("sub-{i}")).await?;
                 c.ok("join", json!({"rid": rid})).await?;
                 for mid in &mids {
                     let mut p = Peer::subscriber();
@@ -412,8 +408,8 @@ pub fn first_frame(t: Target, tries: usize) -> Result<FirstFrameReport, String> 
     for i in 0..tries {
         let rid = format!("bench-ff-{i}");
         let (mut a, mut b) = smol::block_on(async {
-            let a = WsClient::connect(t.http, &format!("ff-pub-{i}")).await?;
-            let b = WsClient::connect(t.http, &format!("ff-sub-{i}")).await?;
+            let a = Session::connect(t.http, &format!("ff-pub-{i}")).await?;
+            let b = Session::connect(t.http, &format!("ff-sub-{i}")).await?;
             Ok::<_, String>((a, b))
         })?;
         let mut publisher = Peer::publisher();
@@ -459,23 +455,12 @@ pub fn first_frame(t: Target, tries: usize) -> Result<FirstFrameReport, String> 
     })
 }
 
-/// A plain HTTP GET of the node's own endpoints.
+/// The body of one of the node's own endpoints; an error unless it
+/// answers 200.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("GET {path}: {}", head.lines().next().unwrap_or("")));
+    match wren_testkit::http_get(addr, path) {
+        Some((200, body)) => Ok(body),
+        Some((status, _)) => Err(format!("GET {path}: {status}")),
+        None => Err(format!("GET {path}: no answer")),
     }
-    Ok(body.to_string())
 }

@@ -1,0 +1,23 @@
+//! What wren's end-to-end tests and its load tool (`wren-bench`) share:
+//! starting the real `wren` binary and waiting for it ([`server`]), its
+//! HTTP endpoints ([`http`]), the seed protocol's client side ([`protoo`]),
+//! a real WebRTC peer on str0m ([`peer`]), what `/proc` says about a
+//! process ([`procfs`]), and the assertions the tests share ([`calls`]).
+//!
+//! Nothing here is part of the server: the `wren` library and binary do
+//! not depend on this crate.
+
+pub mod calls;
+pub mod http;
+pub mod peer;
+pub mod procfs;
+pub mod protoo;
+pub mod server;
+
+pub use calls::{assert_full, assert_media_stops, media_call};
+pub use http::{http_get, metric};
+pub use protoo::{minfo, publish_data, subscribe_data, Client};
+pub use server::{
+    free_tcp_port, free_udp_port, runner, socket_path, spawn_wren, wren_bin, wren_command, Server,
+    SfuProcess, WAIT,
+};
