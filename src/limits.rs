@@ -18,16 +18,17 @@ pub const MEDIA_ID_DIGITS: usize = 6;
 pub const MAX_CONNECTIONS: usize = 512;
 /// Rooms that exist at once (1120 B each).
 pub const MAX_ROOMS: usize = 64;
-/// Peers in one room.
-pub const MAX_PEERS_PER_ROOM: usize = 16;
+/// Peers in one room: a class of 40 with its teacher and a few guests.
+pub const MAX_PEERS_PER_ROOM: usize = 48;
 /// Rooms one peer may be in at once.
 pub const MAX_ROOMS_PER_PEER: usize = 4;
 /// Streams published in one room.
 pub const MAX_STREAMS_PER_ROOM: usize = 16;
 /// Streams published on the whole node (240 B each).
 pub const MAX_STREAMS: usize = 128;
-/// Subscriptions to one stream.
-pub const MAX_SUBS_PER_STREAM: usize = 16;
+/// Subscriptions to one stream: everyone else in a full room watching
+/// one publisher (the teacher).
+pub const MAX_SUBS_PER_STREAM: usize = MAX_PEERS_PER_ROOM - 1;
 /// Subscriptions on the whole node (288 B each).
 pub const MAX_SUBS: usize = 512;
 /// SFU processes one signaling node talks to.

@@ -1,5 +1,6 @@
 //! The whole signaling node at full capacity, with the default bounds:
-//! 512 connections, 64 rooms of 16 peers, 128 streams, 512 subscriptions
+//! 512 connections each in 4 rooms (64 rooms of 32 peers), 128 streams, 512
+//! subscriptions
 //! (on 2 real SFUs). Every bound answers with its error,
 //! the node keeps serving, and its memory stays under the README's bound.
 
@@ -27,14 +28,19 @@ fn at_full_capacity_every_bound_answers_and_memory_stays_bounded() {
     );
     server.wait_sfus(2);
     let idle = rss_kib(server.child.id());
-    let peers_per_group = MAX_PEERS_PER_ROOM;
+    // Peers come in groups; each group shares its own rooms. Every peer is
+    // in as many rooms as it may be, and the rooms table fills up exactly:
+    // 2048 memberships over 64 rooms (a room could hold more, but peers
+    // cannot be in more rooms).
+    let rooms_each = MAX_ROOMS_PER_PEER;
+    let peers_per_group = MAX_CONNECTIONS * rooms_each / MAX_ROOMS;
+    const { assert!(MAX_CONNECTIONS * MAX_ROOMS_PER_PEER % MAX_ROOMS == 0) };
+    assert!(peers_per_group <= MAX_PEERS_PER_ROOM);
+    assert_eq!(MAX_CONNECTIONS % peers_per_group, 0);
     let mut clients: Vec<Client> = (0..MAX_CONNECTIONS)
         .map(|i| Client::connect(&server, &format!("p{i}")))
         .collect();
-    // Peer i is in rooms g*n+k (group g = i/16, k < n): every room gets
-    // 16 peers, and the rooms table fills up exactly.
-    let rooms_each = MAX_ROOMS * MAX_PEERS_PER_ROOM / MAX_CONNECTIONS;
-    assert!((1..=MAX_ROOMS_PER_PEER).contains(&rooms_each));
+    // Peer i is in rooms g*n+k (group g, k < n).
     let room = |i: usize, k: usize| format!("r{}", (i / peers_per_group) * rooms_each + k);
     for k in 0..rooms_each {
         for (i, c) in clients.iter_mut().enumerate() {
@@ -82,8 +88,14 @@ fn at_full_capacity_every_bound_answers_and_memory_stays_bounded() {
         let r = c.request(method, data);
         wren_testkit::assert_full(&r, bound);
     };
-    // Peer 0 is in fewer rooms than it may be: the rooms table refuses.
-    assert!(rooms_each < MAX_ROOMS_PER_PEER);
+    // Peer 0 is in as many rooms as it may be...
+    full(c, "join", json!({"rid": "r-new"}), "rooms per peer");
+    // ...and once it leaves one (which stays: others are in it), the
+    // rooms table refuses.
+    assert_eq!(
+        c.ok("leave", json!({"rid": room(0, rooms_each - 1)})),
+        json!({})
+    );
     full(c, "join", json!({"rid": "r-new"}), "rooms");
     // Room (0, 1) holds no stream: the node-wide table refuses.
     full(
@@ -93,7 +105,7 @@ fn at_full_capacity_every_bound_answers_and_memory_stays_bounded() {
                "minfo": {"audio": true, "video": false, "audiotype": 0, "videotype": 0}}),
         "streams",
     );
-    // A stream with 4 of its 16 subscriptions: the node-wide table refuses.
+    // A stream with 4 of its 47 subscriptions: the node-wide table refuses.
     const { assert!(MAX_SUBS / MAX_STREAMS < MAX_SUBS_PER_STREAM) };
     full(
         c,
