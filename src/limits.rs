@@ -6,6 +6,8 @@
 //! Reaching a bound is an error the client sees (503, or a close reason for a
 //! new socket), never a panic or a silent drop.
 
+use std::time::Duration;
+
 /// Longest uid, rid or SFU id, in bytes. Ids are stored inline.
 pub const MAX_ID_LEN: usize = 64;
 /// Longest mid/sid: `UID#` + digits.
@@ -88,9 +90,44 @@ pub const PING_INTERVAL_MS: u64 = 10_000;
 /// `liveness` of silence: [`PING_INTERVAL_MS`], or a third of `liveness`
 /// when that is shorter, so that a client which only answers pings is
 /// asked at least three times before it is given up.
-pub fn ping_interval(liveness: std::time::Duration) -> std::time::Duration {
-    std::time::Duration::from_millis(PING_INTERVAL_MS).min(liveness / 3)
+pub fn ping_interval(liveness: Duration) -> Duration {
+    Duration::from_millis(PING_INTERVAL_MS).min(liveness / 3)
 }
+
+// The SFU's forwarding loop and media handling. Compile-time only: each
+// is a trade-off measured in the SFU (see README, Capacity), not a knob an
+// operator needs.
+
+/// Largest datagram the SFU reads; a longer one is cut and then rejected
+/// by str0m (WebRTC keeps packets under the path MTU, ~1200 B).
+pub const MAX_DATAGRAM_BYTES: usize = 2048;
+/// Datagrams the SFU reads in a row before it serves its timers and
+/// control socket.
+pub const SFU_RECV_BURST: usize = 32;
+/// Datagrams per `sendmmsg` at most (Linux's own `UIO_MAXIOV` is 1024;
+/// past a few dozen the gain is gone).
+pub const SFU_SEND_BATCH: usize = 32;
+/// Messages an SFU queues towards the signaling node at most; past it a
+/// message is dropped (the node times the call out).
+pub const SFU_CONTROL_BACKLOG: usize = 2 * MAX_PENDING_SFU_CALLS;
+/// How often each SFU reports its load and counters.
+pub const SFU_STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// SSRCs remembered per publisher: a few per track (media, a restart or
+/// two); the oldest is forgotten first.
+pub const MAX_SSRCS_PER_PUBLISHER: usize = 16;
+/// After a key frame, how long the publisher would ignore a new request:
+/// Chrome's 300 ms, plus the time a key frame takes to reach us.
+pub const KEYFRAME_WINDOW: Duration = Duration::from_millis(350);
+/// How long a key-frame request may stay unanswered before it is asked
+/// again.
+pub const KEYFRAME_PATIENCE: Duration = Duration::from_secs(1);
+/// Packets kept after a key frame at most (~350 ms of a 3.5 Mbit/s
+/// camera); a key frame followed by more is not kept at all, since a
+/// subscriber given part of it could not decode what follows.
+pub const KEYFRAME_CACHE_PACKETS: usize = 128;
+/// How long a subscriber's video waits for a key frame the SFU can tell
+/// apart before it starts anyway.
+pub const VIDEO_START_PATIENCE: Duration = Duration::from_secs(3);
 
 /// The bounds in force, each at most its compile-time capacity above: the
 /// `[limits]` table of the config file may lower them (an edge box with

@@ -34,9 +34,9 @@ fn at_full_capacity_every_bound_answers_and_memory_stays_bounded() {
     // cannot be in more rooms).
     let rooms_each = MAX_ROOMS_PER_PEER;
     let peers_per_group = MAX_CONNECTIONS * rooms_each / MAX_ROOMS;
-    const { assert!(MAX_CONNECTIONS * MAX_ROOMS_PER_PEER % MAX_ROOMS == 0) };
+    const { assert!((MAX_CONNECTIONS * MAX_ROOMS_PER_PEER).is_multiple_of(MAX_ROOMS)) };
     assert!(peers_per_group <= MAX_PEERS_PER_ROOM);
-    assert_eq!(MAX_CONNECTIONS % peers_per_group, 0);
+    assert!(MAX_CONNECTIONS.is_multiple_of(peers_per_group));
     let mut clients: Vec<Client> = (0..MAX_CONNECTIONS)
         .map(|i| Client::connect(&server, &format!("p{i}")))
         .collect();

@@ -6,14 +6,11 @@
 //! next (one per subscriber), so UDP GSO, which needs one destination per
 //! call, does not apply.
 
+use crate::limits::SFU_SEND_BATCH as BATCH;
 use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 use std::io::{self, IoSlice};
 use std::net::UdpSocket;
 use str0m::net::Transmit;
-
-/// Datagrams per system call at most (Linux's own `UIO_MAXIOV` is 1024;
-/// past a few dozen the gain is gone).
-pub const BATCH: usize = 32;
 
 /// Sends the first `BATCH` of `transmits` with one `sendmmsg`; returns how
 /// many the kernel took (at least one), or the error of the first one

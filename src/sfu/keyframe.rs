@@ -14,15 +14,10 @@
 //!   SFU keeps the packets of the latest key frame and what followed it
 //!   (for one window), and gives them to the new subscriber at once.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use str0m::format::Codec;
 
-/// After a key frame, how long the publisher would ignore a new request:
-/// Chrome's 300 ms, plus the time a key frame takes to reach us.
-pub const KEYFRAME_WINDOW: Duration = Duration::from_millis(350);
-
-/// How long a request may stay unanswered before it is asked again.
-pub const KEYFRAME_PATIENCE: Duration = Duration::from_secs(1);
+pub use crate::limits::{KEYFRAME_CACHE_PACKETS, KEYFRAME_PATIENCE, KEYFRAME_WINDOW};
 
 /// Whether an RTP payload of `codec` starts a key frame (its first packet,
 /// or, for H.264, one carrying the sequence parameter set or the start of
@@ -196,11 +191,6 @@ impl KeyframeRequests {
     }
 }
 
-/// Packets kept after a key frame at most (~350 ms of a 3.5 Mbit/s
-/// camera); a key frame followed by more is not kept at all, since a
-/// subscriber given part of it could not decode what follows.
-pub const MAX_CACHED_PACKETS: usize = 128;
-
 /// The latest key frame's packets and those that followed it, for one
 /// window after it began: what a subscriber that connects in that window
 /// needs to start decoding at once.
@@ -211,7 +201,7 @@ pub struct KeyframeCache<T> {
     timestamp: Option<u32>,
     started: Option<Instant>,
     packets: Vec<T>,
-    /// More than `MAX_CACHED_PACKETS` followed the key frame.
+    /// More than `KEYFRAME_CACHE_PACKETS` followed the key frame.
     overflowed: bool,
 }
 
@@ -246,7 +236,7 @@ impl<T> KeyframeCache<T> {
         if !self.fresh(now) {
             // Past its window: nobody will be given it any more.
             self.packets.clear();
-        } else if self.packets.len() < MAX_CACHED_PACKETS {
+        } else if self.packets.len() < KEYFRAME_CACHE_PACKETS {
             self.packets.push(packet());
         } else {
             self.overflowed = true;
@@ -270,6 +260,7 @@ impl<T> KeyframeCache<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn ms(t0: Instant, n: u64) -> Instant {
         t0 + Duration::from_millis(n)
@@ -400,7 +391,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = KeyframeCache::default();
         c.observe(t0, true, 1, || 0);
-        for i in 1..=MAX_CACHED_PACKETS {
+        for i in 1..=KEYFRAME_CACHE_PACKETS {
             c.observe(t0, false, 2, || i);
         }
         assert_eq!(c.replay(t0), None);

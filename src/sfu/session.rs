@@ -3,16 +3,13 @@
 
 use super::track::{DownTrack, UpTrack};
 use crate::ids::{Mid, Sid};
+use crate::limits::MAX_SSRCS_PER_PUBLISHER;
 use std::collections::VecDeque;
 use std::time::Instant;
 use str0m::media::{MediaKind, Mid as TrackMid};
 use str0m::net::Transmit;
 use str0m::rtp::{RtpPacket, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
-
-/// SSRCs remembered per publisher: a few per track (media, a restart or
-/// two); the oldest is forgotten first.
-const MAX_SSRCS_PER_PUBLISHER: usize = 16;
 
 /// Identifies a session inside this SFU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -15,7 +15,9 @@ use super::engine::Sfu;
 use super::handle_control;
 use crate::ids::NodeId;
 use crate::ipc::{self, FrameReader, FromSfu, ToSfu};
-use crate::limits::MAX_PENDING_SFU_CALLS;
+use crate::limits::{
+    MAX_DATAGRAM_BYTES, SFU_CONTROL_BACKLOG, SFU_RECV_BURST, SFU_SEND_BATCH, SFU_STATS_INTERVAL,
+};
 use async_signal::Signals;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use std::collections::VecDeque;
@@ -24,14 +26,6 @@ use std::net::{Shutdown, UdpSocket};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 use str0m::net::Transmit;
-
-/// How often the SFU reports its load and counters.
-const STATS_INTERVAL: Duration = Duration::from_secs(1);
-/// Datagrams served per wake at most.
-const RECV_BURST: usize = 32;
-/// Messages queued towards the signaling node at most; past it a message
-/// is dropped (the node times the call out), as a full channel did.
-const MAX_CONTROL_BACKLOG: usize = 2 * MAX_PENDING_SFU_CALLS;
 
 /// The signaling node's connection.
 struct Control {
@@ -59,7 +53,7 @@ impl Control {
     }
 
     fn send(&mut self, msg: &FromSfu) {
-        if self.out.len() < MAX_CONTROL_BACKLOG {
+        if self.out.len() < SFU_CONTROL_BACKLOG {
             self.out.push_back(ipc::encode(msg));
         } else {
             log::warn!("control connection not reading: message dropped");
@@ -123,15 +117,15 @@ impl Shell {
             listener,
             sfuid,
             control: None,
-            buf: vec![0; 2048],
-            outgoing: Vec::with_capacity(batch::BATCH),
+            buf: vec![0; MAX_DATAGRAM_BYTES],
+            outgoing: Vec::with_capacity(SFU_SEND_BATCH),
             msgs: Vec::new(),
         }
     }
 
     /// Serves until a stop signal arrives.
     pub fn run(mut self, signals: &Signals) -> io::Result<()> {
-        let mut next_stats = Instant::now() + STATS_INTERVAL;
+        let mut next_stats = Instant::now() + SFU_STATS_INTERVAL;
         loop {
             let deadline = self
                 .sfu
@@ -156,7 +150,7 @@ impl Shell {
             if ready.udp {
                 // Every queued datagram up to a burst, each forwarded and
                 // sent before the next is read.
-                for _ in 0..RECV_BURST {
+                for _ in 0..SFU_RECV_BURST {
                     match self.udp.recv_from(&mut self.buf) {
                         Ok((n, src)) => self.sfu.handle_datagram(now, src, &self.buf[..n]),
                         // Drained (WouldBlock), or an ICMP error: the next
@@ -171,7 +165,7 @@ impl Shell {
             }
             self.send_media()?;
             if now >= next_stats {
-                next_stats = now + STATS_INTERVAL;
+                next_stats = now + SFU_STATS_INTERVAL;
                 let stats = FromSfu::Stats(self.sfu.stats());
                 if let Some(c) = &mut self.control {
                     c.send(&stats);
@@ -287,7 +281,7 @@ impl Shell {
     /// lost packet would be; a full socket buffer waits for room.
     fn send_media(&mut self) -> io::Result<()> {
         loop {
-            while self.outgoing.len() < batch::BATCH {
+            while self.outgoing.len() < SFU_SEND_BATCH {
                 match self.sfu.poll_transmit() {
                     Some(t) => self.outgoing.push(t),
                     None => break,

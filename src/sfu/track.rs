@@ -8,8 +8,9 @@
 use super::codec::{forwardable_extensions, subscriber_pt};
 use super::keyframe::{starts_keyframe, KeyframeCache, KeyframeRequests};
 use super::rewrite::{PtMap, Rewriter};
+use crate::limits::VIDEO_START_PATIENCE;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid as TrackMid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
@@ -128,9 +129,6 @@ enum Start {
     Started,
 }
 
-/// How long a video down-track waits for a key frame it can tell apart.
-const START_PATIENCE: Duration = Duration::from_secs(3);
-
 impl DownTrack {
     pub fn new(tracks: &[DownTrack], mid: TrackMid, kind: MediaKind) -> DownTrack {
         DownTrack {
@@ -152,7 +150,7 @@ impl DownTrack {
     pub fn write(&mut self, rtc: &mut Rtc, now: Instant, m: &Media) -> bool {
         if let Start::Waiting(since) = self.start {
             let since = since.unwrap_or(now);
-            if !m.key && now.saturating_duration_since(since) < START_PATIENCE {
+            if !m.key && now.saturating_duration_since(since) < VIDEO_START_PATIENCE {
                 self.start = Start::Waiting(Some(since));
                 return false;
             }
