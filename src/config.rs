@@ -397,10 +397,10 @@ mod tests {
     }
 
     /// A config file in a private temp folder, removed on drop.
-    pub(crate) struct TempFile(pub PathBuf);
+    struct TempFile(PathBuf);
 
     impl TempFile {
-        pub(crate) fn new(name: &str, text: &str) -> TempFile {
+        fn new(name: &str, text: &str) -> TempFile {
             let dir = std::env::temp_dir().join(format!("wren-config-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join(name);
@@ -412,6 +412,8 @@ mod tests {
     impl Drop for TempFile {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
+            // Fails while another test's file is still there; the last one out removes it.
+            let _ = std::fs::remove_dir(self.0.parent().unwrap());
         }
     }
 
