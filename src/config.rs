@@ -119,7 +119,8 @@ pub struct Settings {
 // The rules. Each returns the checked value, or what is wrong with it
 // (the caller says where the value came from).
 
-/// `sfus` and `instance`: one signaling node talks to MAX_SFUS at most.
+/// `sfus`, `instance` and how many `sfu-sockets`: one signaling node
+/// talks to MAX_SFUS at most.
 fn sfu_count(n: usize) -> Result<usize, String> {
     if n == 0 || n > MAX_SFUS {
         return Err(format!("must be 1..={MAX_SFUS}, not {n}"));
@@ -174,7 +175,7 @@ enum Origin<'a> {
 impl<'a> Origin<'a> {
     fn error(self, key: &str, msg: impl Display) -> Error {
         match self {
-            Origin::Flag => Error::Usage(format!("--{key}: {msg}")),
+            Origin::Flag => Error::Usage(format!("--{}: {msg}", flag_of(key))),
             Origin::File(Some(p)) => Error::Config(format!("{}: {key}: {msg}", p.display())),
             Origin::File(None) => Error::Config(format!("{key}: {msg}")),
         }
@@ -187,6 +188,15 @@ impl<'a> Origin<'a> {
         } else {
             self
         }
+    }
+}
+
+/// The flag of file key `key`: the same name, but for the one list whose
+/// flag is repeated rather than plural.
+fn flag_of(key: &str) -> &str {
+    match key {
+        "sfu-sockets" => "sfu-socket",
+        other => other,
     }
 }
 
@@ -258,6 +268,15 @@ impl Settings {
         // A flag only: each SFU unit passes its own.
         let instance = pick(path, "instance", f.instance, None, sfu_count)?;
         let media_port = pick(path, "media-port", f.media_port, file.media_port, Ok)?;
+        // An empty list is no list: the `sfus` sockets in the socket folder.
+        let given = |v: Vec<PathBuf>| (!v.is_empty()).then_some(v);
+        let sfu_sockets = pick(
+            path,
+            "sfu-sockets",
+            given(f.sfu_sockets),
+            file.sfu_sockets.and_then(given),
+            |v| sfu_count(v.len()).map(|_| v),
+        )?;
 
         let (sfus, sfus_at) = sfus.unwrap_or((1, at_file));
         let (instance, instance_at) = instance.unwrap_or((1, at_file));
@@ -291,11 +310,7 @@ impl Settings {
             socket_dir: pick_any(f.socket_dir, file.socket_dir),
             instance,
             sfuid: sfuid.map(|(id, _)| id),
-            sfu_sockets: if f.sfu_sockets.is_empty() {
-                file.sfu_sockets.unwrap_or_default()
-            } else {
-                f.sfu_sockets
-            },
+            sfu_sockets: sfu_sockets.map_or_else(Vec::new, |(v, _)| v),
             socket: pick_any(f.socket, file.socket),
             sfu_wrapper: pick_any(f.sfu_wrapper, file.sfu_wrapper).unwrap_or_default(),
             limits: file.limits,
@@ -457,11 +472,17 @@ mod tests {
             "sfu --instance 9",
             "--bizid ü",
             "--tls-cert c.pem",
+            "signal --sfu-socket 1 --sfu-socket 2 --sfu-socket 3 --sfu-socket 4 \
+             --sfu-socket 5 --sfu-socket 6 --sfu-socket 7 --sfu-socket 8 --sfu-socket 9",
             // sfu-3's port is past 65535.
             "sfu --instance 3 --media-port 65534",
         ] {
             match settings(bad) {
-                Err(Error::Usage(e)) => assert!(e.starts_with("--"), "{bad}: {e}"),
+                Err(Error::Usage(e)) => {
+                    // It names one of the flags given.
+                    let flag = e.split(':').next().unwrap();
+                    assert!(flag.starts_with("--") && bad.contains(flag), "{bad}: {e}")
+                }
                 other => panic!("{bad}: {:?}", other.map(|_| ())),
             }
         }
@@ -471,6 +492,10 @@ mod tests {
     fn bad_file_values_are_config_errors_naming_file_and_key() {
         for (text, key) in [
             ("sfus = 0", "sfus"),
+            (
+                "sfu-sockets = [\"1\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", \"8\", \"9\"]",
+                "sfu-sockets",
+            ),
             ("log-level = \"loud\"", "log-level"),
             ("sfuid = \"a b\"", "sfuid"),
             ("tls-key = \"k.pem\"", "tls-cert"),
