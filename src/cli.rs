@@ -1,14 +1,12 @@
-//! The command line: which role to run, with which settings.
+//! The command line's grammar: flags in, [`Command`] out, and back again
+//! for the SFU children ([`sfu_child_args`]). Only syntax lives here (is
+//! it a number, an address, a known flag); what a value may be, and how
+//! flags, file and defaults combine, is [`crate::config`]'s job.
 
-use crate::config::{self, FileConfig, DEFAULT_LISTEN, DEFAULT_MEDIA_PORT};
-use crate::ids::NodeId;
+use crate::error::Error;
 use crate::ids::{PeerId, RoomId};
-use crate::limits::{Limits, DEFAULT_LIVENESS_TIMEOUT_SECS, MAX_SFUS};
-use crate::signal::token::{self, Grant, Secret, TokenKey};
-use crate::{sfu, signal, supervise};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 pub const USAGE: &str = "\
 usage: wren [ROLE] [OPTIONS]
@@ -72,40 +70,10 @@ pub struct TokenRequest {
     pub publish: bool,
 }
 
-fn parse_token(args: &[String]) -> Result<Command, String> {
-    let (mut config, mut uid, mut rid, mut ttl, mut publish) = (None, None, None, 86_400, true);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--config" => config = Some(PathBuf::from(value()?)),
-            "--uid" => {
-                let v = value()?;
-                uid = Some(PeerId::parse(v).ok_or(format!("invalid uid {v:?}"))?);
-            }
-            "--rid" => {
-                let v = value()?;
-                rid = Some(RoomId::parse(v).ok_or(format!("invalid rid {v:?}"))?);
-            }
-            "--ttl" => {
-                let v = value()?;
-                ttl = v.parse().map_err(|_| format!("invalid --ttl {v:?}"))?;
-            }
-            "--listen-only" => publish = false,
-            other => return Err(format!("token: unknown argument {other:?}")),
-        }
-    }
-    Ok(Command::Token(TokenRequest {
-        config: config.ok_or("token: --config FILE is required")?,
-        uid: uid.ok_or("token: --uid is required")?,
-        rid: rid.ok_or("token: --rid is required")?,
-        ttl_secs: ttl,
-        publish,
-    }))
-}
-
 /// Flags as given; `None` means "from the config file, else the default".
-#[derive(Debug, Default, PartialEq)]
+/// Values are only as checked as their type makes them: ranges, ids and
+/// log levels are checked by `config`, once for flags and file alike.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Flags {
     pub listen: Option<SocketAddr>,
     pub media_ip: Option<IpAddr>,
@@ -127,7 +95,49 @@ pub struct Flags {
     pub exit_on_stdin_eof: bool,
 }
 
-pub fn parse(args: &[String]) -> Result<Command, String> {
+fn usage(msg: String) -> Error {
+    Error::Usage(msg)
+}
+
+fn parse_token(args: &[String]) -> Result<Command, Error> {
+    let (mut config, mut uid, mut rid, mut ttl, mut publish) = (None, None, None, 86_400, true);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| usage(format!("{arg} needs a value")))
+        };
+        match arg.as_str() {
+            "--config" => config = Some(PathBuf::from(value()?)),
+            "--uid" => {
+                let v = value()?;
+                uid = Some(PeerId::parse(v).ok_or_else(|| usage(format!("invalid uid {v:?}")))?);
+            }
+            "--rid" => {
+                let v = value()?;
+                rid = Some(RoomId::parse(v).ok_or_else(|| usage(format!("invalid rid {v:?}")))?);
+            }
+            "--ttl" => {
+                let v = value()?;
+                ttl = v
+                    .parse()
+                    .map_err(|_| usage(format!("invalid --ttl {v:?}")))?;
+            }
+            "--listen-only" => publish = false,
+            other => return Err(usage(format!("token: unknown argument {other:?}"))),
+        }
+    }
+    let required = |what: &str| usage(format!("token: {what} is required"));
+    Ok(Command::Token(TokenRequest {
+        config: config.ok_or_else(|| required("--config FILE"))?,
+        uid: uid.ok_or_else(|| required("--uid"))?,
+        rid: rid.ok_or_else(|| required("--rid"))?,
+        ttl_secs: ttl,
+        publish,
+    }))
+}
+
+pub fn parse(args: &[String]) -> Result<Command, Error> {
     let mut it = args.iter().peekable();
     let role = match it.peek().map(|s| s.as_str()) {
         Some("signal") => Role::Signal,
@@ -136,7 +146,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some("check-config") => {
             return match args {
                 [_, file] => Ok(Command::CheckConfig(file.into())),
-                _ => Err("check-config takes one FILE".into()),
+                _ => Err(usage("check-config takes one FILE".into())),
             }
         }
         _ => Role::AllInOne,
@@ -154,9 +164,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             inline
                 .clone()
                 .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
+                .ok_or_else(|| usage(format!("{name} needs a value")))
         };
-        let bad = |what: &str, v: &str| format!("{name}: invalid {what} {v:?}");
+        let bad = |what: &str, v: &str| usage(format!("{name}: invalid {what} {v:?}"));
         match name {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
@@ -174,26 +184,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
             "--sfus" => {
                 let v = value()?;
-                let n = v.parse().map_err(|_| bad("count", &v))?;
-                if n == 0 || n > MAX_SFUS {
-                    return Err(bad(&format!("count (1..={MAX_SFUS})"), &v));
-                }
-                f.sfus = Some(n);
+                f.sfus = Some(v.parse().map_err(|_| bad("count", &v))?);
             }
             "--instance" => {
                 let v = value()?;
-                let n = v.parse().map_err(|_| bad("instance", &v))?;
-                if n == 0 || n > MAX_SFUS {
-                    return Err(bad(&format!("instance (1..={MAX_SFUS})"), &v));
-                }
-                f.instance = Some(n);
+                f.instance = Some(v.parse().map_err(|_| bad("instance", &v))?);
             }
             "--config" => f.config = Some(value()?.into()),
-            "--log-level" => {
-                let v = value()?;
-                config::parse_level(&v)?;
-                f.log_level = Some(v);
-            }
+            "--log-level" => f.log_level = Some(value()?),
             "--bizid" => f.bizid = Some(value()?),
             "--sfuid" => f.sfuid = Some(value()?),
             "--socket-dir" => f.socket_dir = Some(value()?.into()),
@@ -205,230 +203,52 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--tls-cert" => f.tls_cert = Some(value()?.into()),
             "--tls-key" => f.tls_key = Some(value()?.into()),
             "--exit-on-stdin-eof" => f.exit_on_stdin_eof = true,
-            other => return Err(format!("unknown argument {other:?}")),
+            other => return Err(usage(format!("unknown argument {other:?}"))),
         }
     }
     Ok(Command::Run(role, Box::new(f)))
 }
 
-/// Everything a role needs, with flags, file and defaults merged.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub listen: SocketAddr,
-    pub media_ip: IpAddr,
-    /// UDP port of sfu-1.
-    pub media_port: u16,
-    pub sfus: usize,
-    pub log_level: log::LevelFilter,
-    pub bizid: NodeId,
-    /// Set only when given: the all-in-one mode makes a private folder.
-    pub socket_dir: Option<PathBuf>,
+/// What the all-in-one supervisor tells its SFU child `instance`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SfuChild<'a> {
     pub instance: usize,
-    pub sfuid: Option<NodeId>,
-    pub sfu_sockets: Vec<PathBuf>,
-    pub socket: Option<PathBuf>,
-    pub sfu_wrapper: Vec<String>,
-    pub liveness_timeout: Duration,
-    pub limits: Limits,
-    pub token_secret: Option<Secret>,
-    pub allowed_origins: Vec<String>,
-    pub socket_group: Option<String>,
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// The config file, passed on to SFU children.
-    pub config: Option<PathBuf>,
-    pub exit_on_stdin_eof: bool,
+    /// The folder the parent's signaling node looks for `sfu-N.sock` in.
+    pub socket_dir: &'a Path,
+    pub media_ip: IpAddr,
+    /// UDP port of sfu-1 (the child adds its instance).
+    pub media_port: u16,
+    pub log_level: log::LevelFilter,
+    /// The parent's config file: the child reads its limits from it.
+    pub config: Option<&'a Path>,
 }
 
-fn node_id(key: &str, v: String) -> Result<NodeId, String> {
-    NodeId::parse(&v).ok_or_else(|| format!("{key}: invalid id {v:?}"))
-}
-
-/// The id of SFU instance `n`.
-pub fn sfu_id(n: usize) -> NodeId {
-    node_id("sfuid", format!("sfu-{n}")).expect("sfu-N is a valid id")
-}
-
-/// The control socket of SFU instance `n` in `dir`.
-pub fn sfu_socket(dir: &Path, n: usize) -> PathBuf {
-    dir.join(format!("sfu-{n}.sock"))
-}
-
-/// systemd's runtime folder when it made one, else /run/wren.
-fn service_socket_dir() -> PathBuf {
-    std::env::var_os("RUNTIME_DIRECTORY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/wren"))
-}
-
-pub fn settings(f: Flags) -> Result<Settings, String> {
-    let file = match &f.config {
-        Some(p) => FileConfig::load(p)?,
-        None => FileConfig::default(),
-    };
-    let token_secret = file.token_secret()?;
-    let level = f
-        .log_level
-        .or(file.log_level)
-        .unwrap_or_else(|| "info".into());
-    let sfu_sockets = if f.sfu_sockets.is_empty() {
-        file.sfu_sockets.unwrap_or_default()
-    } else {
-        f.sfu_sockets
-    };
-    let media_port = f
-        .media_port
-        .or(file.media_port)
-        .unwrap_or(DEFAULT_MEDIA_PORT);
-    let sfus = f.sfus.or(file.sfus).unwrap_or(1);
-    let instance = f.instance.unwrap_or(1);
-    let top = sfus.max(instance);
-    if usize::from(media_port) + top - 1 > usize::from(u16::MAX) {
-        return Err(format!(
-            "SFU {top} does not fit above UDP port {media_port}"
-        ));
+/// The arguments (after the executable) that start SFU child `c`: the
+/// inverse of [`parse`] for the `sfu` role, kept next to it so that the
+/// two grammars cannot drift apart (see the round-trip tests).
+pub fn sfu_child_args(c: &SfuChild) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "sfu",
+        "--exit-on-stdin-eof",
+        "--instance",
+        &c.instance.to_string(),
+        "--socket-dir",
+        &c.socket_dir.display().to_string(),
+        "--media-ip",
+        &c.media_ip.to_string(),
+        "--media-port",
+        &c.media_port.to_string(),
+        "--log-level",
+        c.log_level.as_str(),
+    ]
+    .map(String::from)
+    .into();
+    if let Some(config) = c.config {
+        // Flags win over the file, so the parent's merged values above
+        // hold whatever the file says.
+        args.extend(["--config".to_string(), config.display().to_string()]);
     }
-    Ok(Settings {
-        listen: f
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address")),
-        media_ip: f
-            .media_ip
-            .or(file.media_ip)
-            .unwrap_or_else(config::default_media_ip),
-        media_port,
-        sfus,
-        log_level: config::parse_level(&level)?,
-        bizid: node_id(
-            "bizid",
-            f.bizid.or(file.bizid).unwrap_or_else(|| "biz-1".into()),
-        )?,
-        socket_dir: f.socket_dir.or(file.socket_dir),
-        instance,
-        sfuid: f
-            .sfuid
-            .or(file.sfuid)
-            .map(|v| node_id("sfuid", v))
-            .transpose()?,
-        sfu_sockets,
-        socket: f.socket.or(file.socket),
-        sfu_wrapper: f.sfu_wrapper.or(file.sfu_wrapper).unwrap_or_default(),
-        liveness_timeout: Duration::from_secs(
-            file.liveness_timeout_secs
-                .unwrap_or(DEFAULT_LIVENESS_TIMEOUT_SECS),
-        ),
-        limits: file.limits,
-        token_secret,
-        allowed_origins: file.allowed_origins.clone().unwrap_or_default(),
-        socket_group: file.socket_group.clone(),
-        tls: match (f.tls_cert.or(file.tls_cert), f.tls_key.or(file.tls_key)) {
-            (Some(cert), Some(key)) => Some((cert, key)),
-            (None, None) => None,
-            _ => return Err("--tls-cert and --tls-key go together".into()),
-        },
-        config: f.config,
-        exit_on_stdin_eof: f.exit_on_stdin_eof,
-    })
-}
-
-impl Settings {
-    /// The signaling role's view: the explicit sockets, or `sfus` sockets
-    /// in the socket folder.
-    pub fn signal_config(&self, dir: &Path) -> signal::SignalConfig {
-        let sfu_sockets = if self.sfu_sockets.is_empty() {
-            (1..=self.sfus).map(|n| sfu_socket(dir, n)).collect()
-        } else {
-            self.sfu_sockets.clone()
-        };
-        signal::SignalConfig {
-            listen: self.listen,
-            bizid: self.bizid.clone(),
-            sfu_sockets,
-            liveness_timeout: self.liveness_timeout,
-            limits: self.limits,
-            tls: self.tls.clone(),
-            token_secret: self.token_secret.clone(),
-            allowed_origins: self.allowed_origins.clone(),
-        }
-    }
-
-    /// The SFU role's view: instance N has id sfu-N, socket sfu-N.sock and
-    /// UDP port media-port + N - 1, unless told otherwise.
-    pub fn sfu_config(&self, dir: &Path) -> sfu::SfuConfig {
-        let n = self.instance;
-        sfu::SfuConfig {
-            sfuid: self.sfuid.clone().unwrap_or_else(|| sfu_id(n)),
-            socket: self.socket.clone().unwrap_or_else(|| sfu_socket(dir, n)),
-            media_ip: self.media_ip,
-            // Cannot overflow: `settings` checked the top instance's port.
-            media_port: self.media_port + (n - 1) as u16,
-            max_sessions: self.limits.sfu_sessions,
-            connect_timeout: Duration::from_millis(self.limits.sfu_connect_timeout_ms),
-            rtx_cache_packets: self.limits.rtx_cache_packets,
-            socket_group: self.socket_group.clone(),
-            exit_on_stdin_eof: self.exit_on_stdin_eof,
-        }
-    }
-}
-
-fn init_logging(level: log::LevelFilter) {
-    // RUST_LOG, when set, wins: handy for a one-off debug run.
-    // tungstenite traces whole frames, and frames carry room tokens: the
-    // libraries say at most `info`, whatever the level.
-    let quiet = level.min(log::LevelFilter::Info);
-    let _ = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .env()
-        .with_module_level("tungstenite", quiet)
-        .with_module_level("async_tungstenite", quiet)
-        .with_module_level("rustls", quiet)
-        .init();
-}
-
-pub fn run(cmd: Command) -> Result<(), String> {
-    let (role, flags) = match cmd {
-        Command::Help => {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        Command::Version => {
-            println!("wren {}", env!("CARGO_PKG_VERSION"));
-            return Ok(());
-        }
-        Command::CheckConfig(path) => {
-            let flags = Flags {
-                config: Some(path.clone()),
-                ..Flags::default()
-            };
-            settings(flags)?;
-            println!("{}: ok", path.display());
-            return Ok(());
-        }
-        Command::Token(req) => {
-            let file = FileConfig::load(&req.config)?;
-            let secret = file
-                .token_secret()?
-                .ok_or("token: the file sets no token-secret or token-secret-file")?;
-            let key = TokenKey::new(&secret.0)?;
-            let grant = Grant {
-                uid: req.uid,
-                rid: req.rid,
-                exp: token::unix_now() + req.ttl_secs,
-                publish: req.publish,
-            };
-            println!("{}", key.mint(&grant));
-            return Ok(());
-        }
-        Command::Run(role, flags) => (role, flags),
-    };
-    let s = settings(*flags)?;
-    init_logging(s.log_level);
-    let dir = || s.socket_dir.clone().unwrap_or_else(service_socket_dir);
-    match role {
-        Role::Signal => signal::run(s.signal_config(&dir())).map_err(|e| format!("signal: {e}")),
-        Role::Sfu => sfu::run(s.sfu_config(&dir())).map_err(|e| format!("sfu: {e}")),
-        Role::AllInOne => supervise::run(&s),
-    }
+    args
 }
 
 #[cfg(test)]
@@ -439,70 +259,89 @@ mod tests {
         s.split_whitespace().map(String::from).collect()
     }
 
-    fn run_settings(s: &str) -> (Role, Settings) {
+    fn flags(s: &str) -> (Role, Flags) {
         match parse(&args(s)).unwrap() {
-            Command::Run(role, f) => (role, settings(*f).unwrap()),
+            Command::Run(role, f) => (role, *f),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn roles_and_flags_parse() {
-        let (role, s) = run_settings("sfu --socket /x.sock --media-port=5000 --media-ip 127.0.0.1");
+        let (role, f) = flags("sfu --socket /x.sock --media-port=5000 --media-ip 127.0.0.1");
         assert_eq!(role, Role::Sfu);
-        let c = s.sfu_config(Path::new("/run/wren"));
-        assert_eq!(c.media_port, 5000);
-        assert_eq!(c.socket, PathBuf::from("/x.sock"));
-        assert_eq!(c.sfuid.as_str(), "sfu-1");
-        assert!(matches!(
-            parse(&args("--listen 127.0.0.1:1")).unwrap(),
-            Command::Run(Role::AllInOne, _)
-        ));
+        assert_eq!(f.media_port, Some(5000));
+        assert_eq!(f.socket, Some(PathBuf::from("/x.sock")));
+        assert_eq!(f.media_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(flags("--listen 127.0.0.1:1").0, Role::AllInOne);
+        assert_eq!(flags("signal").0, Role::Signal);
         assert_eq!(
             parse(&args("check-config /etc/wren/wren.toml")).unwrap(),
             Command::CheckConfig("/etc/wren/wren.toml".into())
         );
+        assert_eq!(parse(&args("sfu -h")).unwrap(), Command::Help);
+        assert_eq!(parse(&args("--version")).unwrap(), Command::Version);
     }
 
     #[test]
-    fn an_sfu_instance_derives_its_id_socket_and_port() {
-        let (_, s) = run_settings("sfu --instance 3 --media-port 40000 --media-ip 10.0.0.2");
-        let c = s.sfu_config(Path::new("/run/wren"));
-        assert_eq!(c.sfuid.as_str(), "sfu-3");
-        assert_eq!(c.socket, PathBuf::from("/run/wren/sfu-3.sock"));
-        assert_eq!(c.media_port, 40002);
-        let (_, s) = run_settings("signal --sfus 2 --media-ip 10.0.0.2");
-        let sig = s.signal_config(Path::new("/run/wren"));
-        assert_eq!(
-            sig.sfu_sockets,
-            vec![
-                PathBuf::from("/run/wren/sfu-1.sock"),
-                PathBuf::from("/run/wren/sfu-2.sock")
-            ]
-        );
+    fn a_token_request_parses() {
+        let Command::Token(t) = parse(&args(
+            "token --config f --uid a --rid r --ttl 60 --listen-only",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.config, PathBuf::from("f"));
+        assert_eq!((t.uid.as_str(), t.rid.as_str()), ("a", "r"));
+        assert_eq!((t.ttl_secs, t.publish), (60, false));
     }
 
     #[test]
-    fn bad_flags_are_errors() {
+    fn bad_syntax_is_a_usage_error() {
         for bad in [
             "--listen nope",
             "--media-port 70000",
+            "--sfus two",
+            "sfu --instance -1",
             "--bogus",
             "--listen",
-            "--log-level loud",
-            "--sfus 0",
-            "--sfus 99",
-            "sfu --instance 0",
             "check-config",
             "token --uid a --rid r",
-            "token --config f --uid 'a b' --rid r",
+            "token --config f --uid ü --rid r",
         ] {
-            assert!(parse(&args(bad)).is_err(), "{bad}");
+            assert!(matches!(parse(&args(bad)), Err(Error::Usage(_))), "{bad}");
         }
-        let Command::Run(_, f) = parse(&args("sfu --instance 3 --media-port 65534")).unwrap()
-        else {
-            panic!()
-        };
-        assert!(settings(*f).is_err(), "sfu-3's port is past 65535");
+    }
+
+    /// The child's command line parses back into the flags it was built
+    /// from (`config` checks that those flags make the intended SFU).
+    #[test]
+    fn sfu_child_args_parse_back() {
+        let dir = Path::new("/run/user/1000/wren-7");
+        let config = Path::new("/etc/wren/wren.toml");
+        for file in [None, Some(config)] {
+            let child = SfuChild {
+                instance: 3,
+                socket_dir: dir,
+                media_ip: "10.0.0.2".parse().unwrap(),
+                media_port: 41000,
+                log_level: log::LevelFilter::Debug,
+                config: file,
+            };
+            let Command::Run(Role::Sfu, f) = parse(&sfu_child_args(&child)).unwrap() else {
+                panic!("not the sfu role")
+            };
+            let expected = Flags {
+                instance: Some(3),
+                socket_dir: Some(dir.into()),
+                media_ip: child.media_ip.into(),
+                media_port: Some(41000),
+                log_level: Some("DEBUG".into()),
+                config: file.map(PathBuf::from),
+                exit_on_stdin_eof: true,
+                ..Flags::default()
+            };
+            assert_eq!(*f, expected);
+        }
     }
 }

@@ -8,10 +8,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod ids;
 pub mod ipc;
 pub mod limits;
 pub mod notify;
+pub mod operation;
 pub mod process;
 pub mod sfu;
 pub mod signal;

@@ -156,6 +156,8 @@ pub struct Limits {
     /// Video packets each subscriber track keeps for retransmission
     /// (NACK/RTX): the largest part of a subscription's memory.
     pub rtx_cache_packets: usize,
+    /// Seconds of silence after which a peer leaves every room.
+    pub liveness_timeout_secs: u64,
 }
 
 /// Requests per second a connection may keep up (a browser sends a few
@@ -181,6 +183,7 @@ impl Default for Limits {
             sfu_call_timeout_ms: SFU_CALL_TIMEOUT_MS,
             sfu_connect_timeout_ms: SFU_CONNECT_TIMEOUT_MS,
             rtx_cache_packets: DEFAULT_RTX_CACHE_PACKETS,
+            liveness_timeout_secs: DEFAULT_LIVENESS_TIMEOUT_SECS,
         }
     }
 }
@@ -225,6 +228,9 @@ impl Limits {
             return Err(
                 "limits.sfu-call-timeout-ms and sfu-connect-timeout-ms must be at least 1".into(),
             );
+        }
+        if self.liveness_timeout_secs == 0 {
+            return Err("limits.liveness-timeout-secs must be at least 1".into());
         }
         Ok(())
     }

@@ -2,9 +2,11 @@
 //! that it starts (the same executable, `sfu` role) and restarts when they
 //! die.
 
-use crate::cli::Settings;
-use crate::signal;
-use std::path::{Path, PathBuf};
+use crate::cli::{sfu_child_args, SfuChild};
+use crate::config::Settings;
+use crate::error::Error;
+use crate::{process, signal};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,64 +15,38 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A child that ran this long is considered healthy: backoff starts over.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
-pub fn run(s: &Settings) -> Result<(), String> {
+pub fn run(s: &Settings) -> Result<(), Error> {
     let dir = match &s.socket_dir {
         Some(d) => d.clone(),
-        None => private_socket_dir()?,
+        None => process::private_socket_dir().map_err(|e| Error::io("socket folder", e))?,
     };
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find own executable", e))?;
     for n in 1..=s.sfus {
         let mut cmd = s.sfu_wrapper.clone();
         cmd.push(exe.display().to_string());
-        cmd.extend(
-            [
-                "sfu",
-                "--exit-on-stdin-eof",
-                "--instance",
-                &n.to_string(),
-                "--socket-dir",
-                &dir.display().to_string(),
-                "--media-ip",
-                &s.media_ip.to_string(),
-                "--media-port",
-                &s.media_port.to_string(),
-                "--log-level",
-                s.log_level.as_str(),
-            ]
-            .map(String::from),
-        );
-        if let Some(config) = &s.config {
-            // The SFUs read their limits from the same file; flags win.
-            cmd.extend(["--config".to_string(), config.display().to_string()]);
-        }
+        cmd.extend(sfu_child_args(&child(s, &dir, n)));
         std::thread::Builder::new()
             .name(format!("sfu-{n}-supervisor"))
             .spawn(move || supervise(&cmd))
-            .map_err(|e| format!("cannot start the supervisor: {e}"))?;
+            .map_err(|e| Error::io("cannot start the supervisor", e))?;
     }
     let scheme = if s.tls.is_some() { "https" } else { "http" };
     println!("wren: open {scheme}://{}/ in a browser", display_addr(s));
-    signal::run(s.signal_config(&dir)).map_err(|e| format!("signal: {e}"))
+    signal::run(s.signal_config(&dir)).map_err(|e| Error::io("signal", e))
 }
 
-/// A folder for the control sockets that only this process uses: under
-/// `XDG_RUNTIME_DIR` or the temp dir. The SFU children remove their
-/// sockets and the folder when they exit.
-fn private_socket_dir() -> Result<PathBuf, String> {
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("wren-{}", std::process::id()));
-    make_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    Ok(dir)
-}
-
-fn make_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+/// What SFU child `n` is told: the parent's merged settings (the child
+/// reads the same file, but flags win), and where the parent's signaling
+/// node will look for its socket.
+fn child<'a>(s: &'a Settings, dir: &'a Path, n: usize) -> SfuChild<'a> {
+    SfuChild {
+        instance: n,
+        socket_dir: dir,
+        media_ip: s.media_ip,
+        media_port: s.media_port,
+        log_level: s.log_level,
+        config: s.config.as_deref(),
+    }
 }
 
 fn display_addr(s: &Settings) -> String {
@@ -113,4 +89,75 @@ fn spawn(cmd: &[String]) -> std::io::Result<Child> {
         .args(&cmd[1..])
         .stdin(Stdio::piped())
         .spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{parse, Command, Role};
+    use crate::sfu::SfuConfig;
+
+    /// The SFU config child `n` should run with: sfu-N in `dir`, the
+    /// parent's address, ports and log level, the file's limits.
+    fn intended(s: &Settings, dir: &Path, n: usize) -> SfuConfig {
+        let child = Settings {
+            instance: n,
+            sfuid: None,
+            socket: None,
+            exit_on_stdin_eof: true,
+            ..s.clone()
+        };
+        child.sfu_config(dir)
+    }
+
+    /// The child parses its command line into the SFU the supervisor meant.
+    #[test]
+    fn a_child_command_line_round_trips_to_the_intended_sfu() {
+        let dir = std::env::temp_dir().join(format!("wren-supervise-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wren.toml");
+        std::fs::write(
+            &file,
+            "media-port = 41000\nlog-level = \"warn\"\nsfus = 3\n\
+             socket-group = \"wren\"\n[limits]\nsfu-sessions = 7\nrtx-cache-packets = 9\n",
+        )
+        .unwrap();
+        for parent_args in [
+            vec![
+                "--sfus",
+                "2",
+                "--media-ip",
+                "10.0.0.2",
+                "--log-level",
+                "trace",
+            ],
+            vec!["--config", file.to_str().unwrap(), "--media-ip", "10.0.0.3"],
+            vec!["--config", file.to_str().unwrap(), "--media-port", "50000"],
+        ] {
+            let args: Vec<String> = parent_args.iter().map(|a| a.to_string()).collect();
+            let Command::Run(Role::AllInOne, f) = parse(&args).unwrap() else {
+                panic!("not the all-in-one role")
+            };
+            let parent = Settings::new(*f).unwrap();
+            for n in 1..=parent.sfus {
+                let child_args = sfu_child_args(&child(&parent, &dir, n));
+                let Command::Run(Role::Sfu, f) = parse(&child_args).unwrap() else {
+                    panic!("{child_args:?} is not the sfu role")
+                };
+                let got = Settings::new(*f).unwrap();
+                assert_eq!(
+                    got.sfu_config(&dir),
+                    intended(&parent, &dir, n),
+                    "{child_args:?}"
+                );
+                assert_eq!(got.log_level, parent.log_level, "{child_args:?}");
+                // The parent's node looks for the child where it listens.
+                assert_eq!(
+                    parent.signal_config(&dir).sfu_sockets[n - 1],
+                    got.sfu_config(&dir).socket
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

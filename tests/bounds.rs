@@ -150,7 +150,7 @@ fn an_sfu_that_does_not_answer_gives_504_and_pending_calls_are_bounded() {
 
 #[test]
 fn a_silent_peer_is_removed_after_the_liveness_timeout() {
-    let server = Server::start_with_config("liveness-timeout-secs = 1\n");
+    let server = Server::start_with_config("[limits]\nliveness-timeout-secs = 1\n");
     let mut a = Client::connect(&server, "a");
     let mut b = Client::connect(&server, "b");
     a.ok("join", json!({"rid": "r"}));
@@ -172,7 +172,7 @@ fn a_silent_peer_is_removed_after_the_liveness_timeout() {
 /// times: liveness 30 s, pings every 10 s, a broadcast every 3 s, 45 s.)
 #[test]
 fn a_peer_that_only_answers_pings_stays_in_a_busy_room() {
-    let server = Server::start_with_config("liveness-timeout-secs = 6\n");
+    let server = Server::start_with_config("[limits]\nliveness-timeout-secs = 6\n");
     let mut a = Client::connect(&server, "a");
     let mut b = Client::connect(&server, "b");
     a.ok("join", json!({"rid": "r"}));

@@ -24,7 +24,7 @@ fn at_full_capacity_every_bound_answers_and_memory_stays_bounded() {
     // silent once set up: keep both for the test's whole run (slow under
     // QEMU) instead of the default 20 s and 30 s.
     let server = Server::start_with_config(
-        "sfus = 2\nliveness-timeout-secs = 600\n[limits]\nsfu-connect-timeout-ms = 600000\n",
+        "sfus = 2\n[limits]\nliveness-timeout-secs = 600\nsfu-connect-timeout-ms = 600000\n",
     );
     server.wait_sfus(2);
     let idle = rss_kib(server.child.id());

@@ -235,8 +235,8 @@ fn a_control_message_that_finds_the_queue_full_leaves_no_orphan_session() {
     let cfg = socket_path("stuck-cfg").with_extension("toml");
     std::fs::write(
         &cfg,
-        "liveness-timeout-secs = 600\n\
-         [limits]\nsfu-call-timeout-ms = 3000\nsfu-connect-timeout-ms = 600000\n",
+        "[limits]\nliveness-timeout-secs = 600\n\
+         sfu-call-timeout-ms = 3000\nsfu-connect-timeout-ms = 600000\n",
     )
     .unwrap();
     let cfg = cfg.to_str().unwrap();

@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// What an SFU process needs to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SfuConfig {
     pub sfuid: NodeId,
     /// The control socket to listen on.
