@@ -361,9 +361,7 @@ impl Settings {
             media_ip: self.media_ip,
             // Cannot overflow: `new` checked the top instance's port.
             media_port: self.media_port + (n - 1) as u16,
-            max_sessions: self.limits.sfu_sessions,
-            connect_timeout: Duration::from_millis(self.limits.sfu_connect_timeout_ms),
-            rtx_cache_packets: self.limits.rtx_cache_packets,
+            limits: self.limits,
             socket_group: self.socket_group.clone(),
             exit_on_stdin_eof: self.exit_on_stdin_eof,
         }

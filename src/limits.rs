@@ -189,6 +189,21 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// `liveness-timeout-secs` as a duration.
+    pub fn liveness_timeout(&self) -> Duration {
+        Duration::from_secs(self.liveness_timeout_secs)
+    }
+
+    /// `sfu-call-timeout-ms` as a duration.
+    pub fn sfu_call_timeout(&self) -> Duration {
+        Duration::from_millis(self.sfu_call_timeout_ms)
+    }
+
+    /// `sfu-connect-timeout-ms` as a duration.
+    pub fn sfu_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.sfu_connect_timeout_ms)
+    }
+
     /// Each bound must be at least 1 and at most its capacity.
     pub fn validate(&self) -> Result<(), String> {
         let table = [

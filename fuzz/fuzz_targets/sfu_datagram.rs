@@ -5,6 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use wren::limits::Limits;
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, Rtc};
 use wren::ids::{Mid, Sid};
@@ -24,7 +25,15 @@ thread_local! {
     static SFU: RefCell<(Sfu, Instant)> = RefCell::new({
         let now = Instant::now();
         let local = "127.0.0.1:40000".parse().unwrap();
-        let mut sfu = Sfu::new(local, 64, Duration::from_secs(3600), 64).unwrap();
+        let mut sfu = Sfu::new(
+            local,
+            &Limits {
+                sfu_sessions: 64,
+                sfu_connect_timeout_ms: 3_600_000,
+                rtx_cache_packets: 64,
+                ..Limits::default()
+            },
+        ).unwrap();
         let mid = Mid::parse("pub#000001").unwrap();
         sfu.publish(now, mid.clone(), &offer(Direction::SendOnly)).unwrap();
         sfu.subscribe(now, Sid::parse("sub#000001").unwrap(), &mid, &offer(Direction::RecvOnly))

@@ -38,6 +38,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
+use wren::limits::Limits;
 use str0m::change::SdpAnswer;
 use str0m::config::DtlsCert;
 use str0m::media::{
@@ -234,7 +235,15 @@ struct Call {
 
 impl Call {
     fn connected(now: Instant) -> Call {
-        let mut sfu = Sfu::new(addr(SFU_ADDR), 8, Duration::from_secs(10), 64).unwrap();
+        let mut sfu = Sfu::new(
+            addr(SFU_ADDR),
+            &Limits {
+                sfu_sessions: 8,
+                sfu_connect_timeout_ms: 10_000,
+                rtx_cache_packets: 64,
+                ..Limits::default()
+            },
+        ).unwrap();
         let mid = Mid::parse("pub#000001").unwrap();
         let (mut publisher, offer, pending) = Peer::new(now, PUBLISHER, Direction::SendOnly);
         let answer = sfu.publish(now, mid.clone(), &offer).unwrap();

@@ -19,7 +19,7 @@ use super::session::{Happening, Role, Session, SessionId};
 use super::track::{Media, Slot};
 use crate::ids::{Mid, Sid};
 use crate::ipc::{FromSfu, SfuError, SfuStats};
-use crate::limits::MAX_SFU_SESSIONS;
+use crate::limits::{Limits, MAX_SFU_SESSIONS};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -32,8 +32,8 @@ use str0m::{Candidate, Input, Rtc};
 
 /// All sessions of one SFU process.
 pub struct Sfu {
-    max_sessions: usize,
-    connect_timeout: Duration,
+    sfu_sessions: usize,
+    sfu_connect_timeout: Duration,
     rtx_cache_packets: usize,
     /// One DTLS certificate for every session (making one is slow).
     cert: DtlsCert,
@@ -61,14 +61,10 @@ pub struct Sfu {
 impl Sfu {
     /// An SFU whose one UDP socket is reachable at `local` (the address
     /// put in every answer's host candidate).
-    /// Sessions past `max_sessions` are refused; a session whose peer has
-    /// not connected after `connect_timeout` is given up.
-    pub fn new(
-        local: SocketAddr,
-        max_sessions: usize,
-        connect_timeout: Duration,
-        rtx_cache_packets: usize,
-    ) -> Result<Sfu, String> {
+    /// Sessions past `limits.sfu_sessions` are refused; a session whose
+    /// peer has not connected after `limits.sfu_connect_timeout_ms` is given
+    /// up; each subscriber track keeps `limits.rtx_cache_packets`.
+    pub fn new(local: SocketAddr, limits: &Limits) -> Result<Sfu, String> {
         let candidate =
             Candidate::host(local, "udp").map_err(|e| format!("bad media address {local}: {e}"))?;
         let cert = str0m::crypto::from_feature_flags()
@@ -76,9 +72,9 @@ impl Sfu {
             .generate_certificate()
             .ok_or("cannot generate a DTLS certificate")?;
         Ok(Sfu {
-            max_sessions: max_sessions.min(MAX_SFU_SESSIONS),
-            connect_timeout,
-            rtx_cache_packets,
+            sfu_sessions: limits.sfu_sessions.min(MAX_SFU_SESSIONS),
+            sfu_connect_timeout: limits.sfu_connect_timeout(),
+            rtx_cache_packets: limits.rtx_cache_packets,
             cert,
             candidate,
             local,
@@ -190,7 +186,7 @@ impl Sfu {
         offer: &str,
         role: Role,
     ) -> Result<(SessionId, String), SfuError> {
-        if self.sessions.len() >= self.max_sessions {
+        if self.sessions.len() >= self.sfu_sessions {
             return Err(SfuError::Full);
         }
         let parsed = SdpOffer::from_sdp_string(offer)
@@ -271,10 +267,10 @@ impl Sfu {
                 continue;
             };
             s.deadline = None;
-            if !s.connected && s.created + self.connect_timeout <= now {
+            if !s.connected && s.created + self.sfu_connect_timeout <= now {
                 log::info!(
                     "session {id:?}: no connection within {:?}",
-                    self.connect_timeout
+                    self.sfu_connect_timeout
                 );
                 s.rtc.disconnect();
             }
@@ -313,7 +309,7 @@ impl Sfu {
         }
         let mut next = s.rtc_timeout;
         if !s.connected {
-            next = next.min(s.created + self.connect_timeout);
+            next = next.min(s.created + self.sfu_connect_timeout);
         }
         if let Some(k) = s.keyframe_deadline() {
             next = next.min(k);
@@ -578,7 +574,14 @@ mod tests {
         const TWCC: &str = "transport-wide-cc";
         let now = Instant::now();
         let local = "127.0.0.1:40000".parse().unwrap();
-        let mut sfu = Sfu::new(local, 8, Duration::from_secs(5), 128).unwrap();
+        let mut sfu = Sfu::new(
+            local,
+            &Limits {
+                sfu_sessions: 8,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
         let uid = PeerId::parse("alice").unwrap();
         let mid = Mid::random(&uid);
 

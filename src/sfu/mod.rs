@@ -31,6 +31,7 @@ mod track;
 
 use crate::ids::NodeId;
 use crate::ipc::{FromSfu, ToSfu};
+use crate::limits::Limits;
 use async_signal::{Signal, Signals};
 use engine::Sfu;
 use std::io;
@@ -38,7 +39,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What an SFU process needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,12 +52,9 @@ pub struct SfuConfig {
     pub media_port: u16,
     /// Group of the control socket: mode 0660 with it, else 0600.
     pub socket_group: Option<String>,
-    /// Sessions (publishers + subscribers) this process takes at most.
-    pub max_sessions: usize,
-    /// How long a session may take to connect.
-    pub connect_timeout: Duration,
-    /// Video packets kept per subscriber track for retransmission.
-    pub rtx_cache_packets: usize,
+    /// The bounds in force (sessions, connect timeout, retransmission
+    /// cache; the rest are the signaling node's).
+    pub limits: Limits,
     /// Exit when stdin closes (set by a supervising parent).
     pub exit_on_stdin_eof: bool,
 }
@@ -102,13 +100,7 @@ pub fn run(cfg: SfuConfig) -> io::Result<()> {
     std::fs::rename(&staging, &cfg.socket)?;
     listener.set_nonblocking(true)?;
 
-    let sfu = Sfu::new(
-        local,
-        cfg.max_sessions,
-        cfg.connect_timeout,
-        cfg.rtx_cache_packets,
-    )
-    .map_err(io::Error::other)?;
+    let sfu = Sfu::new(local, &cfg.limits).map_err(io::Error::other)?;
     log::info!(
         "SFU {} media on udp {local}, control on {}",
         cfg.sfuid,

@@ -8,6 +8,7 @@ use super::engine::Sfu;
 use super::keyframe::starts_keyframe;
 use crate::ids::{Mid, PeerId, Sid};
 use crate::ipc::FromSfu;
+use crate::limits::Limits;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -274,7 +275,16 @@ impl Net {
 
     fn with_connect_timeout(connect_timeout: Duration) -> Net {
         let now = Instant::now();
-        let sfu = Sfu::new(SFU_ADDR.parse().unwrap(), 64, connect_timeout, 128).unwrap();
+        let sfu = Sfu::new(
+            SFU_ADDR.parse().unwrap(),
+            &Limits {
+                sfu_sessions: 64,
+                sfu_connect_timeout_ms: connect_timeout.as_millis() as u64,
+                rtx_cache_packets: 128,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
         Net {
             now,
             sfu,
