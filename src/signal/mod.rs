@@ -99,7 +99,7 @@ impl Shared {
                     self.conns.borrow_mut().remove(&conn);
                 }
                 Effect::Sfu { sfu, msg } => {
-                    let sent = match self.sfus.borrow().get(sfu) {
+                    let sent = match self.sfus.borrow().get(sfu.0) {
                         Some(Some(link)) => link.tx.try_send(msg).map_err(|e| e.is_full()),
                         _ => Err(false),
                     };
@@ -128,7 +128,7 @@ impl Shared {
         log::warn!(
             "SFU slot {sfu}: control queue full, the SFU is not reading; dropping its connection"
         );
-        if let Some(link) = self.sfus.borrow_mut().get_mut(sfu) {
+        if let Some(link) = self.sfus.borrow_mut().get_mut(sfu.0) {
             *link = None;
         }
         self.node.borrow_mut().sfu_down(sfu);
@@ -189,7 +189,7 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
         log::info!("room tokens are required");
     }
     for (slot, path) in cfg.sfu_sockets.iter().enumerate() {
-        ex.spawn(sfu_link::run(shared.clone(), slot, path.clone()))
+        ex.spawn(sfu_link::run(shared.clone(), SfuSlot(slot), path.clone()))
             .detach();
     }
     ex.spawn(ticker(shared.clone())).detach();

@@ -21,7 +21,16 @@ use std::time::{Duration, Instant};
 pub struct ConnId(pub u64);
 
 /// An SFU's place in the node's SFU table (fixed by configuration order).
-pub type SfuSlot = usize;
+/// A type of its own so that it cannot be mixed up with the other indexes
+/// the node juggles (table rows, connection numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SfuSlot(pub usize);
+
+impl std::fmt::Display for SfuSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Something the shell must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,6 +204,17 @@ pub struct Node {
     errors: Vec<(u16, u64)>,
 }
 
+/// Why a stream goes away, which decides who must hear of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Its owner unpublished or left: the SFU must drop the session, and
+    /// the owner, who asked, needs no stream-remove.
+    ByOwner,
+    /// The SFU lost it (media failed, or the SFU is gone): the SFU knows
+    /// already, and the owner did not ask, so it gets stream-remove too.
+    BySfu,
+}
+
 /// How a request handler finished.
 enum Outcome {
     /// Answered `ok` with empty data.
@@ -234,7 +254,7 @@ impl Node {
             subs: Box::default(),
             sfus,
             pending: Box::default(),
-            next_call: 1,
+            next_call: CallId(1),
             effects: VecDeque::new(),
             errors: Vec::new(),
         }
@@ -288,6 +308,7 @@ impl Node {
                 .sfus
                 .iter()
                 .enumerate()
+                .map(|(i, s)| (SfuSlot(i), s))
                 .map(|(slot, s)| SfuMetrics {
                     slot,
                     id: s.id.clone(),
@@ -606,7 +627,7 @@ impl Node {
         if &s.uid != uid {
             return Err(RequestError::NotOwner);
         }
-        self.remove_stream(mid, true, false);
+        self.remove_stream(mid, Removal::ByOwner);
         Ok(Outcome::Ok)
     }
 
@@ -673,7 +694,7 @@ impl Node {
             .map(|s| s.mid.clone())
             .collect();
         for mid in &mids {
-            self.remove_stream(mid, true, false);
+            self.remove_stream(mid, Removal::ByOwner);
         }
         while let Some(i) = self
             .subs
@@ -698,16 +719,14 @@ impl Node {
     }
 
     /// Removes a stream and every subscription to it; tells the room.
-    /// `tell_sfu` is false when the SFU itself reported the stream gone.
-    /// `tell_owner` is true when the owner did not ask for it.
-    fn remove_stream(&mut self, mid: &Mid, tell_sfu: bool, tell_owner: bool) {
+    fn remove_stream(&mut self, mid: &Mid, why: Removal) {
         let Some(i) = self.streams.iter().position(|s| &s.mid == mid) else {
             return;
         };
         let s = self.streams.swap_remove(i);
         // The SFU closes the stream's subscriptions itself.
         self.subs.retain(|sub| &sub.mid != mid);
-        if tell_sfu {
+        if why == Removal::ByOwner {
             self.effects.push_back(Effect::Sfu {
                 sfu: s.sfu,
                 msg: ToSfu::Unpublish { mid: s.mid.clone() },
@@ -721,7 +740,10 @@ impl Node {
                 mid: &s.mid,
             },
         );
-        let except = if tell_owner { None } else { Some(&s.uid) };
+        let except = match why {
+            Removal::ByOwner => Some(&s.uid),
+            Removal::BySfu => None,
+        };
         self.notify_room(&s.rid, except, note);
         log::info!("{}: stream {} removed", s.uid, s.mid);
     }
@@ -730,7 +752,7 @@ impl Node {
 
     /// An SFU connected and said hello.
     pub fn sfu_up(&mut self, sfu: SfuSlot, sfuid: NodeId) {
-        if let Some(s) = self.sfus.get_mut(sfu) {
+        if let Some(s) = self.sfus.get_mut(sfu.0) {
             log::info!("SFU {sfuid} is up (slot {sfu})");
             s.id = Some(sfuid);
         }
@@ -739,7 +761,7 @@ impl Node {
     /// An SFU's control connection is gone: its streams and subscriptions
     /// are removed as on unpublish, its pending calls fail with 503.
     pub fn sfu_down(&mut self, sfu: SfuSlot) {
-        let Some(state) = self.sfus.get_mut(sfu) else {
+        let Some(state) = self.sfus.get_mut(sfu.0) else {
             return;
         };
         if let Some(id) = state.id.take() {
@@ -752,7 +774,7 @@ impl Node {
             .map(|s| s.mid.clone())
             .collect();
         for mid in &mids {
-            self.remove_stream(mid, false, true);
+            self.remove_stream(mid, Removal::BySfu);
         }
         self.subs.retain(|s| s.sfu != sfu);
         while let Some(i) = self.pending.iter().position(|p| p.sfu == sfu) {
@@ -769,11 +791,11 @@ impl Node {
             FromSfu::Failed { call, error } => self.call_done(sfu, call, Err(error)),
             FromSfu::StreamClosed { mid } => {
                 if self.streams.iter().any(|s| s.mid == mid && s.sfu == sfu) {
-                    self.remove_stream(&mid, false, true);
+                    self.remove_stream(&mid, Removal::BySfu);
                 }
             }
             FromSfu::Stats(stats) => {
-                if let Some(s) = self.sfus.get_mut(sfu) {
+                if let Some(s) = self.sfus.get_mut(sfu.0) {
                     s.stats = stats;
                 }
             }
@@ -813,7 +835,7 @@ impl Node {
             .any(|peer| peer.conn == p.conn && peer.in_room(&p.rid));
         match p.kind {
             PendingKind::Publish { mid, minfo } => {
-                let sfuid = self.sfus[sfu].id.clone();
+                let sfuid = self.sfus[sfu.0].id.clone();
                 let (true, Some(sfuid)) = (still_here, sfuid) else {
                     self.effects.push_back(Effect::Sfu {
                         sfu,
@@ -923,7 +945,7 @@ impl Node {
         self.pending
             .push(pending)
             .map_err(|_| RequestError::Full("pending SFU calls"))?;
-        self.next_call += 1;
+        self.next_call = CallId(call.0 + 1);
         self.effects.push_back(Effect::Sfu {
             sfu,
             msg: msg(call),
@@ -956,6 +978,7 @@ impl Node {
     fn least_loaded_sfu(&self) -> Option<SfuSlot> {
         (0..self.sfus.len())
             .filter(|&i| self.sfus[i].id.is_some())
+            .map(SfuSlot)
             .min_by_key(|&i| {
                 self.streams.iter().filter(|s| s.sfu == i).count()
                     + self.subs.iter().filter(|s| s.sfu == i).count()
@@ -968,7 +991,7 @@ impl Node {
             mid: s.mid.clone(),
             minfo: s.minfo,
             rid: s.rid.clone(),
-            sfuid: self.sfus[s.sfu]
+            sfuid: self.sfus[s.sfu.0]
                 .id
                 .clone()
                 .unwrap_or_else(|| self.bizid.clone()),

@@ -27,7 +27,10 @@ impl Harness {
             sfus,
         );
         for i in 0..sfus {
-            node.sfu_up(i, NodeId::parse(&format!("sfu-{}", i + 1)).unwrap());
+            node.sfu_up(
+                SfuSlot(i),
+                NodeId::parse(&format!("sfu-{}", i + 1)).unwrap(),
+            );
         }
         Harness {
             node,
@@ -272,7 +275,7 @@ fn sfu_errors_timeouts_and_absence_become_error_codes() {
         "a late session must not linger"
     );
 
-    h.node.sfu_down(0);
+    h.node.sfu_down(SfuSlot(0));
     assert_eq!(error_code(&h.req(1, "publish", publish_data("r1")), 1), 503);
 }
 
@@ -334,7 +337,7 @@ fn subscribe_and_unsubscribe_go_to_the_stream_sfu() {
         json!({"rid": "r1", "mid": mid, "sfuid": "sfu-2", "jsep": {"type": "offer", "sdp": "v=0"}}),
     );
     let (sfu, call) = sfu_call(&fx);
-    assert_eq!(sfu, 0, "the stream lives on the first SFU");
+    assert_eq!(sfu, SfuSlot(0), "the stream lives on the first SFU");
     h.node.from_sfu(
         sfu,
         FromSfu::Answer {
@@ -380,8 +383,8 @@ fn publishes_spread_over_sfus_by_load() {
     h.join(1, "r1");
     let a = h.req(1, "publish", publish_data("r1"));
     let b = h.req(1, "publish", publish_data("r1"));
-    assert_eq!(sfu_call(&a).0, 0);
-    assert_eq!(sfu_call(&b).0, 1);
+    assert_eq!(sfu_call(&a).0, SfuSlot(0));
+    assert_eq!(sfu_call(&b).0, SfuSlot(1));
 }
 
 #[test]
@@ -545,7 +548,7 @@ fn a_silent_peer_is_removed_after_the_liveness_timeout() {
 fn an_sfu_going_down_removes_its_streams_for_everyone() {
     let mut h = Harness::alice_and_bob_in_r1(1);
     let mid = h.publish(1, "r1");
-    h.node.sfu_down(0);
+    h.node.sfu_down(SfuSlot(0));
     let fx = h.effects();
     for conn in [1, 2] {
         assert_eq!(
@@ -564,7 +567,7 @@ fn a_publisher_whose_media_fails_is_removed_like_unpublish() {
     let mut h = Harness::alice_and_bob_in_r1(1);
     let mid = h.publish(1, "r1");
     h.node.from_sfu(
-        0,
+        SfuSlot(0),
         FromSfu::StreamClosed {
             mid: Mid::parse(&mid).unwrap(),
         },

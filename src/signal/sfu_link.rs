@@ -28,7 +28,7 @@ pub async fn run(shared: Rc<Shared>, slot: SfuSlot, path: PathBuf) {
                 if let Err(e) = session(&shared, slot, stream).await {
                     log::warn!("SFU at {}: {e}", path.display());
                 }
-                shared.sfus.borrow_mut()[slot] = None;
+                shared.sfus.borrow_mut()[slot.0] = None;
                 shared.with_node(|n| n.sfu_down(slot));
             }
             Err(e) => {
@@ -58,7 +58,7 @@ async fn session(shared: &Shared, slot: SfuSlot, stream: UnixStream) -> io::Resu
     }
     let (tx, rx) = smol::channel::bounded::<ToSfu>(2 * MAX_PENDING_SFU_CALLS);
     let (reset, reset_rx) = smol::channel::bounded::<()>(1);
-    shared.sfus.borrow_mut()[slot] = Some(SfuLink { tx, _reset: reset });
+    shared.sfus.borrow_mut()[slot.0] = Some(SfuLink { tx, _reset: reset });
     shared.with_node(|n| n.from_sfu(slot, hello));
 
     let mut writer = stream;
