@@ -1,14 +1,15 @@
 //! The signaling node's state: peers, rooms, streams and subscriptions in
 //! fixed-capacity tables, as an I/O-free state machine.
 //!
-//! Inputs are method calls that take `now`; outputs are [`Effect`]s drained
-//! with [`Node::poll_effect`]: text for a connection, a close, or a control
-//! message for an SFU. It knows nothing of sockets or WebRTC: an SFU is a
-//! slot that answers calls with SDP.
+//! Inputs are method calls that take a [`Now`]; outputs are [`Effect`]s
+//! drained with [`Node::poll_effect`]: text for a connection, a close, or a
+//! control message for an SFU. [`Node::poll_timeout`] says when the node
+//! next needs [`Node::tick`]. It knows nothing of sockets, clocks or WebRTC:
+//! an SFU is a slot that answers calls with SDP.
 
 use super::error::RequestError;
 use super::protoo::{self, Minfo, Request, RequestId};
-use super::token::{self, Grant, TokenError, TokenKey};
+use super::token::{Grant, TokenError, TokenKey};
 use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
 use crate::ipc::{CallId, FromSfu, SfuError, SfuStats, ToSfu};
 use crate::limits::*;
@@ -30,6 +31,19 @@ impl std::fmt::Display for SfuSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// The time of one input, read once by the shell. The node reads no clock
+/// itself: tests drive it in simulated time, and the same inputs at the
+/// same times give the same outputs. Every input takes one, whether it
+/// uses it today or not, so the shell need not know which inputs do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic: liveness, SFU call deadlines and request budgets.
+    pub mono: Instant,
+    /// Wall clock, seconds since the Unix epoch: token expiry (a token's
+    /// `exp` is a Unix time, minted by another machine).
+    pub unix_secs: u64,
 }
 
 /// Something the shell must do.
@@ -272,11 +286,16 @@ impl Node {
 
     /// Checks the token of a WebSocket URL for `uid` (before the upgrade).
     /// `Ok(None)` when tokens are not in use.
-    pub fn check_url_token(&self, uid: &PeerId, token: &str) -> Result<Option<Grant>, TokenError> {
+    pub fn check_url_token(
+        &self,
+        now: Now,
+        uid: &PeerId,
+        token: &str,
+    ) -> Result<Option<Grant>, TokenError> {
         let Some(key) = &self.tokens else {
             return Ok(None);
         };
-        let grant = key.verify(token, token::unix_now())?;
+        let grant = key.verify(token, now.unix_secs)?;
         if &grant.uid != uid {
             return Err(TokenError::Invalid);
         }
@@ -337,7 +356,7 @@ impl Node {
     /// replaced: it leaves every room and is closed.
     pub fn connect(
         &mut self,
-        now: Instant,
+        now: Now,
         conn: ConnId,
         uid: PeerId,
         url_grant: Option<Grant>,
@@ -359,8 +378,8 @@ impl Node {
             conn,
             rooms: heapless::Vec::new(),
             url_grant: url_grant.map(Box::new),
-            last_seen: now,
-            bucket: TokenBucket::new(now, self.limits.request_burst),
+            last_seen: now.mono,
+            bucket: TokenBucket::new(now.mono, self.limits.request_burst),
         };
         self.peers
             .push(peer)
@@ -368,14 +387,14 @@ impl Node {
     }
 
     /// The WebSocket closed: the same as leaving every room, at once.
-    pub fn disconnect(&mut self, conn: ConnId) {
+    pub fn disconnect(&mut self, _now: Now, conn: ConnId) {
         self.drop_peer(conn);
     }
 
     /// Any traffic from the connection (a frame, a pong) proves it alive.
-    pub fn touch(&mut self, now: Instant, conn: ConnId) {
+    pub fn touch(&mut self, now: Now, conn: ConnId) {
         if let Some(p) = self.peers.iter_mut().find(|p| p.conn == conn) {
-            p.last_seen = now;
+            p.last_seen = now.mono;
         }
     }
 
@@ -398,8 +417,22 @@ impl Node {
 
     // ----- time -----
 
+    /// When the node next needs [`Node::tick`]: the earliest instant at
+    /// which a peer falls silent for the liveness timeout or an SFU call
+    /// runs out of time. None while there is neither. Inputs can move it
+    /// (earlier, too: a new peer or call), so ask again after each one.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let silent = self
+            .peers
+            .iter()
+            .map(|p| p.last_seen + self.liveness_timeout);
+        let calls = self.pending.iter().map(|p| p.deadline);
+        silent.chain(calls).min()
+    }
+
     /// Expires silent peers and SFU calls that were not answered in time.
-    pub fn tick(&mut self, now: Instant) {
+    pub fn tick(&mut self, now: Now) {
+        let now = now.mono;
         let timeout = self.liveness_timeout;
         let silent: Vec<ConnId> = self
             .peers
@@ -432,18 +465,18 @@ impl Node {
     // ----- requests -----
 
     /// Answers a request that could not be decoded.
-    pub fn reject(&mut self, conn: ConnId, id: RequestId, err: RequestError) {
+    pub fn reject(&mut self, _now: Now, conn: ConnId, id: RequestId, err: RequestError) {
         self.reply(conn, id, Err(err));
     }
 
     /// Handles one decoded request of connection `conn`.
-    pub fn request(&mut self, now: Instant, conn: ConnId, id: RequestId, req: Request) {
+    pub fn request(&mut self, now: Now, conn: ConnId, id: RequestId, req: Request) {
         let Some(peer) = self.peers.iter_mut().find(|p| p.conn == conn) else {
             return;
         };
-        peer.last_seen = now;
+        peer.last_seen = now.mono;
         let (rate, burst) = (self.limits.requests_per_sec, self.limits.request_burst);
-        if !peer.bucket.take(now, rate, burst) {
+        if !peer.bucket.take(now.mono, rate, burst) {
             self.reply(conn, id, Err(RequestError::RateLimited));
             return;
         }
@@ -458,7 +491,7 @@ impl Node {
             rid,
         };
         let result = match req {
-            Request::Join { rid, token } => self.join(id, &uid, rid, token.as_deref()),
+            Request::Join { rid, token } => self.join(now, id, &uid, rid, token.as_deref()),
             _ if !joined => Err(RequestError::NotInRoom),
             Request::Leave { rid } => {
                 self.leave_room(&uid, &rid);
@@ -493,12 +526,19 @@ impl Node {
         }
     }
 
-    fn join(&mut self, id: RequestId, uid: &PeerId, rid: RoomId, token: Option<&str>) -> Reply {
+    fn join(
+        &mut self,
+        now: Now,
+        id: RequestId,
+        uid: &PeerId,
+        rid: RoomId,
+        token: Option<&str>,
+    ) -> Reply {
         let pidx = self.peer_idx(uid).ok_or(RequestError::NotInRoom)?;
         if self.peers[pidx].in_room(&rid) {
             return Err(RequestError::AlreadyJoined);
         }
-        let may_publish = self.admit(pidx, &rid, token)?;
+        let may_publish = self.admit(now, pidx, &rid, token)?;
         if self.peers[pidx].rooms.len() >= self.limits.rooms_per_peer {
             return Err(RequestError::Full("rooms per peer"));
         }
@@ -566,6 +606,7 @@ impl Node {
     /// whether the peer may publish there.
     fn admit(
         &mut self,
+        now: Now,
         pidx: usize,
         rid: &RoomId,
         token: Option<&str>,
@@ -574,7 +615,7 @@ impl Node {
             return Ok(true);
         };
         let peer = &self.peers[pidx];
-        let now = token::unix_now();
+        let now = now.unix_secs;
         let grant = match token {
             Some(t) => key.verify(t, now),
             None => match &peer.url_grant {
@@ -595,7 +636,7 @@ impl Node {
         Ok(grant.publish)
     }
 
-    fn publish(&mut self, now: Instant, asker: Asker, offer: String, minfo: Minfo) -> Reply {
+    fn publish(&mut self, now: Now, asker: Asker, offer: String, minfo: Minfo) -> Reply {
         let is_publish = |k: &PendingKind| matches!(k, PendingKind::Publish { .. });
         let in_room = self.streams.iter().filter(|s| s.rid == asker.rid).count()
             + self.pending_count(|p| is_publish(&p.kind) && p.rid == asker.rid);
@@ -631,7 +672,7 @@ impl Node {
         Ok(Outcome::Ok)
     }
 
-    fn subscribe(&mut self, now: Instant, asker: Asker, mid: Mid, offer: String) -> Reply {
+    fn subscribe(&mut self, now: Now, asker: Asker, mid: Mid, offer: String) -> Reply {
         let stream = self
             .streams
             .iter()
@@ -751,7 +792,7 @@ impl Node {
     // ----- SFUs -----
 
     /// An SFU connected and said hello.
-    pub fn sfu_up(&mut self, sfu: SfuSlot, sfuid: NodeId) {
+    pub fn sfu_up(&mut self, _now: Now, sfu: SfuSlot, sfuid: NodeId) {
         if let Some(s) = self.sfus.get_mut(sfu.0) {
             log::info!("SFU {sfuid} is up (slot {sfu})");
             s.id = Some(sfuid);
@@ -760,7 +801,7 @@ impl Node {
 
     /// An SFU's control connection is gone: its streams and subscriptions
     /// are removed as on unpublish, its pending calls fail with 503.
-    pub fn sfu_down(&mut self, sfu: SfuSlot) {
+    pub fn sfu_down(&mut self, _now: Now, sfu: SfuSlot) {
         let Some(state) = self.sfus.get_mut(sfu.0) else {
             return;
         };
@@ -784,9 +825,9 @@ impl Node {
     }
 
     /// A message from an SFU.
-    pub fn from_sfu(&mut self, sfu: SfuSlot, msg: FromSfu) {
+    pub fn from_sfu(&mut self, now: Now, sfu: SfuSlot, msg: FromSfu) {
         match msg {
-            FromSfu::Hello { sfuid, .. } => self.sfu_up(sfu, sfuid),
+            FromSfu::Hello { sfuid, .. } => self.sfu_up(now, sfu, sfuid),
             FromSfu::Answer { call, sdp } => self.call_done(sfu, call, Ok(sdp)),
             FromSfu::Failed { call, error } => self.call_done(sfu, call, Err(error)),
             FromSfu::StreamClosed { mid } => {
@@ -922,7 +963,7 @@ impl Node {
     /// answers (or does not, in time).
     fn call_sfu(
         &mut self,
-        now: Instant,
+        now: Now,
         sfu: SfuSlot,
         asker: Asker,
         kind: PendingKind,
@@ -935,7 +976,7 @@ impl Node {
         let pending = PendingCall {
             call,
             sfu,
-            deadline: now + self.call_timeout,
+            deadline: now.mono + self.call_timeout,
             conn: asker.conn,
             uid: asker.uid,
             rid: asker.rid,
