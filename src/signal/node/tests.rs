@@ -1,6 +1,11 @@
 //! The room state machine, driven without sockets in simulated time.
 
+use super::sfu_calls::PendingCall;
+use super::tables::{Peer, Room, Stream, Subscription};
 use super::*;
+use crate::ids::{Mid, RoomId, Sid};
+use crate::ipc::{FromSfu, SfuError};
+use crate::signal::token::TokenError;
 use serde_json::{json, Value};
 
 struct Harness {
