@@ -150,12 +150,7 @@ impl Node {
         }
     }
 
-    pub(super) fn call_done(
-        &mut self,
-        sfu: SfuSlot,
-        call: CallId,
-        result: Result<String, SfuError>,
-    ) {
+    fn call_done(&mut self, sfu: SfuSlot, call: CallId, result: Result<String, SfuError>) {
         let Some(i) = self
             .pending
             .iter()
@@ -268,7 +263,7 @@ impl Node {
 
     /// Sends a call to an SFU; the request is answered when the SFU
     /// answers (or does not, in time).
-    pub(super) fn call_sfu(
+    fn call_sfu(
         &mut self,
         now: Now,
         sfu: SfuSlot,
@@ -301,13 +296,13 @@ impl Node {
         Ok(Outcome::Deferred)
     }
 
-    pub(super) fn pending_count(&self, f: impl Fn(&PendingCall) -> bool) -> usize {
+    fn pending_count(&self, f: impl Fn(&PendingCall) -> bool) -> usize {
         self.pending.iter().filter(|p| f(p)).count()
     }
 
     /// The live SFU with the fewest sessions (streams + subscriptions +
     /// calls under way); ties go to the lowest slot.
-    pub(super) fn least_loaded_sfu(&self) -> Option<SfuSlot> {
+    fn least_loaded_sfu(&self) -> Option<SfuSlot> {
         (0..self.sfus.len())
             .filter(|&i| self.sfus[i].id.is_some())
             .map(SfuSlot)

@@ -195,7 +195,7 @@ impl Node {
     }
 
     /// Removes subscription `i` and tells its SFU.
-    pub(super) fn close_subscription(&mut self, i: usize) {
+    fn close_subscription(&mut self, i: usize) {
         let sub = self.subs.swap_remove(i);
         self.effects.push_back(Effect::Sfu {
             sfu: sub.sfu,
@@ -283,7 +283,7 @@ impl Node {
                 .any(|p| matches!(&p.kind, PendingKind::Subscribe { sid: s, .. } if s == sid))
     }
 
-    pub(super) fn peer_idx(&self, uid: &PeerId) -> Option<usize> {
+    fn peer_idx(&self, uid: &PeerId) -> Option<usize> {
         self.peers.iter().position(|p| &p.uid == uid)
     }
 }
