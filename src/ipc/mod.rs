@@ -14,8 +14,17 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::fmt;
 use std::io;
 
-/// Matches an SFU's answer to the request that asked for it.
-pub type CallId = u64;
+/// Matches an SFU's answer to the request that asked for it. On the wire
+/// it is the bare JSON number it always was (`transparent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallId(pub u64);
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Signaling node → SFU.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,7 +216,7 @@ mod tests {
     fn messages_round_trip_through_frames() {
         let msgs = vec![
             ToSfu::Publish {
-                call: 7,
+                call: CallId(7),
                 mid: Mid::parse("a#123456").unwrap(),
                 offer: "v=0\r\n".into(),
             },
@@ -223,11 +232,15 @@ mod tests {
             assert_eq!(back, m);
         }
         let f = FromSfu::Failed {
-            call: 1,
+            call: CallId(1),
             error: SfuError::BadOffer("no m-lines".into()),
         };
         let back: FromSfu = decode(&encode(&f)[4..]).unwrap();
         assert_eq!(back, f);
+        // The call id is a bare number on the wire, as it was before it
+        // had a type of its own.
+        let text = String::from_utf8(encode(&f)[4..].to_vec()).unwrap();
+        assert!(text.contains(r#""call":1,"#), "{text}");
     }
 
     /// Property: neither decoder panics, whatever the bytes; frames of a
@@ -235,7 +248,7 @@ mod tests {
     #[test]
     fn control_frames_decode_totally() {
         let good = encode(&FromSfu::Answer {
-            call: 9,
+            call: CallId(9),
             sdp: "v=0".into(),
         });
         let mut rng = fastrand::Rng::with_seed(11);

@@ -5,7 +5,7 @@ use super::http::{self, Route};
 use super::node::ConnId;
 use super::protoo::{self, Incoming};
 use super::token::Grant;
-use super::{outbox, Outbound, Shared};
+use super::{clock, outbox, Outbound, Shared};
 use crate::ids::PeerId;
 use crate::limits::{
     HTTP_HEAD_TIMEOUT_MS, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_QUEUED_PER_CONNECTION,
@@ -21,7 +21,7 @@ use smol::stream::StreamExt;
 use smol::Timer;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 type Close = Option<(u16, &'static str)>;
 
@@ -68,7 +68,7 @@ where
     let conn = shared.new_conn_id();
     let (tx, rx) = outbox::bounded(MAX_QUEUED_PER_CONNECTION);
     shared.conns.borrow_mut().insert(conn, tx);
-    if let Err(e) = shared.with_node(|n| n.connect(Instant::now(), conn, uid.clone(), url_grant)) {
+    if let Err(e) = shared.with_node(|n| n.connect(clock(), conn, uid.clone(), url_grant)) {
         log::info!("{addr}: {uid} refused: {e}");
         shared.conns.borrow_mut().remove(&conn);
         close(&mut sender, (1013, "capacity full: connections")).await;
@@ -80,7 +80,7 @@ where
         .or(write_loop(&mut sender, rx, shared.ping_interval))
         .await;
     shared.conns.borrow_mut().remove(&conn);
-    shared.with_node(|n| n.disconnect(conn));
+    shared.with_node(|n| n.disconnect(clock(), conn));
     if let Some(reason) = reason {
         close(&mut sender, reason).await;
         linger(&mut receiver).await;
@@ -181,7 +181,7 @@ fn admit(shared: &Shared, head: &http::Head, uid: &PeerId) -> Result<Option<Gran
         Some(token) => shared
             .node
             .borrow()
-            .check_url_token(uid, &token)
+            .check_url_token(clock(), uid, &token)
             .map_err(|e| e.to_string()),
         None => Ok(None),
     }
@@ -195,7 +195,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Close {
     let mut violations = 0;
     while let Some(msg) = receiver.next().await {
-        let now = Instant::now();
+        let now = clock();
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(_)) => return None,
@@ -219,7 +219,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
         shared.node.borrow_mut().touch(now, conn);
         match protoo::decode_bounded(text.as_str(), MAX_MESSAGE_BYTES) {
             Incoming::Request(id, req) => shared.with_node(|n| n.request(now, conn, id, *req)),
-            Incoming::Invalid(id, err) => shared.with_node(|n| n.reject(conn, id, err)),
+            Incoming::Invalid(id, err) => shared.with_node(|n| n.reject(now, conn, id, err)),
             Incoming::Ignored => {}
             Incoming::Garbage(why) => {
                 log::debug!("connection {conn:?}: unanswerable frame: {why}");

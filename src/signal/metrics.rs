@@ -62,7 +62,7 @@ pub fn render(m: &Metrics) -> String {
             let _ = writeln!(
                 out,
                 "{name}{{slot=\"{}\",sfuid=\"{id}\"}} {value}",
-                s.slot + 1
+                s.slot.0 + 1
             );
         }
     }

@@ -20,8 +20,8 @@ use crate::ids::NodeId;
 use crate::ipc::ToSfu;
 use crate::limits::{Limits, HTTP_HEAD_TIMEOUT_MS};
 use async_signal::{Signal, Signals};
-use node::{ConnId, Effect, Node, SfuSlot};
-use smol::channel::Sender;
+use node::{ConnId, Effect, Node, Now, SfuSlot};
+use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::net::TcpListener;
 use smol::stream::StreamExt;
@@ -77,6 +77,19 @@ struct Shared {
     live_conns: Cell<usize>,
     /// How often each connection is pinged.
     ping_interval: Duration,
+    /// When the ticker will next tick the node, as it last asked.
+    armed: Cell<Option<Instant>>,
+    /// Wakes the ticker to ask the node again (capacity one: wake-ups
+    /// coalesce).
+    wake: Sender<()>,
+}
+
+/// Reads both clocks once, for one input to the node.
+fn clock() -> Now {
+    Now {
+        mono: Instant::now(),
+        unix_secs: token::unix_now(),
+    }
 }
 
 impl Shared {
@@ -84,7 +97,24 @@ impl Shared {
     fn with_node<R>(&self, f: impl FnOnce(&mut Node) -> R) -> R {
         let r = f(&mut self.node.borrow_mut());
         self.flush();
+        self.rearm();
         r
+    }
+
+    /// Wakes the ticker when the input just handled gave the node a
+    /// deadline earlier than the one it sleeps until (a new peer, a call
+    /// to an SFU). Later deadlines need nothing: the ticker wakes early,
+    /// finds nothing due, and asks again.
+    fn rearm(&self) {
+        let next = self.node.borrow().poll_timeout();
+        let earlier = match (next, self.armed.get()) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if earlier {
+            let _ = self.wake.try_send(());
+        }
     }
 
     fn flush(&self) {
@@ -99,7 +129,7 @@ impl Shared {
                     self.conns.borrow_mut().remove(&conn);
                 }
                 Effect::Sfu { sfu, msg } => {
-                    let sent = match self.sfus.borrow().get(sfu) {
+                    let sent = match self.sfus.borrow().get(sfu.0) {
                         Some(Some(link)) => link.tx.try_send(msg).map_err(|e| e.is_full()),
                         _ => Err(false),
                     };
@@ -128,10 +158,10 @@ impl Shared {
         log::warn!(
             "SFU slot {sfu}: control queue full, the SFU is not reading; dropping its connection"
         );
-        if let Some(link) = self.sfus.borrow_mut().get_mut(sfu) {
+        if let Some(link) = self.sfus.borrow_mut().get_mut(sfu.0) {
             *link = None;
         }
-        self.node.borrow_mut().sfu_down(sfu);
+        self.node.borrow_mut().sfu_down(clock(), sfu);
     }
 
     fn to_conn(&self, conn: ConnId, out: Outbound) {
@@ -169,6 +199,7 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
     };
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
+    let (wake, woken) = smol::channel::bounded(1);
     let shared = Rc::new(Shared {
         node: RefCell::new(Node::new(
             cfg.bizid.clone(),
@@ -182,6 +213,8 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
         allowed_origins: cfg.allowed_origins.clone(),
         live_conns: Cell::new(0),
         ping_interval: crate::limits::ping_interval(cfg.liveness_timeout),
+        armed: Cell::new(None),
+        wake,
     });
     if let Some(secret) = &cfg.token_secret {
         let key = token::TokenKey::new(&secret.0).map_err(std::io::Error::other)?;
@@ -189,10 +222,10 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
         log::info!("room tokens are required");
     }
     for (slot, path) in cfg.sfu_sockets.iter().enumerate() {
-        ex.spawn(sfu_link::run(shared.clone(), slot, path.clone()))
+        ex.spawn(sfu_link::run(shared.clone(), SfuSlot(slot), path.clone()))
             .detach();
     }
-    ex.spawn(ticker(shared.clone())).detach();
+    ex.spawn(ticker(shared.clone(), woken)).detach();
     let scheme = if tls.is_some() { "https" } else { "http" };
     log::info!(
         "signaling node {} listening on {scheme}://{addr}/",
@@ -258,10 +291,28 @@ async fn drain(shared: &Shared) {
     }
 }
 
-/// Drives the node's clock: liveness and SFU call timeouts.
-async fn ticker(shared: Rc<Shared>) {
+/// Drives the node's clock: liveness and SFU call timeouts. Sleeps until
+/// the node's next deadline ([`Node::poll_timeout`]), or until an input
+/// makes an earlier one ([`Shared::rearm`]); an idle node sleeps for good.
+async fn ticker(shared: Rc<Shared>, woken: Receiver<()>) {
     loop {
-        smol::Timer::after(Duration::from_millis(500)).await;
-        shared.with_node(|n| n.tick(Instant::now()));
+        let next = shared.node.borrow().poll_timeout();
+        shared.armed.set(next);
+        let timer = match next {
+            Some(at) => smol::Timer::at(at),
+            None => smol::Timer::never(),
+        };
+        let due = async {
+            timer.await;
+            true
+        }
+        .or(async {
+            // Never closed: `Shared` holds the sender, and we hold `Shared`.
+            let _ = woken.recv().await;
+            false
+        });
+        if due.await {
+            shared.with_node(|n| n.tick(clock()));
+        }
     }
 }

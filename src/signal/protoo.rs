@@ -6,8 +6,17 @@ use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A request id as protoo sends it (a JSON integer).
-pub type RequestId = u64;
+/// A request id as protoo sends it (a JSON integer, and echoed back as
+/// the same bare number: `transparent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RequestId(pub u64);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// What a client may publish, passed through to others unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,7 +238,7 @@ pub fn decode_bounded(text: &str, max_len: usize) -> Incoming {
     }
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(msg)) if msg.get("request") == Some(&Value::Bool(true)) => {
-            match msg.get("id").and_then(Value::as_u64) {
+            match msg.get("id").and_then(Value::as_u64).map(RequestId) {
                 Some(id) => Incoming::Invalid(id, RequestError::TooLarge),
                 None => Incoming::Garbage("request without a readable id"),
             }
@@ -251,7 +260,7 @@ pub fn decode(text: &str) -> Incoming {
     if msg.get("request") != Some(&Value::Bool(true)) {
         return Incoming::Garbage("neither request, response nor notification");
     }
-    let Some(id) = msg.get("id").and_then(Value::as_u64) else {
+    let Some(id) = msg.get("id").and_then(Value::as_u64).map(RequestId) else {
         return Incoming::Garbage("request without a readable id");
     };
     let Some(Value::String(method)) = msg.remove("method") else {
@@ -420,9 +429,9 @@ pub struct BroadcastNote<'a> {
 mod tests {
     use super::*;
 
-    fn invalid_code(text: &str) -> (RequestId, u16) {
+    fn invalid_code(text: &str) -> (u64, u16) {
         match decode(text) {
-            Incoming::Invalid(id, e) => (id, e.code()),
+            Incoming::Invalid(id, e) => (id.0, e.code()),
             other => panic!("expected Invalid, got {other:?}"),
         }
     }
@@ -430,7 +439,7 @@ mod tests {
     #[test]
     fn decodes_the_seed_join() {
         let m = decode(r#"{"request":true,"id":1928012,"method":"join","data":{"rid":"777777"}}"#);
-        let Incoming::Request(1928012, req) = m else {
+        let Incoming::Request(RequestId(1928012), req) = m else {
             panic!("{m:?}")
         };
         assert_eq!(
@@ -465,7 +474,9 @@ mod tests {
             r#"{"request":true,"id":5,"method":"subscribe","data":{"rid":"room",
             "mid":"a#123456","jsep":{"type":"offer","sdp":"v=0"},"sfuid":"shenzhen-sfu-1"}}"#,
         );
-        assert!(matches!(m, Incoming::Request(5, r) if matches!(*r, Request::Subscribe { .. })));
+        assert!(
+            matches!(m, Incoming::Request(RequestId(5), r) if matches!(*r, Request::Subscribe { .. }))
+        );
     }
 
     #[test]
@@ -576,7 +587,7 @@ mod tests {
                 Incoming::Ignored | Incoming::Garbage(_) => continue,
             };
             let v: Value = serde_json::from_str(&text).expect("answered text is JSON");
-            assert_eq!(v["id"].as_u64(), Some(answered));
+            assert_eq!(v["id"].as_u64(), Some(answered.0));
             if is_seed && fits && v["method"].is_string() && v["data"].is_object() {
                 requests += 1;
             }
@@ -608,10 +619,10 @@ mod tests {
         );
         assert!(matches!(
             decode_bounded(&big, 1000),
-            Incoming::Request(5, _)
+            Incoming::Request(RequestId(5), _)
         ));
         match decode_bounded(&big, 50) {
-            Incoming::Invalid(5, e) => assert_eq!(e.code(), 413),
+            Incoming::Invalid(RequestId(5), e) => assert_eq!(e.code(), 413),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
@@ -622,9 +633,9 @@ mod tests {
 
     #[test]
     fn responses_have_the_seed_shape() {
-        let ok = ok_response(3, &Empty {});
+        let ok = ok_response(RequestId(3), &Empty {});
         assert_eq!(ok, r#"{"response":true,"id":3,"ok":true,"data":{}}"#);
-        let err = error_response(4, &RequestError::NotInRoom);
+        let err = error_response(RequestId(4), &RequestError::NotInRoom);
         assert_eq!(
             err,
             r#"{"response":true,"id":4,"ok":false,"errorCode":403,"errorReason":"not in that room"}"#

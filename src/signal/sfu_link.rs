@@ -2,7 +2,7 @@
 //! hello, pass messages both ways, and reconnect when the SFU goes away.
 
 use super::node::SfuSlot;
-use super::{SfuLink, Shared};
+use super::{clock, SfuLink, Shared};
 use crate::ipc::{self, FromSfu, ToSfu};
 use crate::limits::MAX_PENDING_SFU_CALLS;
 use smol::future::FutureExt;
@@ -28,8 +28,8 @@ pub async fn run(shared: Rc<Shared>, slot: SfuSlot, path: PathBuf) {
                 if let Err(e) = session(&shared, slot, stream).await {
                     log::warn!("SFU at {}: {e}", path.display());
                 }
-                shared.sfus.borrow_mut()[slot] = None;
-                shared.with_node(|n| n.sfu_down(slot));
+                shared.sfus.borrow_mut()[slot.0] = None;
+                shared.with_node(|n| n.sfu_down(clock(), slot));
             }
             Err(e) => {
                 if !logged_down {
@@ -58,8 +58,8 @@ async fn session(shared: &Shared, slot: SfuSlot, stream: UnixStream) -> io::Resu
     }
     let (tx, rx) = smol::channel::bounded::<ToSfu>(2 * MAX_PENDING_SFU_CALLS);
     let (reset, reset_rx) = smol::channel::bounded::<()>(1);
-    shared.sfus.borrow_mut()[slot] = Some(SfuLink { tx, _reset: reset });
-    shared.with_node(|n| n.from_sfu(slot, hello));
+    shared.sfus.borrow_mut()[slot.0] = Some(SfuLink { tx, _reset: reset });
+    shared.with_node(|n| n.from_sfu(clock(), slot, hello));
 
     let mut writer = stream;
     let write_loop = async {
@@ -71,7 +71,7 @@ async fn session(shared: &Shared, slot: SfuSlot, stream: UnixStream) -> io::Resu
     let read_loop = async {
         while let Some(frame) = ipc::read_frame(&mut reader).await? {
             let msg: FromSfu = ipc::decode(&frame)?;
-            shared.with_node(|n| n.from_sfu(slot, msg));
+            shared.with_node(|n| n.from_sfu(clock(), slot, msg));
         }
         Ok::<(), io::Error>(())
     };

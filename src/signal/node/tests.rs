@@ -1,13 +1,23 @@
 //! The room state machine, driven without sockets in simulated time.
 
+use super::sfu_calls::PendingCall;
+use super::tables::{Peer, Room, Stream, Subscription};
 use super::*;
+use crate::ids::{Mid, RoomId, Sid};
+use crate::ipc::{FromSfu, SfuError};
+use crate::signal::token::TokenError;
 use serde_json::{json, Value};
 
 struct Harness {
     node: Node,
-    now: Instant,
+    /// Simulated time: both clocks move only with `advance`.
+    now: Now,
+    start: Instant,
     next_id: u64,
 }
+
+/// The wall clock when a harness starts (any time will do).
+const UNIX_START: u64 = 1_700_000_000;
 
 /// What one connection received, decoded.
 fn parse(text: &str) -> Value {
@@ -26,14 +36,30 @@ impl Harness {
             limits,
             sfus,
         );
+        let start = Instant::now();
+        let now = Now {
+            mono: start,
+            unix_secs: UNIX_START,
+        };
         for i in 0..sfus {
-            node.sfu_up(i, NodeId::parse(&format!("sfu-{}", i + 1)).unwrap());
+            node.sfu_up(
+                now,
+                SfuSlot(i),
+                NodeId::parse(&format!("sfu-{}", i + 1)).unwrap(),
+            );
         }
         Harness {
             node,
-            now: Instant::now(),
+            now,
+            start,
             next_id: 1,
         }
+    }
+
+    /// Moves both clocks on.
+    fn advance(&mut self, by: Duration) {
+        self.now.mono += by;
+        self.now.unix_secs = UNIX_START + (self.now.mono - self.start).as_secs();
     }
 
     /// Alice (connection 1) and Bob (2) in room r1, effects drained.
@@ -64,7 +90,7 @@ impl Harness {
         let text = json!({"request": true, "id": id, "method": method, "data": data}).to_string();
         match protoo::decode(&text) {
             protoo::Incoming::Request(id, r) => self.node.request(self.now, ConnId(conn), id, *r),
-            protoo::Incoming::Invalid(id, e) => self.node.reject(ConnId(conn), id, e),
+            protoo::Incoming::Invalid(id, e) => self.node.reject(self.now, ConnId(conn), id, e),
             other => panic!("{other:?}"),
         }
         self.effects()
@@ -83,6 +109,7 @@ impl Harness {
         let fx = self.req(conn, "publish", publish_data(rid));
         let (sfu, call) = sfu_call(&fx);
         self.node.from_sfu(
+            self.now,
             sfu,
             FromSfu::Answer {
                 call,
@@ -208,6 +235,7 @@ fn publish_answers_with_mid_and_sfuid_and_tells_the_others() {
     assert!(sent_to(&fx, 1).is_empty(), "the answer waits for the SFU");
     let (sfu, call) = sfu_call(&fx);
     h.node.from_sfu(
+        h.now,
         sfu,
         FromSfu::Answer {
             call,
@@ -251,7 +279,7 @@ fn sfu_errors_timeouts_and_absence_become_error_codes() {
     ] {
         let fx = h.req(1, "publish", publish_data("r1"));
         let (sfu, call) = sfu_call(&fx);
-        h.node.from_sfu(sfu, FromSfu::Failed { call, error });
+        h.node.from_sfu(h.now, sfu, FromSfu::Failed { call, error });
         let fx = h.effects();
         assert_eq!(error_code(&fx, 1), code);
         let told = response_to(&fx, 1)["errorReason"]
@@ -263,7 +291,7 @@ fn sfu_errors_timeouts_and_absence_become_error_codes() {
     }
 
     h.req(1, "publish", publish_data("r1"));
-    h.now += Duration::from_millis(SFU_CALL_TIMEOUT_MS);
+    h.advance(Duration::from_millis(SFU_CALL_TIMEOUT_MS));
     h.node.tick(h.now);
     let fx = h.effects();
     assert_eq!(error_code(&fx, 1), 504);
@@ -272,7 +300,7 @@ fn sfu_errors_timeouts_and_absence_become_error_codes() {
         "a late session must not linger"
     );
 
-    h.node.sfu_down(0);
+    h.node.sfu_down(h.now, SfuSlot(0));
     assert_eq!(error_code(&h.req(1, "publish", publish_data("r1")), 1), 503);
 }
 
@@ -334,8 +362,9 @@ fn subscribe_and_unsubscribe_go_to_the_stream_sfu() {
         json!({"rid": "r1", "mid": mid, "sfuid": "sfu-2", "jsep": {"type": "offer", "sdp": "v=0"}}),
     );
     let (sfu, call) = sfu_call(&fx);
-    assert_eq!(sfu, 0, "the stream lives on the first SFU");
+    assert_eq!(sfu, SfuSlot(0), "the stream lives on the first SFU");
     h.node.from_sfu(
+        h.now,
         sfu,
         FromSfu::Answer {
             call,
@@ -380,8 +409,8 @@ fn publishes_spread_over_sfus_by_load() {
     h.join(1, "r1");
     let a = h.req(1, "publish", publish_data("r1"));
     let b = h.req(1, "publish", publish_data("r1"));
-    assert_eq!(sfu_call(&a).0, 0);
-    assert_eq!(sfu_call(&b).0, 1);
+    assert_eq!(sfu_call(&a).0, SfuSlot(0));
+    assert_eq!(sfu_call(&b).0, SfuSlot(1));
 }
 
 #[test]
@@ -396,6 +425,7 @@ fn leave_unpublishes_closes_subscriptions_then_says_peer_leave() {
     );
     let (sfu, call) = sfu_call(&fx);
     h.node.from_sfu(
+        h.now,
         sfu,
         FromSfu::Answer {
             call,
@@ -429,7 +459,7 @@ fn a_closed_connection_leaves_every_room_at_once() {
     h.join(2, "r1");
     h.join(2, "r2");
     h.publish(1, "r2");
-    h.node.disconnect(ConnId(1));
+    h.node.disconnect(h.now, ConnId(1));
     let fx = h.effects();
     let notes: Vec<(String, String)> = notes_to(&fx, 2)
         .into_iter()
@@ -518,9 +548,9 @@ fn rooms_per_peer_are_bounded() {
 #[test]
 fn a_silent_peer_is_removed_after_the_liveness_timeout() {
     let mut h = Harness::alice_and_bob_in_r1(1);
-    h.now += Duration::from_secs(20);
+    h.advance(Duration::from_secs(20));
     h.req(2, "keepalive", json!({"rid": "r1"}));
-    h.now += Duration::from_secs(10);
+    h.advance(Duration::from_secs(10));
     h.node.tick(h.now);
     let fx = h.effects();
     assert!(fx.iter().any(|e| matches!(
@@ -545,7 +575,7 @@ fn a_silent_peer_is_removed_after_the_liveness_timeout() {
 fn an_sfu_going_down_removes_its_streams_for_everyone() {
     let mut h = Harness::alice_and_bob_in_r1(1);
     let mid = h.publish(1, "r1");
-    h.node.sfu_down(0);
+    h.node.sfu_down(h.now, SfuSlot(0));
     let fx = h.effects();
     for conn in [1, 2] {
         assert_eq!(
@@ -564,7 +594,8 @@ fn a_publisher_whose_media_fails_is_removed_like_unpublish() {
     let mut h = Harness::alice_and_bob_in_r1(1);
     let mid = h.publish(1, "r1");
     h.node.from_sfu(
-        0,
+        h.now,
+        SfuSlot(0),
         FromSfu::StreamClosed {
             mid: Mid::parse(&mid).unwrap(),
         },
@@ -583,6 +614,7 @@ fn a_peer_that_leaves_during_publish_leaves_no_session_behind() {
     let (sfu, call) = sfu_call(&fx);
     h.req(1, "leave", json!({"rid": "r1"}));
     h.node.from_sfu(
+        h.now,
         sfu,
         FromSfu::Answer {
             call,
@@ -644,7 +676,7 @@ fn a_burst_past_the_request_budget_gets_429_until_it_refills() {
         error_code(&h.req(1, "keepalive", json!({"rid": "r1"})), 1),
         429
     );
-    h.now += Duration::from_millis(500);
+    h.advance(Duration::from_millis(500));
     assert_eq!(
         response_to(&h.req(1, "keepalive", json!({"rid": "r1"})), 1)["ok"],
         true
@@ -668,4 +700,120 @@ fn limits_above_capacity_or_zero_are_rejected() {
         ..Limits::default()
     };
     assert!(zero.validate().is_err());
+}
+
+fn closed_for_silence(fx: &[Effect], conn: u64) -> bool {
+    fx.iter()
+        .any(|e| matches!(e, Effect::Close { conn: c, code: CLOSE_TIMEOUT, .. } if c.0 == conn))
+}
+
+#[test]
+fn an_empty_node_needs_no_tick() {
+    let h = Harness::new(1);
+    assert_eq!(h.node.poll_timeout(), None);
+}
+
+#[test]
+fn poll_timeout_is_the_earliest_liveness_deadline_and_ticking_then_expires_it() {
+    let liveness = Duration::from_secs(30);
+    let mut h = Harness::new(1);
+    let t0 = h.now.mono;
+    h.connect(1, "alice");
+    assert_eq!(h.node.poll_timeout(), Some(t0 + liveness));
+    h.advance(Duration::from_secs(10));
+    h.connect(2, "bob");
+    assert_eq!(
+        h.node.poll_timeout(),
+        Some(t0 + liveness),
+        "alice is due first"
+    );
+
+    // A tick just before the deadline changes nothing.
+    let mut early = h.now;
+    early.mono = t0 + liveness - Duration::from_millis(1);
+    h.node.tick(early);
+    assert!(h.effects().is_empty());
+    assert_eq!(h.node.counts().0, 2);
+
+    // At the deadline exactly, alice goes; bob's deadline is next.
+    let at = h.node.poll_timeout().unwrap();
+    h.advance(at - h.now.mono);
+    h.node.tick(h.now);
+    let fx = h.effects();
+    assert!(closed_for_silence(&fx, 1), "{fx:?}");
+    assert!(!closed_for_silence(&fx, 2));
+    assert_eq!(h.node.counts().0, 1);
+    let bob_due = t0 + Duration::from_secs(10) + liveness;
+    assert_eq!(h.node.poll_timeout(), Some(bob_due));
+
+    // Traffic moves the deadline on.
+    h.node.touch(h.now, ConnId(2));
+    assert_eq!(h.node.poll_timeout(), Some(h.now.mono + liveness));
+    h.node.disconnect(h.now, ConnId(2));
+    assert_eq!(h.node.poll_timeout(), None);
+}
+
+#[test]
+fn poll_timeout_covers_a_pending_sfu_call_and_ticking_then_times_it_out() {
+    let mut h = Harness::new(1);
+    h.connect(1, "alice");
+    h.join(1, "r1");
+    h.advance(Duration::from_secs(1));
+    let asked = h.now.mono;
+    let fx = h.req(1, "publish", publish_data("r1"));
+    sfu_call(&fx);
+    let due = asked + Duration::from_millis(SFU_CALL_TIMEOUT_MS);
+    assert_eq!(h.node.poll_timeout(), Some(due), "the call is due first");
+
+    h.advance(due - h.now.mono);
+    h.node.tick(h.now);
+    let fx = h.effects();
+    assert_eq!(error_code(&fx, 1), 504);
+    assert!(!closed_for_silence(&fx, 1));
+    // Only the peer's liveness is left (its request proved it alive).
+    assert_eq!(h.node.poll_timeout(), Some(asked + Duration::from_secs(30)));
+}
+
+#[test]
+fn an_answered_call_leaves_the_timeout_to_liveness() {
+    let mut h = Harness::new(1);
+    h.connect(1, "alice");
+    h.join(1, "r1");
+    h.publish(1, "r1");
+    assert_eq!(
+        h.node.poll_timeout(),
+        Some(h.now.mono + Duration::from_secs(30))
+    );
+}
+
+#[test]
+fn token_expiry_goes_by_the_wall_clock_of_the_input() {
+    let key = TokenKey::new(b"0123456789abcdef").unwrap();
+    let grant = Grant {
+        uid: PeerId::parse("alice").unwrap(),
+        rid: RoomId::parse("r1").unwrap(),
+        exp: UNIX_START + 60,
+        publish: true,
+    };
+    let token = key.mint(&grant);
+    let mut h = Harness::new(1);
+    h.node.require_tokens(key);
+    let alice = PeerId::parse("alice").unwrap();
+    assert_eq!(
+        h.node.check_url_token(h.now, &alice, &token),
+        Ok(Some(grant.clone()))
+    );
+    let mut later = h.now;
+    later.unix_secs = UNIX_START + 60;
+    assert_eq!(
+        h.node.check_url_token(later, &alice, &token),
+        Err(TokenError::Expired)
+    );
+
+    // A URL grant is checked again at join time, by that input's clock.
+    h.node
+        .connect(h.now, ConnId(1), alice, Some(grant))
+        .unwrap();
+    h.advance(Duration::from_secs(60));
+    assert_eq!(error_code(&h.req(1, "join", json!({"rid": "r1"})), 1), 403);
 }

@@ -1,0 +1,330 @@
+//! Calls to SFUs: a publish or subscribe waits here for the SFU's answer
+//! (or its deadline); SFUs come up, go down, and report.
+
+use super::tables::{unique, Removal, Stream, Subscription};
+use super::{ConnId, Effect, Node, Now, Outcome, Reply, SfuSlot};
+use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
+use crate::ipc::{CallId, FromSfu, SfuError, SfuStats, ToSfu};
+use crate::signal::error::RequestError;
+use crate::signal::protoo::{self, Minfo, RequestId};
+use std::time::Instant;
+
+pub(super) struct SfuState {
+    /// `Some` while the SFU is connected and has said hello.
+    pub(super) id: Option<NodeId>,
+    /// Its last report.
+    pub(super) stats: SfuStats,
+}
+
+pub(super) enum PendingKind {
+    Publish { mid: Mid, minfo: Minfo },
+    Subscribe { mid: Mid, sid: Sid },
+}
+
+/// Who asked for a call to an SFU, to answer them later.
+pub(super) struct Asker {
+    pub(super) conn: ConnId,
+    pub(super) req: RequestId,
+    pub(super) uid: PeerId,
+    pub(super) rid: RoomId,
+}
+
+pub(super) struct PendingCall {
+    pub(super) call: CallId,
+    pub(super) sfu: SfuSlot,
+    pub(super) deadline: Instant,
+    pub(super) conn: ConnId,
+    pub(super) uid: PeerId,
+    pub(super) rid: RoomId,
+    pub(super) req: RequestId,
+    pub(super) kind: PendingKind,
+}
+
+impl Node {
+    pub(super) fn publish(&mut self, now: Now, asker: Asker, offer: String, minfo: Minfo) -> Reply {
+        let is_publish = |k: &PendingKind| matches!(k, PendingKind::Publish { .. });
+        let in_room = self.streams.iter().filter(|s| s.rid == asker.rid).count()
+            + self.pending_count(|p| is_publish(&p.kind) && p.rid == asker.rid);
+        if in_room >= self.limits.streams_per_room {
+            return Err(RequestError::Full("streams per room"));
+        }
+        if self.streams.len() + self.pending_count(|p| is_publish(&p.kind)) >= self.limits.streams {
+            return Err(RequestError::Full("streams"));
+        }
+        let sfu = self.least_loaded_sfu().ok_or(RequestError::NoSfu)?;
+        let mid = unique(|| Mid::random(&asker.uid), |m| self.mid_in_use(m));
+        let kind = PendingKind::Publish {
+            mid: mid.clone(),
+            minfo,
+        };
+        self.call_sfu(now, sfu, asker, kind, |call| ToSfu::Publish {
+            call,
+            mid,
+            offer,
+        })
+    }
+
+    pub(super) fn subscribe(&mut self, now: Now, asker: Asker, mid: Mid, offer: String) -> Reply {
+        let stream = self
+            .streams
+            .iter()
+            .find(|s| s.mid == mid && s.rid == asker.rid)
+            .ok_or(RequestError::NoSuchStream)?;
+        let sfu = stream.sfu;
+        let is_sub = |k: &PendingKind| matches!(k, PendingKind::Subscribe { .. });
+        let to_this = self.subs.iter().filter(|s| s.mid == mid).count()
+            + self.pending_count(
+                |p| matches!(&p.kind, PendingKind::Subscribe { mid: m, .. } if *m == mid),
+            );
+        if to_this >= self.limits.subs_per_stream {
+            return Err(RequestError::Full("subscriptions per stream"));
+        }
+        if self.subs.len() + self.pending_count(|p| is_sub(&p.kind)) >= self.limits.subs {
+            return Err(RequestError::Full("subscriptions"));
+        }
+        let sid = unique(|| Sid::random(&asker.uid), |s| self.sid_in_use(s));
+        let kind = PendingKind::Subscribe {
+            mid: mid.clone(),
+            sid: sid.clone(),
+        };
+        self.call_sfu(now, sfu, asker, kind, |call| ToSfu::Subscribe {
+            call,
+            sid,
+            mid,
+            offer,
+        })
+    }
+
+    /// An SFU connected and said hello.
+    pub fn sfu_up(&mut self, _now: Now, sfu: SfuSlot, sfuid: NodeId) {
+        if let Some(s) = self.sfus.get_mut(sfu.0) {
+            log::info!("SFU {sfuid} is up (slot {sfu})");
+            s.id = Some(sfuid);
+        }
+    }
+
+    /// An SFU's control connection is gone: its streams and subscriptions
+    /// are removed as on unpublish, its pending calls fail with 503.
+    pub fn sfu_down(&mut self, _now: Now, sfu: SfuSlot) {
+        let Some(state) = self.sfus.get_mut(sfu.0) else {
+            return;
+        };
+        if let Some(id) = state.id.take() {
+            log::warn!("SFU {id} is down (slot {sfu})");
+        }
+        let mids: Vec<Mid> = self
+            .streams
+            .iter()
+            .filter(|s| s.sfu == sfu)
+            .map(|s| s.mid.clone())
+            .collect();
+        for mid in &mids {
+            self.remove_stream(mid, Removal::BySfu);
+        }
+        self.subs.retain(|s| s.sfu != sfu);
+        while let Some(i) = self.pending.iter().position(|p| p.sfu == sfu) {
+            let p = self.pending.swap_remove(i);
+            self.reply(p.conn, p.req, Err(RequestError::NoSfu));
+        }
+    }
+
+    /// A message from an SFU.
+    pub fn from_sfu(&mut self, now: Now, sfu: SfuSlot, msg: FromSfu) {
+        match msg {
+            FromSfu::Hello { sfuid, .. } => self.sfu_up(now, sfu, sfuid),
+            FromSfu::Answer { call, sdp } => self.call_done(sfu, call, Ok(sdp)),
+            FromSfu::Failed { call, error } => self.call_done(sfu, call, Err(error)),
+            FromSfu::StreamClosed { mid } => {
+                if self.streams.iter().any(|s| s.mid == mid && s.sfu == sfu) {
+                    self.remove_stream(&mid, Removal::BySfu);
+                }
+            }
+            FromSfu::Stats(stats) => {
+                if let Some(s) = self.sfus.get_mut(sfu.0) {
+                    s.stats = stats;
+                }
+            }
+            FromSfu::SubscriptionClosed { sid } => {
+                self.subs.retain(|s| !(s.sid == sid && s.sfu == sfu));
+            }
+        }
+    }
+
+    fn call_done(&mut self, sfu: SfuSlot, call: CallId, result: Result<String, SfuError>) {
+        let Some(i) = self
+            .pending
+            .iter()
+            .position(|p| p.call == call && p.sfu == sfu)
+        else {
+            log::debug!("SFU slot {sfu}: answer to unknown call {call}");
+            return;
+        };
+        let p = self.pending.swap_remove(i);
+        let sdp = match result {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                let err = match e {
+                    SfuError::BadOffer(why) => RequestError::Malformed(why),
+                    SfuError::NoSuchStream => RequestError::NoSuchStream,
+                    SfuError::Full => RequestError::Full("SFU sessions"),
+                    other => RequestError::Sfu(other.to_string()),
+                };
+                self.reply(p.conn, p.req, Err(err));
+                return;
+            }
+        };
+        // The peer may have left (or the stream gone) while the SFU worked.
+        let still_here = self
+            .peers
+            .iter()
+            .any(|peer| peer.conn == p.conn && peer.in_room(&p.rid));
+        match p.kind {
+            PendingKind::Publish { mid, minfo } => {
+                let sfuid = self.sfus[sfu.0].id.clone();
+                let (true, Some(sfuid)) = (still_here, sfuid) else {
+                    self.effects.push_back(Effect::Sfu {
+                        sfu,
+                        msg: ToSfu::Unpublish { mid },
+                    });
+                    self.reply(p.conn, p.req, Err(RequestError::NotInRoom));
+                    return;
+                };
+                let stream = Stream {
+                    mid,
+                    rid: p.rid,
+                    uid: p.uid,
+                    minfo,
+                    sfu,
+                };
+                let answer = protoo::ok_response(
+                    p.req,
+                    &protoo::PublishAnswer {
+                        jsep: protoo::AnswerJsep {
+                            kind: "answer",
+                            sdp: &sdp,
+                        },
+                        mid: &stream.mid,
+                        sfuid: &sfuid,
+                    },
+                );
+                self.send(p.conn, answer);
+                let note = protoo::notification(
+                    "stream-add",
+                    &protoo::StreamAdd {
+                        rid: &stream.rid,
+                        uid: &stream.uid,
+                        mid: &stream.mid,
+                        sfuid: &sfuid,
+                        minfo: &stream.minfo,
+                    },
+                );
+                self.notify_room(&stream.rid, Some(&stream.uid), note);
+                log::info!("{}: published {} on {sfuid}", stream.uid, stream.mid);
+                // Capacity was reserved by the pending call.
+                let _ = self.streams.push(stream);
+            }
+            PendingKind::Subscribe { mid, sid } => {
+                let stream_alive = self.streams.iter().any(|s| s.mid == mid);
+                if !(still_here && stream_alive) {
+                    self.effects.push_back(Effect::Sfu {
+                        sfu,
+                        msg: ToSfu::Unsubscribe { sid },
+                    });
+                    let err = if still_here {
+                        RequestError::NoSuchStream
+                    } else {
+                        RequestError::NotInRoom
+                    };
+                    self.reply(p.conn, p.req, Err(err));
+                    return;
+                }
+                let answer = protoo::ok_response(
+                    p.req,
+                    &protoo::SubscribeAnswer {
+                        jsep: protoo::AnswerJsep {
+                            kind: "answer",
+                            sdp: &sdp,
+                        },
+                        sid: &sid,
+                    },
+                );
+                self.send(p.conn, answer);
+                log::info!("{}: subscribed to {mid} as {sid}", p.uid);
+                let _ = self.subs.push(Subscription {
+                    sid,
+                    mid,
+                    rid: p.rid,
+                    uid: p.uid,
+                    sfu,
+                });
+            }
+        }
+    }
+
+    /// Sends a call to an SFU; the request is answered when the SFU
+    /// answers (or does not, in time).
+    fn call_sfu(
+        &mut self,
+        now: Now,
+        sfu: SfuSlot,
+        asker: Asker,
+        kind: PendingKind,
+        msg: impl FnOnce(CallId) -> ToSfu,
+    ) -> Reply {
+        if self.pending.len() >= self.limits.pending_sfu_calls {
+            return Err(RequestError::Full("pending SFU calls"));
+        }
+        let call = self.next_call;
+        let pending = PendingCall {
+            call,
+            sfu,
+            deadline: now.mono + self.call_timeout,
+            conn: asker.conn,
+            uid: asker.uid,
+            rid: asker.rid,
+            req: asker.req,
+            kind,
+        };
+        self.pending
+            .push(pending)
+            .map_err(|_| RequestError::Full("pending SFU calls"))?;
+        self.next_call = CallId(call.0 + 1);
+        self.effects.push_back(Effect::Sfu {
+            sfu,
+            msg: msg(call),
+        });
+        Ok(Outcome::Deferred)
+    }
+
+    fn pending_count(&self, f: impl Fn(&PendingCall) -> bool) -> usize {
+        self.pending.iter().filter(|p| f(p)).count()
+    }
+
+    /// The live SFU with the fewest sessions (streams + subscriptions +
+    /// calls under way); ties go to the lowest slot.
+    fn least_loaded_sfu(&self) -> Option<SfuSlot> {
+        (0..self.sfus.len())
+            .filter(|&i| self.sfus[i].id.is_some())
+            .map(SfuSlot)
+            .min_by_key(|&i| {
+                self.streams.iter().filter(|s| s.sfu == i).count()
+                    + self.subs.iter().filter(|s| s.sfu == i).count()
+                    + self.pending.iter().filter(|p| p.sfu == i).count()
+            })
+    }
+
+    /// Fails the SFU calls whose deadline has come (504).
+    pub(super) fn expire_calls(&mut self, now: Instant) {
+        while let Some(i) = self.pending.iter().position(|p| p.deadline <= now) {
+            let p = self.pending.swap_remove(i);
+            log::warn!("SFU slot {} did not answer call {} in time", p.sfu, p.call);
+            // The SFU may still set the session up: make sure it does not linger.
+            let msg = match &p.kind {
+                PendingKind::Publish { mid, .. } => ToSfu::Unpublish { mid: mid.clone() },
+                PendingKind::Subscribe { sid, .. } => ToSfu::Unsubscribe { sid: sid.clone() },
+            };
+            self.effects.push_back(Effect::Sfu { sfu: p.sfu, msg });
+            self.reply(p.conn, p.req, Err(RequestError::SfuTimeout));
+        }
+    }
+}

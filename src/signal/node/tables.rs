@@ -1,0 +1,300 @@
+//! The node's tables (peers, rooms, streams, subscriptions), their
+//! lookups, and the changes that keep them consistent with each other:
+//! joining, leaving, removing a stream or a subscription.
+
+use super::access::TokenBucket;
+use super::sfu_calls::PendingKind;
+use super::{ConnId, Effect, Node, Now, Outcome, Reply, SfuSlot};
+use crate::ids::{Mid, PeerId, RoomId, Sid};
+use crate::ipc::ToSfu;
+use crate::limits::*;
+use crate::signal::error::RequestError;
+use crate::signal::protoo::{self, Minfo, RequestId};
+use crate::signal::token::Grant;
+use std::time::Instant;
+
+pub(super) struct Peer {
+    pub(super) uid: PeerId,
+    pub(super) conn: ConnId,
+    pub(super) rooms: heapless::Vec<Membership, MAX_ROOMS_PER_PEER>,
+    /// The token of the WebSocket URL, already verified (boxed: most
+    /// nodes use no tokens, and the peer table is paid for up front).
+    pub(super) url_grant: Option<Box<Grant>>,
+    pub(super) last_seen: Instant,
+    pub(super) bucket: TokenBucket,
+}
+
+/// A room a peer is in.
+pub(super) struct Membership {
+    pub(super) rid: RoomId,
+    /// False when the peer's token does not allow publishing there.
+    pub(super) may_publish: bool,
+}
+
+impl Peer {
+    pub(super) fn in_room(&self, rid: &RoomId) -> bool {
+        self.rooms.iter().any(|m| &m.rid == rid)
+    }
+}
+
+pub(super) struct Room {
+    pub(super) rid: RoomId,
+    pub(super) members: heapless::Vec<PeerId, MAX_PEERS_PER_ROOM>,
+}
+
+pub(super) struct Stream {
+    pub(super) mid: Mid,
+    pub(super) rid: RoomId,
+    pub(super) uid: PeerId,
+    pub(super) minfo: Minfo,
+    pub(super) sfu: SfuSlot,
+}
+
+pub(super) struct Subscription {
+    pub(super) sid: Sid,
+    pub(super) mid: Mid,
+    pub(super) rid: RoomId,
+    pub(super) uid: PeerId,
+    pub(super) sfu: SfuSlot,
+}
+
+/// Why a stream goes away, which decides who must hear of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Removal {
+    /// Its owner unpublished or left: the SFU must drop the session, and
+    /// the owner, who asked, needs no stream-remove.
+    ByOwner,
+    /// The SFU lost it (media failed, or the SFU is gone): the SFU knows
+    /// already, and the owner did not ask, so it gets stream-remove too.
+    BySfu,
+}
+
+impl Node {
+    pub(super) fn drop_peer(&mut self, conn: ConnId) {
+        let Some(idx) = self.peers.iter().position(|p| p.conn == conn) else {
+            return;
+        };
+        let rooms: Vec<RoomId> = self.peers[idx]
+            .rooms
+            .iter()
+            .map(|m| m.rid.clone())
+            .collect();
+        let uid = self.peers[idx].uid.clone();
+        for rid in &rooms {
+            self.leave_room(&uid, rid);
+        }
+        self.peers.swap_remove(idx);
+        log::debug!("{uid}: disconnected");
+    }
+
+    pub(super) fn join(
+        &mut self,
+        now: Now,
+        id: RequestId,
+        uid: &PeerId,
+        rid: RoomId,
+        token: Option<&str>,
+    ) -> Reply {
+        let pidx = self.peer_idx(uid).ok_or(RequestError::NotInRoom)?;
+        if self.peers[pidx].in_room(&rid) {
+            return Err(RequestError::AlreadyJoined);
+        }
+        let may_publish = self.admit(now, pidx, &rid, token)?;
+        if self.peers[pidx].rooms.len() >= self.limits.rooms_per_peer {
+            return Err(RequestError::Full("rooms per peer"));
+        }
+        let ridx = match self.rooms.iter().position(|r| r.rid == rid) {
+            Some(i) => {
+                if self.rooms[i].members.len() >= self.limits.peers_per_room {
+                    return Err(RequestError::Full("peers per room"));
+                }
+                i
+            }
+            None if self.rooms.len() >= self.limits.rooms => {
+                return Err(RequestError::Full("rooms"));
+            }
+            None => {
+                let room = Room {
+                    rid: rid.clone(),
+                    members: heapless::Vec::new(),
+                };
+                self.rooms
+                    .push(room)
+                    .map_err(|_| RequestError::Full("rooms"))?;
+                self.rooms.len() - 1
+            }
+        };
+        // Both have room: checked above.
+        let _ = self.rooms[ridx].members.push(uid.clone());
+        let _ = self.peers[pidx].rooms.push(Membership {
+            rid: rid.clone(),
+            may_publish,
+        });
+
+        let answer = protoo::JoinAnswer {
+            pubs: self
+                .streams
+                .iter()
+                .filter(|s| s.rid == rid)
+                .map(|s| self.pub_info(s))
+                .collect(),
+            users: self.rooms[ridx]
+                .members
+                .iter()
+                .filter(|m| *m != uid)
+                .map(|m| protoo::UserInfo {
+                    bizid: self.bizid.clone(),
+                    rid: rid.clone(),
+                    uid: m.clone(),
+                })
+                .collect(),
+        };
+        let note = protoo::notification(
+            "peer-join",
+            &protoo::PeerJoin {
+                rid: &rid,
+                uid,
+                bizid: &self.bizid,
+            },
+        );
+        self.notify_room(&rid, Some(uid), note);
+        log::info!("{uid} joined room {rid}");
+        Ok(Outcome::Answer(protoo::ok_response(id, &answer)))
+    }
+
+    pub(super) fn unpublish(&mut self, uid: &PeerId, rid: &RoomId, mid: &Mid) -> Reply {
+        let s = self
+            .streams
+            .iter()
+            .find(|s| &s.mid == mid && &s.rid == rid)
+            .ok_or(RequestError::NoSuchStream)?;
+        if &s.uid != uid {
+            return Err(RequestError::NotOwner);
+        }
+        self.remove_stream(mid, Removal::ByOwner);
+        Ok(Outcome::Ok)
+    }
+
+    pub(super) fn unsubscribe(
+        &mut self,
+        uid: &PeerId,
+        rid: &RoomId,
+        mid: &Mid,
+        sid: &Sid,
+    ) -> Reply {
+        let i = self
+            .subs
+            .iter()
+            .position(|s| &s.sid == sid && &s.mid == mid && &s.rid == rid)
+            .ok_or(RequestError::NoSuchSubscription)?;
+        if &self.subs[i].uid != uid {
+            return Err(RequestError::NotOwner);
+        }
+        self.close_subscription(i);
+        Ok(Outcome::Ok)
+    }
+
+    /// Removes subscription `i` and tells its SFU.
+    fn close_subscription(&mut self, i: usize) {
+        let sub = self.subs.swap_remove(i);
+        self.effects.push_back(Effect::Sfu {
+            sfu: sub.sfu,
+            msg: ToSfu::Unsubscribe { sid: sub.sid },
+        });
+    }
+
+    /// Leaves one room: the peer's streams there are unpublished (others
+    /// get stream-remove), its subscriptions there closed, then peer-leave.
+    pub(super) fn leave_room(&mut self, uid: &PeerId, rid: &RoomId) {
+        let mids: Vec<Mid> = self
+            .streams
+            .iter()
+            .filter(|s| &s.uid == uid && &s.rid == rid)
+            .map(|s| s.mid.clone())
+            .collect();
+        for mid in &mids {
+            self.remove_stream(mid, Removal::ByOwner);
+        }
+        while let Some(i) = self
+            .subs
+            .iter()
+            .position(|s| &s.uid == uid && &s.rid == rid)
+        {
+            self.close_subscription(i);
+        }
+        if let Some(ridx) = self.rooms.iter().position(|r| &r.rid == rid) {
+            self.rooms[ridx].members.retain(|m| m != uid);
+            if self.rooms[ridx].members.is_empty() {
+                self.rooms.swap_remove(ridx);
+                log::debug!("room {rid} is empty and freed");
+            }
+        }
+        if let Some(pidx) = self.peer_idx(uid) {
+            self.peers[pidx].rooms.retain(|m| &m.rid != rid);
+        }
+        let note = protoo::notification("peer-leave", &protoo::PeerLeave { rid, uid });
+        self.notify_room(rid, Some(uid), note);
+        log::info!("{uid} left room {rid}");
+    }
+
+    /// Removes a stream and every subscription to it; tells the room.
+    pub(super) fn remove_stream(&mut self, mid: &Mid, why: Removal) {
+        let Some(i) = self.streams.iter().position(|s| &s.mid == mid) else {
+            return;
+        };
+        let s = self.streams.swap_remove(i);
+        // The SFU closes the stream's subscriptions itself.
+        self.subs.retain(|sub| &sub.mid != mid);
+        if why == Removal::ByOwner {
+            self.effects.push_back(Effect::Sfu {
+                sfu: s.sfu,
+                msg: ToSfu::Unpublish { mid: s.mid.clone() },
+            });
+        }
+        let note = protoo::notification(
+            "stream-remove",
+            &protoo::StreamRemove {
+                rid: &s.rid,
+                uid: &s.uid,
+                mid: &s.mid,
+            },
+        );
+        let except = match why {
+            Removal::ByOwner => Some(&s.uid),
+            Removal::BySfu => None,
+        };
+        self.notify_room(&s.rid, except, note);
+        log::info!("{}: stream {} removed", s.uid, s.mid);
+    }
+
+    pub(super) fn mid_in_use(&self, mid: &Mid) -> bool {
+        self.streams.iter().any(|s| &s.mid == mid)
+            || self
+                .pending
+                .iter()
+                .any(|p| matches!(&p.kind, PendingKind::Publish { mid: m, .. } if m == mid))
+    }
+
+    pub(super) fn sid_in_use(&self, sid: &Sid) -> bool {
+        self.subs.iter().any(|s| &s.sid == sid)
+            || self
+                .pending
+                .iter()
+                .any(|p| matches!(&p.kind, PendingKind::Subscribe { sid: s, .. } if s == sid))
+    }
+
+    fn peer_idx(&self, uid: &PeerId) -> Option<usize> {
+        self.peers.iter().position(|p| &p.uid == uid)
+    }
+}
+
+/// Draws ids until one is not taken (six random digits: collisions are
+/// rare, and the tables are far smaller than the id space).
+pub(super) fn unique<T>(mut draw: impl FnMut() -> T, taken: impl Fn(&T) -> bool) -> T {
+    loop {
+        let v = draw();
+        if !taken(&v) {
+            return v;
+        }
+    }
+}
