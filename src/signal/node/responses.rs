@@ -4,6 +4,7 @@
 use super::tables::Stream;
 use super::{ConnId, Effect, Node};
 use crate::ids::{PeerId, RoomId};
+use crate::limits::MAX_PEERS_PER_ROOM;
 use crate::signal::error::RequestError;
 use crate::signal::protoo::{self, RequestId};
 use std::rc::Rc;
@@ -59,17 +60,17 @@ impl Node {
     /// Sends one notification to every member of `rid` but `except`. The
     /// text is built once and shared by every copy.
     pub(super) fn notify_room(&mut self, rid: &RoomId, except: Option<&PeerId>, text: String) {
-        let Some(room) = self.rooms.iter().find(|r| &r.rid == rid) else {
-            return;
-        };
         let text: Rc<str> = text.into();
-        for m in room.members.iter().filter(|m| Some(*m) != except) {
-            if let Some(p) = self.peers.iter().find(|p| &p.uid == m) {
-                self.effects.push_back(Effect::Send {
-                    conn: p.conn,
-                    text: text.clone(),
-                });
-            }
+        let conns: heapless::Vec<ConnId, MAX_PEERS_PER_ROOM> = self
+            .members(rid)
+            .filter(|p| Some(&p.uid) != except)
+            .map(|p| p.conn)
+            .collect();
+        for conn in conns {
+            self.effects.push_back(Effect::Send {
+                conn,
+                text: text.clone(),
+            });
         }
     }
 }

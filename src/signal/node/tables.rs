@@ -29,17 +29,30 @@ pub(super) struct Membership {
     pub(super) rid: RoomId,
     /// False when the peer's token does not allow publishing there.
     pub(super) may_publish: bool,
+    /// Its place in the room's order of joining (the order `users` lists).
+    pub(super) order: u32,
 }
 
 impl Peer {
     pub(super) fn in_room(&self, rid: &RoomId) -> bool {
-        self.rooms.iter().any(|m| &m.rid == rid)
+        self.membership(rid).is_some()
+    }
+
+    pub(super) fn membership(&self, rid: &RoomId) -> Option<&Membership> {
+        self.rooms.iter().find(|m| &m.rid == rid)
     }
 }
 
+/// A room is its id and a count: who is in it is written once, in each
+/// peer's memberships. A list of member ids here would cost every room
+/// slot `MAX_PEERS_PER_ROOM` ids up front (3 KiB at 48 peers, 200 KiB for
+/// the table), and finding a member's connection from its id was a scan
+/// of the peer table per member anyway.
 pub(super) struct Room {
     pub(super) rid: RoomId,
-    pub(super) members: heapless::Vec<PeerId, MAX_PEERS_PER_ROOM>,
+    pub(super) members: usize,
+    /// Joins so far: the next member's `order`.
+    pub(super) joins: u32,
 }
 
 pub(super) struct Stream {
@@ -105,7 +118,7 @@ impl Node {
         }
         let ridx = match self.rooms.iter().position(|r| r.rid == rid) {
             Some(i) => {
-                if self.rooms[i].members.len() >= self.limits.peers_per_room {
+                if self.rooms[i].members >= self.limits.peers_per_room {
                     return Err(RequestError::Full("peers per room"));
                 }
                 i
@@ -116,7 +129,8 @@ impl Node {
             None => {
                 let room = Room {
                     rid: rid.clone(),
-                    members: heapless::Vec::new(),
+                    members: 0,
+                    joins: 0,
                 };
                 self.rooms
                     .push(room)
@@ -125,10 +139,15 @@ impl Node {
             }
         };
         // Both have room: checked above.
-        let _ = self.rooms[ridx].members.push(uid.clone());
+        let room = &mut self.rooms[ridx];
+        room.members += 1;
+        let order = room.joins;
+        room.joins = room.joins.wrapping_add(1);
+        // Has room: checked above.
         let _ = self.peers[pidx].rooms.push(Membership {
             rid: rid.clone(),
             may_publish,
+            order,
         });
 
         let answer = protoo::JoinAnswer {
@@ -138,14 +157,13 @@ impl Node {
                 .filter(|s| s.rid == rid)
                 .map(|s| self.pub_info(s))
                 .collect(),
-            users: self.rooms[ridx]
-                .members
-                .iter()
-                .filter(|m| *m != uid)
-                .map(|m| protoo::UserInfo {
+            users: self
+                .members(&rid)
+                .filter(|p| &p.uid != uid)
+                .map(|p| protoo::UserInfo {
                     bizid: self.bizid.clone(),
                     rid: rid.clone(),
-                    uid: m.clone(),
+                    uid: p.uid.clone(),
                 })
                 .collect(),
         };
@@ -223,8 +241,8 @@ impl Node {
             self.close_subscription(i);
         }
         if let Some(ridx) = self.rooms.iter().position(|r| &r.rid == rid) {
-            self.rooms[ridx].members.retain(|m| m != uid);
-            if self.rooms[ridx].members.is_empty() {
+            self.rooms[ridx].members -= 1;
+            if self.rooms[ridx].members == 0 {
                 self.rooms.swap_remove(ridx);
                 log::debug!("room {rid} is empty and freed");
             }
@@ -281,6 +299,19 @@ impl Node {
                 .pending
                 .iter()
                 .any(|p| matches!(&p.kind, PendingKind::Subscribe { sid: s, .. } if s == sid))
+    }
+
+    /// The peers in `rid`, in the order they joined.
+    pub(super) fn members(&self, rid: &RoomId) -> impl Iterator<Item = &Peer> {
+        let mut found: heapless::Vec<(u32, &Peer), MAX_PEERS_PER_ROOM> = heapless::Vec::new();
+        for p in self.peers.iter() {
+            if let Some(m) = p.membership(rid) {
+                // Never full: a join past `peers_per_room` is refused.
+                let _ = found.push((m.order, p));
+            }
+        }
+        found.sort_unstable_by_key(|(order, _)| *order);
+        found.into_iter().map(|(_, p)| p)
     }
 
     fn peer_idx(&self, uid: &PeerId) -> Option<usize> {
