@@ -22,7 +22,6 @@ use serde::Deserialize;
 use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_MEDIA_PORT: u16 = 40000;
@@ -343,7 +342,6 @@ impl Settings {
             listen: self.listen,
             bizid: self.bizid.clone(),
             sfu_sockets,
-            liveness_timeout: Duration::from_secs(self.limits.liveness_timeout_secs),
             limits: self.limits,
             tls: self.tls.clone(),
             token_secret: self.token_secret.clone(),
@@ -397,6 +395,7 @@ pub fn default_media_ip() -> IpAddr {
 mod tests {
     use super::*;
     use crate::cli::{parse, Command, Role};
+    use std::time::Duration;
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
@@ -457,7 +456,7 @@ mod tests {
                 PathBuf::from("/run/wren/sfu-2.sock")
             ]
         );
-        assert_eq!(sig.liveness_timeout, Duration::from_secs(30));
+        assert_eq!(sig.limits.liveness_timeout(), Duration::from_secs(30));
     }
 
     #[test]
@@ -533,7 +532,7 @@ mod tests {
         let f = TempFile::new("liveness.toml", "[limits]\nliveness-timeout-secs = 7");
         let s = Settings::of_file(&f.0).unwrap();
         let sig = s.signal_config(Path::new("/run/wren"));
-        assert_eq!(sig.liveness_timeout, Duration::from_secs(7));
+        assert_eq!(sig.limits.liveness_timeout(), Duration::from_secs(7));
         let f = TempFile::new("old.toml", "liveness-timeout-secs = 7");
         let Err(Error::Config(e)) = Settings::of_file(&f.0) else {
             panic!("the old key is accepted")

@@ -94,6 +94,34 @@ pub fn ping_interval(liveness: Duration) -> Duration {
     Duration::from_millis(PING_INTERVAL_MS).min(liveness / 3)
 }
 
+// Timers of the signaling node and the supervisor. Compile-time only.
+
+/// How long a client gets to answer our close frame, and how long we read
+/// (and drop) what it still sends after it, before the socket is closed.
+pub const WS_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stopping node waits for its connections to close.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
+/// Pause after a failed `accept` (out of descriptors and the like).
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Control messages queued on a control connection at most, each way
+/// (node to SFU and SFU to node). Past it the node resets the connection;
+/// the SFU drops the message (the node times the call out).
+pub const SFU_CONTROL_QUEUE: usize = 2 * MAX_PENDING_SFU_CALLS;
+/// A lost SFU control socket is retried after this, doubling up to
+/// [`SFU_RETRY_MAX`].
+pub const SFU_RETRY_MIN: Duration = Duration::from_millis(200);
+/// The longest pause between attempts to reach an SFU.
+pub const SFU_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long an SFU may take to say hello on a new control connection.
+pub const SFU_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The all-in-one mode restarts a dead SFU child after this, doubling up
+/// to [`SFU_RESTART_MAX`]...
+pub const SFU_RESTART_MIN: Duration = Duration::from_millis(500);
+/// ...at most this long...
+pub const SFU_RESTART_MAX: Duration = Duration::from_secs(30);
+/// ...and starts over at the minimum for a child that ran this long.
+pub const SFU_HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
 // The SFU's forwarding loop and media handling. Compile-time only: each
 // is a trade-off measured in the SFU (see README, Capacity), not a knob an
 // operator needs.
@@ -107,9 +135,6 @@ pub const SFU_RECV_BURST: usize = 32;
 /// Datagrams per `sendmmsg` at most (Linux's own `UIO_MAXIOV` is 1024;
 /// past a few dozen the gain is gone).
 pub const SFU_SEND_BATCH: usize = 32;
-/// Messages an SFU queues towards the signaling node at most; past it a
-/// message is dropped (the node times the call out).
-pub const SFU_CONTROL_BACKLOG: usize = 2 * MAX_PENDING_SFU_CALLS;
 /// How often each SFU reports its load and counters.
 pub const SFU_STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// SSRCs remembered per publisher: a few per track (media, a restart or

@@ -5,15 +5,11 @@
 use crate::cli::{sfu_child_args, SfuChild};
 use crate::config::Settings;
 use crate::error::Error;
+use crate::limits::{SFU_HEALTHY_AFTER, SFU_RESTART_MAX, SFU_RESTART_MIN};
 use crate::{process, signal};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A child that ran this long is considered healthy: backoff starts over.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+use std::time::Instant;
 
 pub fn run(s: &Settings) -> Result<(), Error> {
     let dir = match &s.socket_dir {
@@ -59,7 +55,7 @@ fn display_addr(s: &Settings) -> String {
 
 /// Runs one SFU child forever, restarting it with backoff.
 fn supervise(cmd: &[String]) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = SFU_RESTART_MIN;
     loop {
         let started = Instant::now();
         match spawn(cmd) {
@@ -76,11 +72,11 @@ fn supervise(cmd: &[String]) {
             }
             Err(e) => log::error!("cannot start the SFU child {:?}: {e}", cmd[0]),
         }
-        if started.elapsed() >= HEALTHY_AFTER {
-            backoff = BACKOFF_MIN;
+        if started.elapsed() >= SFU_HEALTHY_AFTER {
+            backoff = SFU_RESTART_MIN;
         }
         std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(SFU_RESTART_MAX);
     }
 }
 

@@ -16,7 +16,7 @@ use super::handle_control;
 use crate::ids::NodeId;
 use crate::ipc::{self, FrameReader, FromSfu, ToSfu};
 use crate::limits::{
-    MAX_DATAGRAM_BYTES, SFU_CONTROL_BACKLOG, SFU_RECV_BURST, SFU_SEND_BATCH, SFU_STATS_INTERVAL,
+    MAX_DATAGRAM_BYTES, SFU_CONTROL_QUEUE, SFU_RECV_BURST, SFU_SEND_BATCH, SFU_STATS_INTERVAL,
 };
 use async_signal::Signals;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -53,7 +53,7 @@ impl Control {
     }
 
     fn send(&mut self, msg: &FromSfu) {
-        if self.out.len() < SFU_CONTROL_BACKLOG {
+        if self.out.len() < SFU_CONTROL_QUEUE {
             self.out.push_back(ipc::encode(msg));
         } else {
             log::warn!("control connection not reading: message dropped");

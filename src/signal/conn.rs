@@ -9,7 +9,7 @@ use super::{clock, outbox, Outbound, Shared};
 use crate::ids::PeerId;
 use crate::limits::{
     HTTP_HEAD_TIMEOUT_MS, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_QUEUED_PER_CONNECTION,
-    MAX_VIOLATIONS, WS_BUFFER_BYTES,
+    MAX_VIOLATIONS, WS_BUFFER_BYTES, WS_CLOSE_TIMEOUT,
 };
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -280,7 +280,7 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(receiver: &mut WebSocketRecei
     let drain = async { while let Some(Ok(_)) = receiver.next().await {} };
     drain
         .or(async {
-            Timer::after(Duration::from_secs(2)).await;
+            Timer::after(WS_CLOSE_TIMEOUT).await;
         })
         .await;
 }
@@ -296,7 +296,7 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = sender
         .close(Some(frame))
         .or(async {
-            Timer::after(Duration::from_secs(2)).await;
+            Timer::after(WS_CLOSE_TIMEOUT).await;
             Ok(())
         })
         .await;

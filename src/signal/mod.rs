@@ -18,7 +18,7 @@ pub mod token;
 
 use crate::ids::NodeId;
 use crate::ipc::ToSfu;
-use crate::limits::{Limits, HTTP_HEAD_TIMEOUT_MS};
+use crate::limits::{Limits, ACCEPT_BACKOFF, HTTP_HEAD_TIMEOUT_MS, SHUTDOWN_DRAIN};
 use async_signal::{Signal, Signals};
 use node::{ConnId, Effect, Node, Now, SfuSlot};
 use smol::channel::{Receiver, Sender};
@@ -40,7 +40,6 @@ pub struct SignalConfig {
     pub bizid: NodeId,
     /// Control sockets of the SFUs, one slot each.
     pub sfu_sockets: Vec<PathBuf>,
-    pub liveness_timeout: Duration,
     pub limits: Limits,
     /// Serve https:// and wss:// with this certificate chain and key.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -203,7 +202,6 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
     let shared = Rc::new(Shared {
         node: RefCell::new(Node::new(
             cfg.bizid.clone(),
-            cfg.liveness_timeout,
             cfg.limits,
             cfg.sfu_sockets.len(),
         )),
@@ -212,7 +210,7 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
         next_conn: Cell::new(1),
         allowed_origins: cfg.allowed_origins.clone(),
         live_conns: Cell::new(0),
-        ping_interval: crate::limits::ping_interval(cfg.liveness_timeout),
+        ping_interval: crate::limits::ping_interval(cfg.limits.liveness_timeout()),
         armed: Cell::new(None),
         wake,
     });
@@ -239,7 +237,7 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
                 Err(e) => {
                     // Out of descriptors and the like: back off, keep serving.
                     log::warn!("accept failed: {e}");
-                    smol::Timer::after(Duration::from_millis(100)).await;
+                    smol::Timer::after(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };
@@ -285,7 +283,7 @@ async fn drain(shared: &Shared) {
     for tx in shared.conns.borrow().values() {
         let _ = tx.try_send(Outbound::Close(1001, "server shutting down"));
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + SHUTDOWN_DRAIN;
     while shared.live_conns.get() > 0 && Instant::now() < deadline {
         smol::Timer::after(Duration::from_millis(20)).await;
     }

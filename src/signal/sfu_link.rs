@@ -4,26 +4,21 @@
 use super::node::SfuSlot;
 use super::{clock, SfuLink, Shared};
 use crate::ipc::{self, FromSfu, ToSfu};
-use crate::limits::MAX_PENDING_SFU_CALLS;
+use crate::limits::{SFU_CONTROL_QUEUE, SFU_HELLO_TIMEOUT, SFU_RETRY_MAX, SFU_RETRY_MIN};
 use smol::future::FutureExt;
 use smol::net::unix::UnixStream;
 use smol::Timer;
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
-
-const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(2);
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn run(shared: Rc<Shared>, slot: SfuSlot, path: PathBuf) {
-    let mut retry = RETRY_MIN;
+    let mut retry = SFU_RETRY_MIN;
     let mut logged_down = false;
     loop {
         match UnixStream::connect(&path).await {
             Ok(stream) => {
-                retry = RETRY_MIN;
+                retry = SFU_RETRY_MIN;
                 logged_down = false;
                 if let Err(e) = session(&shared, slot, stream).await {
                     log::warn!("SFU at {}: {e}", path.display());
@@ -39,14 +34,14 @@ pub async fn run(shared: Rc<Shared>, slot: SfuSlot, path: PathBuf) {
             }
         }
         Timer::after(retry).await;
-        retry = (retry * 2).min(RETRY_MAX);
+        retry = (retry * 2).min(SFU_RETRY_MAX);
     }
 }
 
 async fn session(shared: &Shared, slot: SfuSlot, stream: UnixStream) -> io::Result<()> {
     let mut reader = stream.clone();
     let hello = ipc::read_frame(&mut reader).or(async {
-        Timer::after(HELLO_TIMEOUT).await;
+        Timer::after(SFU_HELLO_TIMEOUT).await;
         Err(io::ErrorKind::TimedOut.into())
     });
     let Some(frame) = hello.await? else {
@@ -56,7 +51,7 @@ async fn session(shared: &Shared, slot: SfuSlot, stream: UnixStream) -> io::Resu
     if !matches!(hello, FromSfu::Hello { .. }) {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "expected hello"));
     }
-    let (tx, rx) = smol::channel::bounded::<ToSfu>(2 * MAX_PENDING_SFU_CALLS);
+    let (tx, rx) = smol::channel::bounded::<ToSfu>(SFU_CONTROL_QUEUE);
     let (reset, reset_rx) = smol::channel::bounded::<()>(1);
     shared.sfus.borrow_mut()[slot.0] = Some(SfuLink { tx, _reset: reset });
     shared.with_node(|n| n.from_sfu(clock(), slot, hello));

@@ -31,7 +31,7 @@ use access::TokenBucket;
 use sfu_calls::{Asker, PendingCall, SfuState};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tables::{Peer, Room, Stream, Subscription};
 
 /// One WebSocket connection, numbered by the shell.
@@ -113,8 +113,6 @@ pub struct SfuMetrics {
 /// The room tables of one signaling node.
 pub struct Node {
     bizid: NodeId,
-    liveness_timeout: Duration,
-    call_timeout: Duration,
     limits: Limits,
     /// When set, every join needs a token signed with this key.
     tokens: Option<TokenKey>,
@@ -146,12 +144,7 @@ type Reply = Result<Outcome, RequestError>;
 
 impl Node {
     /// A node with `sfu_slots` SFU slots (all down until `sfu_up`).
-    pub fn new(
-        bizid: NodeId,
-        liveness_timeout: Duration,
-        limits: Limits,
-        sfu_slots: usize,
-    ) -> Node {
+    pub fn new(bizid: NodeId, limits: Limits, sfu_slots: usize) -> Node {
         let mut sfus = heapless::Vec::new();
         for _ in 0..sfu_slots.min(MAX_SFUS) {
             let _ = sfus.push(SfuState {
@@ -161,8 +154,6 @@ impl Node {
         }
         Node {
             bizid,
-            liveness_timeout,
-            call_timeout: Duration::from_millis(limits.sfu_call_timeout_ms),
             limits,
             tokens: None,
             peers: Box::default(),
@@ -284,7 +275,7 @@ impl Node {
         let silent = self
             .peers
             .iter()
-            .map(|p| p.last_seen + self.liveness_timeout);
+            .map(|p| p.last_seen + self.limits.liveness_timeout());
         let calls = self.pending.iter().map(|p| p.deadline);
         silent.chain(calls).min()
     }
@@ -292,7 +283,7 @@ impl Node {
     /// Expires silent peers and SFU calls that were not answered in time.
     pub fn tick(&mut self, now: Now) {
         let now = now.mono;
-        let timeout = self.liveness_timeout;
+        let timeout = self.limits.liveness_timeout();
         let silent: Vec<ConnId> = self
             .peers
             .iter()

@@ -278,7 +278,7 @@ impl Node {
         let pending = PendingCall {
             call,
             sfu,
-            deadline: now.mono + self.call_timeout,
+            deadline: now.mono + self.limits.sfu_call_timeout(),
             conn: asker.conn,
             uid: asker.uid,
             rid: asker.rid,

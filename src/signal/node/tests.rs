@@ -7,6 +7,7 @@ use crate::ids::{Mid, RoomId, Sid};
 use crate::ipc::{FromSfu, SfuError};
 use crate::signal::token::TokenError;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 struct Harness {
     node: Node,
@@ -30,12 +31,7 @@ impl Harness {
     }
 
     fn with_limits(sfus: usize, limits: Limits) -> Harness {
-        let mut node = Node::new(
-            NodeId::parse("biz-1").unwrap(),
-            Duration::from_secs(30),
-            limits,
-            sfus,
-        );
+        let mut node = Node::new(NodeId::parse("biz-1").unwrap(), limits, sfus);
         let start = Instant::now();
         let now = Now {
             mono: start,
