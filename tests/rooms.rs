@@ -23,12 +23,22 @@ fn media_wait() -> Duration {
 /// Audio and video packets each subscriber must receive.
 const ENOUGH: usize = 10;
 
-/// `clients[i]` subscribes to the stream `mid` with a fresh peer, answered.
+/// `client` subscribes to the stream `mid` with a fresh peer, answered.
 fn subscribe(client: &mut Client, rid: &str, mid: &serde_json::Value) -> Peer {
     let mut peer = Peer::subscriber();
     let answer = client.ok("subscribe", subscribe_data(rid, mid, &peer));
     peer.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
     peer
+}
+
+/// Gives every peer one turn: as real clients do, peers that have their
+/// answer connect while the others are still subscribing (under QEMU,
+/// setting up a hundred subscriptions takes longer than the SFU waits for
+/// a peer to connect).
+fn poll_all<'a>(peers: impl IntoIterator<Item = &'a mut Peer>) {
+    for p in peers {
+        p.poll();
+    }
 }
 
 fn publish(client: &mut Client, rid: &str) -> (Peer, serde_json::Value) {
@@ -80,11 +90,12 @@ fn a_classroom_of_one_teacher_and_39_students_meets_with_the_defaults() {
         })
         .collect();
     let (camera, mid) = publish(&mut teacher, "class");
-    let mut watching: Vec<Peer> = students
-        .iter_mut()
-        .map(|s| subscribe(s, "class", &mid))
-        .collect();
     let mut cameras = [camera];
+    let mut watching: Vec<Peer> = Vec::with_capacity(STUDENTS);
+    for s in &mut students {
+        watching.push(subscribe(s, "class", &mid));
+        poll_all(cameras.iter_mut().chain(watching.iter_mut()));
+    }
     until_every_subscriber_receives(&mut cameras, &mut watching);
     // Each student started at a key frame, whenever it came in.
     for (i, s) in watching.iter().enumerate() {
@@ -104,13 +115,20 @@ fn a_meeting_of_12_where_everyone_publishes_and_watches_everyone() {
             c
         })
         .collect();
-    let (mut cameras, mids): (Vec<Peer>, Vec<serde_json::Value>) =
-        clients.iter_mut().map(|c| publish(c, "meeting")).unzip();
+    let mut cameras = Vec::with_capacity(PEERS);
+    let mut mids = Vec::with_capacity(PEERS);
+    for c in &mut clients {
+        let (camera, mid) = publish(c, "meeting");
+        cameras.push(camera);
+        mids.push(mid);
+        poll_all(&mut cameras);
+    }
     let mut watching = Vec::with_capacity(PEERS * (PEERS - 1));
     for (i, c) in clients.iter_mut().enumerate() {
         for (j, mid) in mids.iter().enumerate() {
             if i != j {
                 watching.push(subscribe(c, "meeting", mid));
+                poll_all(cameras.iter_mut().chain(watching.iter_mut()));
             }
         }
     }
