@@ -1,11 +1,13 @@
 //! What the program does, once the command line is read: run a role,
 //! check a file, mint a token, or print help or the version.
 
+pub mod supervise;
+
 use crate::cli::{Command, Role, TokenRequest, USAGE};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::signal::token::{self, Grant, TokenKey};
-use crate::{process, sfu, signal, supervise};
+use crate::{process, sfu, signal};
 use std::path::Path;
 
 pub fn run(cmd: Command) -> Result<(), Error> {
