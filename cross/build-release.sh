@@ -43,8 +43,8 @@ for target in "${targets[@]}"; do
     mkdir -p "$stage"
     cp "target/$target/release/wren" "$stage/"
     cp systemd/wren-signal.service systemd/wren-sfu@.service systemd/wren.toml "$stage/"
-    cp cross/INSTALL.txt cross/install.sh "$stage/"
-    (cd "$stage" && sha256sum wren ./*.service wren.toml INSTALL.txt install.sh >SHA256SUMS)
+    cp cross/INSTALL.txt cross/install.sh README.md "$stage/"
+    (cd "$stage" && sha256sum wren ./*.service wren.toml INSTALL.txt install.sh README.md >SHA256SUMS)
     tar -C "$(dirname "$stage")" -czf "dist/$name.tar.gz" "$name"
     (cd dist && sha256sum "$name.tar.gz" >"$name.tar.gz.sha256")
     rm -rf "$(dirname "$stage")"
