@@ -280,6 +280,20 @@ impl Settings {
         let (sfus, sfus_at) = sfus.unwrap_or((1, at_file));
         let (instance, instance_at) = instance.unwrap_or((1, at_file));
         let (media_port, port_at) = media_port.unwrap_or((DEFAULT_MEDIA_PORT, at_file));
+        // `socket` and `sfuid` in the file name one SFU: with several, each
+        // instance (a child, or a `wren-sfu@N` unit reading the same file)
+        // would take the same ones and collide.
+        let sfuid_in_file = matches!(sfuid, Some((_, Origin::File(_))));
+        for (key, set) in [("socket", file.socket.is_some()), ("sfuid", sfuid_in_file)] {
+            if set && sfus > 1 {
+                return Err(at_file.error(
+                    key,
+                    format!(
+                        "names one SFU, but there are {sfus}: leave it out (sfu-N takes its own)"
+                    ),
+                ));
+            }
+        }
         let top = sfus.max(instance);
         let at = at_file.any_flag(&[port_at, sfus_at, instance_at]);
         ports_fit(media_port, top).map_err(|e| at.error("media-port", e))?;
@@ -507,6 +521,8 @@ mod tests {
                 "liveness-timeout-secs",
             ),
             ("[limits]\nrooms = 0", "rooms"),
+            ("sfus = 2\nsocket = \"/run/x.sock\"", "socket"),
+            ("sfus = 2\nsfuid = \"edge\"", "sfuid"),
             ("bogus = 1", "bogus"),
         ] {
             let f = TempFile::new("bad.toml", text);
