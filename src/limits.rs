@@ -1,4 +1,6 @@
-//! Every bound of the system, in one place.
+//! Every bound and timer of the system, in one place, each under the one
+//! name it has from its `[limits]` key (where it is configurable) to the
+//! code that enforces it.
 //!
 //! Tables are fixed-capacity (`heapless`), so each constant here is also a
 //! memory cost paid up front. The byte costs are approximate sizes of one
@@ -15,10 +17,10 @@ pub const MAX_MEDIA_ID_LEN: usize = MAX_ID_LEN + 1 + MEDIA_ID_DIGITS;
 /// Random digits after the `#` of a mid or sid (the seed shows six).
 pub const MEDIA_ID_DIGITS: usize = 6;
 
-/// Open WebSocket connections of one signaling node (400 B of table each,
+/// Open WebSocket connections of one signaling node (424 B of table each,
 /// plus [`WS_BUFFER_BYTES`] twice and the task of a live connection).
 pub const MAX_CONNECTIONS: usize = 512;
-/// Rooms that exist at once (1120 B each).
+/// Rooms that exist at once (80 B each: an id and a count).
 pub const MAX_ROOMS: usize = 64;
 /// Peers in one room: a class of 40 with its teacher and a few guests.
 pub const MAX_PEERS_PER_ROOM: usize = 48;
@@ -56,8 +58,10 @@ pub const MAX_HTTP_HEAD_BYTES: usize = 8 * 1024;
 /// disconnected (a reader that stops reading must not grow our memory).
 pub const MAX_QUEUED_PER_CONNECTION: usize = 32;
 
-/// WebRTC sessions (publishers plus subscribers) in one SFU process
-/// (~40–60 KiB each in str0m, mostly RTP buffers).
+/// WebRTC sessions (publishers plus subscribers) in one SFU process: a
+/// subscription costs ~84 KiB in str0m plus ~0.4 KiB per packet of
+/// [`DEFAULT_RTX_CACHE_PACKETS`] (132–134 KiB at the default, measured
+/// with `wren-bench`; README, Capacity).
 pub const MAX_SFU_SESSIONS: usize = 512;
 
 /// A peer that sends nothing for this long is removed (seconds).
