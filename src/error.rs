@@ -24,9 +24,9 @@ pub enum Error {
 }
 
 /// `EX_CONFIG` of sysexits.h.
-pub const EXIT_CONFIG: u8 = 78;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 78;
+const EXIT_USAGE: u8 = 2;
+const EXIT_RUNTIME: u8 = 1;
 
 impl Error {
     pub fn exit_status(&self) -> u8 {
@@ -38,7 +38,7 @@ impl Error {
     }
 
     /// Runtime failure of `what`, e.g. `Error::io("signal", e)`.
-    pub fn io(what: impl fmt::Display, e: std::io::Error) -> Error {
+    pub(crate) fn io(what: impl fmt::Display, e: std::io::Error) -> Error {
         Error::Runtime(format!("{what}: {e}"))
     }
 }

@@ -4,7 +4,7 @@ use crate::limits::{MAX_ID_LEN, MAX_MEDIA_ID_LEN, MEDIA_ID_DIGITS};
 use std::fmt;
 
 /// The characters allowed in a uid (and, as a superset, in every id).
-pub fn is_id_char(c: char) -> bool {
+pub(crate) fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | ':' | '-')
 }
 

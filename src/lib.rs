@@ -3,18 +3,18 @@
 //! One binary, three roles (see [`cli`]): a signaling node ([`signal`]) that
 //! speaks the seed protocol over WebSocket and keeps the room tables; an SFU
 //! ([`sfu`]) that terminates WebRTC with str0m and forwards media; and the
-//! default all-in-one mode ([`supervise`]) that runs both. The two talk over
+//! default all-in-one mode (`supervise`) that runs both. The two talk over
 //! a Unix socket ([`ipc`]).
 
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub mod error;
 pub mod ids;
 pub mod ipc;
 pub mod limits;
-pub mod notify;
+pub(crate) mod notify;
 pub mod operation;
 pub mod process;
 pub mod sfu;
 pub mod signal;
-pub mod supervise;
+pub(crate) mod supervise;

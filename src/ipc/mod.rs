@@ -109,7 +109,7 @@ impl fmt::Display for SfuError {
 }
 
 /// Encodes one message as a frame (length prefix included).
-pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     let mut frame = vec![0; 4];
     // Our own enums with string keys: serialization cannot fail.
     let _ = serde_json::to_writer(&mut frame, msg);
@@ -127,7 +127,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> io::Result<T> {
 /// socket's reads): `extend` with what was read, then take `next_frame`
 /// until it says there is no whole frame yet.
 #[derive(Debug, Default)]
-pub struct FrameReader {
+pub(crate) struct FrameReader {
     buf: Vec<u8>,
 }
 
@@ -179,7 +179,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Ve
 }
 
 /// Writes one message as a frame.
-pub async fn write_msg<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+pub(crate) async fn write_msg<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> io::Result<()> {
     w.write_all(&encode(msg)).await?;
     w.flush().await
 }

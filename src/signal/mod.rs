@@ -7,13 +7,13 @@
 
 mod conn;
 pub mod error;
-pub mod http;
-pub mod metrics;
-pub mod node;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod node;
 mod outbox;
 pub mod protoo;
 mod sfu_link;
-pub mod tls;
+pub(crate) mod tls;
 pub mod token;
 
 use crate::ids::NodeId;
@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 /// What a signaling node needs to run.
 #[derive(Debug, Clone)]
-pub struct SignalConfig {
+pub(crate) struct SignalConfig {
     pub listen: SocketAddr,
     pub bizid: NodeId,
     /// Control sockets of the SFUs, one slot each.
@@ -184,7 +184,7 @@ impl Shared {
 }
 
 /// Runs a signaling node until the process is stopped.
-pub fn run(cfg: SignalConfig) -> std::io::Result<()> {
+pub(crate) fn run(cfg: SignalConfig) -> std::io::Result<()> {
     let ex = LocalExecutor::new();
     smol::block_on(ex.run(serve(&ex, cfg)))
 }

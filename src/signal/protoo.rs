@@ -248,7 +248,7 @@ pub fn decode_bounded(text: &str, max_len: usize) -> Incoming {
 }
 
 /// Decodes one text frame from a client.
-pub fn decode(text: &str) -> Incoming {
+pub(crate) fn decode(text: &str) -> Incoming {
     let Ok(Value::Object(mut msg)) = serde_json::from_str::<Value>(text) else {
         return Incoming::Garbage("not a JSON object");
     };
@@ -311,9 +311,9 @@ struct Notification<'a, T: Serialize> {
 
 /// An empty `data: {}`.
 #[derive(Serialize)]
-pub struct Empty {}
+pub(crate) struct Empty {}
 
-pub fn ok_response<T: Serialize>(id: RequestId, data: &T) -> String {
+pub(crate) fn ok_response<T: Serialize>(id: RequestId, data: &T) -> String {
     encode(&OkResponse {
         response: true,
         id,
@@ -322,7 +322,7 @@ pub fn ok_response<T: Serialize>(id: RequestId, data: &T) -> String {
     })
 }
 
-pub fn error_response(id: RequestId, err: &RequestError) -> String {
+pub(crate) fn error_response(id: RequestId, err: &RequestError) -> String {
     encode(&ErrResponse {
         response: true,
         id,
@@ -332,7 +332,7 @@ pub fn error_response(id: RequestId, err: &RequestError) -> String {
     })
 }
 
-pub fn notification<T: Serialize>(method: &str, data: &T) -> String {
+pub(crate) fn notification<T: Serialize>(method: &str, data: &T) -> String {
     encode(&Notification {
         notification: true,
         method,
@@ -348,7 +348,7 @@ fn encode<T: Serialize>(v: &T) -> String {
 // Response and notification bodies, field for field as in the seed.
 
 #[derive(Serialize, Debug, Clone)]
-pub struct PubInfo {
+pub(crate) struct PubInfo {
     pub mid: Mid,
     pub minfo: Minfo,
     pub rid: RoomId,
@@ -357,53 +357,53 @@ pub struct PubInfo {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct UserInfo {
+pub(crate) struct UserInfo {
     pub bizid: NodeId,
     pub rid: RoomId,
     pub uid: PeerId,
 }
 
 #[derive(Serialize)]
-pub struct JoinAnswer {
+pub(crate) struct JoinAnswer {
     pub pubs: Vec<PubInfo>,
     pub users: Vec<UserInfo>,
 }
 
 #[derive(Serialize)]
-pub struct AnswerJsep<'a> {
+pub(crate) struct AnswerJsep<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub sdp: &'a str,
 }
 
 #[derive(Serialize)]
-pub struct PublishAnswer<'a> {
+pub(crate) struct PublishAnswer<'a> {
     pub jsep: AnswerJsep<'a>,
     pub mid: &'a Mid,
     pub sfuid: &'a NodeId,
 }
 
 #[derive(Serialize)]
-pub struct SubscribeAnswer<'a> {
+pub(crate) struct SubscribeAnswer<'a> {
     pub jsep: AnswerJsep<'a>,
     pub sid: &'a Sid,
 }
 
 #[derive(Serialize)]
-pub struct PeerJoin<'a> {
+pub(crate) struct PeerJoin<'a> {
     pub rid: &'a RoomId,
     pub uid: &'a PeerId,
     pub bizid: &'a NodeId,
 }
 
 #[derive(Serialize)]
-pub struct PeerLeave<'a> {
+pub(crate) struct PeerLeave<'a> {
     pub rid: &'a RoomId,
     pub uid: &'a PeerId,
 }
 
 #[derive(Serialize)]
-pub struct StreamAdd<'a> {
+pub(crate) struct StreamAdd<'a> {
     pub rid: &'a RoomId,
     pub uid: &'a PeerId,
     pub mid: &'a Mid,
@@ -412,14 +412,14 @@ pub struct StreamAdd<'a> {
 }
 
 #[derive(Serialize)]
-pub struct StreamRemove<'a> {
+pub(crate) struct StreamRemove<'a> {
     pub rid: &'a RoomId,
     pub uid: &'a PeerId,
     pub mid: &'a Mid,
 }
 
 #[derive(Serialize)]
-pub struct BroadcastNote<'a> {
+pub(crate) struct BroadcastNote<'a> {
     pub rid: &'a RoomId,
     pub uid: &'a PeerId,
     pub data: &'a Value,

@@ -36,7 +36,7 @@ pub struct Peer {
     pending: Option<SdpPendingOffer>,
     offer: String,
     pub connected: bool,
-    pub tracks: Vec<(Mid, MediaKind)>,
+    tracks: Vec<(Mid, MediaKind)>,
     /// RTP packets received per kind: [audio, video].
     pub received: [usize; 2],
     /// RTP payload bytes received.
