@@ -1,13 +1,14 @@
 //! The command line's grammar: flags in, [`Command`] out, and back again
-//! for the SFU children ([`sfu_child_args`]). Only syntax lives here (is
+//! for the SFU children (`sfu_child_args`). Only syntax lives here (is
 //! it a number, an address, a known flag); what a value may be, and how
-//! flags, file and defaults combine, is [`crate::config`]'s job.
+//! flags, file and defaults combine, is `config`'s job.
 
 use crate::error::Error;
 use crate::ids::{PeerId, RoomId};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+/// The text of `wren --help`; `main` also prints it after a usage error.
 pub const USAGE: &str = "\
 usage: wren [ROLE] [OPTIONS]
 
@@ -45,18 +46,30 @@ options:
   -V, --version          the version";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which part of the server a process runs.
 pub enum Role {
+    /// No role named: a signaling node that supervises `--sfus` SFU child
+    /// processes.
     AllInOne,
+    /// `wren signal`: a signaling node only, using SFUs started apart.
     Signal,
+    /// `wren sfu`: one SFU process, serving one signaling node.
     Sfu,
 }
 
 #[derive(Debug, PartialEq)]
+/// What the command line asks for: the input of [`crate::operation::run`].
 pub enum Command {
+    /// Run a role with these flags, until stopped.
     Run(Role, Box<Flags>),
+    /// `wren check-config FILE`: read and check a configuration file, then
+    /// exit.
     CheckConfig(PathBuf),
+    /// `wren token ...`: print a room token signed with a file's secret.
     Token(TokenRequest),
+    /// `-h`, `--help`: print [`USAGE`].
     Help,
+    /// `-V`, `--version`: print the version.
     Version,
 }
 
@@ -137,6 +150,9 @@ fn parse_token(args: &[String]) -> Result<Command, Error> {
     }))
 }
 
+/// Reads the arguments after the executable's name. A first argument
+/// that names no role (`signal`, `sfu`, `token`, `check-config`) starts
+/// the flags of the all-in-one role.
 pub fn parse(args: &[String]) -> Result<Command, Error> {
     let mut it = args.iter().peekable();
     let role = match it.peek().map(|s| s.as_str()) {

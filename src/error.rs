@@ -13,6 +13,8 @@
 
 use std::fmt;
 
+/// Why the program stops unsuccessfully; [`Error::exit_status`] maps it
+/// to the table above.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Error {
     /// The command line is wrong; the message names the flag.
@@ -25,10 +27,13 @@ pub enum Error {
 
 /// `EX_CONFIG` of sysexits.h.
 const EXIT_CONFIG: u8 = 78;
+/// A bad command line, as getopt-style tools exit.
 const EXIT_USAGE: u8 = 2;
+/// Any other failure.
 const EXIT_RUNTIME: u8 = 1;
 
 impl Error {
+    /// The process exit status for this error (the module's table).
     pub fn exit_status(&self) -> u8 {
         match self {
             Error::Usage(_) => EXIT_USAGE,

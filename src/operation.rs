@@ -8,6 +8,8 @@ use crate::signal::token::{self, Grant, TokenKey};
 use crate::{process, sfu, signal, supervise};
 use std::path::Path;
 
+/// Does what `cmd` asks: a role runs until it is stopped, the rest
+/// print their result and return.
 pub fn run(cmd: Command) -> Result<(), Error> {
     match cmd {
         Command::Help => println!("{USAGE}"),

@@ -1,9 +1,9 @@
 //! The signaling role: WebSocket server, room tables, SFU clients — one
 //! thread, one `smol::LocalExecutor`.
 //!
-//! The room logic lives in [`node::Node`], a state machine without I/O;
+//! The room logic lives in `node::Node`, a state machine without I/O;
 //! this module is the shell that moves bytes between it, the client
-//! connections ([`conn`]) and the SFU control sockets ([`sfu_link`]).
+//! connections (`conn`) and the SFU control sockets (`sfu_link`).
 
 mod conn;
 pub mod error;

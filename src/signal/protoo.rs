@@ -21,53 +21,92 @@ impl std::fmt::Display for RequestId {
 /// What a client may publish, passed through to others unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Minfo {
+    /// Whether the stream carries audio.
     pub audio: bool,
+    /// Whether the stream carries video.
     pub video: bool,
+    /// The application's kind of audio; opaque to wren.
     pub audiotype: i64,
+    /// The application's kind of video (camera, screen...); opaque to
+    /// wren.
     pub videotype: i64,
 }
 
-/// A decoded request of the seed protocol.
+/// A decoded request of the seed protocol: one variant per `method`,
+/// with the fields of its `data`. Every request but `join` names a room
+/// the peer has joined (else 403).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
+    /// `join`: enter room `rid`. Answered with the peers and streams
+    /// already there; the others get `peer-join`.
     Join {
+        /// The room to enter (made if it does not exist).
         rid: RoomId,
         /// A room token (an extension of the seed, for nodes that require
         /// tokens; it may also come with the WebSocket URL).
         token: Option<String>,
     },
+    /// `leave`: leave room `rid`. The peer's streams there end
+    /// (`stream-remove`), its subscriptions there close, and the others
+    /// get `peer-leave`.
     Leave {
+        /// The room to leave.
         rid: RoomId,
     },
+    /// `keepalive`: nothing but proof of life (which any frame gives).
     Keepalive {
+        /// A room the peer is in.
         rid: RoomId,
     },
+    /// `publish`: start a stream in room `rid`. Answered with the SFU's
+    /// SDP answer and the stream's `mid`; the others get `stream-add`.
     Publish {
+        /// The room to publish in.
         rid: RoomId,
+        /// The SDP offer (`jsep.sdp`, of `jsep.type` `"offer"`).
         offer: String,
+        /// What the stream carries, passed on in `stream-add`.
         minfo: Minfo,
     },
+    /// `unpublish`: end one of the peer's own streams; the others get
+    /// `stream-remove`.
     Unpublish {
+        /// The stream's room.
         rid: RoomId,
+        /// The stream to end.
         mid: Mid,
     },
+    /// `subscribe`: receive stream `mid`. Answered with the SFU's SDP
+    /// answer and the subscription's `sid`.
     Subscribe {
+        /// The stream's room.
         rid: RoomId,
+        /// The stream to receive.
         mid: Mid,
+        /// The SDP offer (`jsep.sdp`, of `jsep.type` `"offer"`).
         offer: String,
     },
+    /// `unsubscribe`: close one of the peer's own subscriptions.
     Unsubscribe {
+        /// The stream's room.
         rid: RoomId,
+        /// The stream subscribed to.
         mid: Mid,
+        /// The subscription to close.
         sid: Sid,
     },
+    /// `broadcast`: relay `data` to the room's other peers, as a
+    /// `broadcast` notification naming the sender.
     Broadcast {
+        /// The room to relay to.
         rid: RoomId,
+        /// Any JSON, passed on unchanged.
         data: Value,
     },
 }
 
 impl Request {
+    /// The room the request names (every request names one).
     pub fn rid(&self) -> &RoomId {
         match self {
             Request::Join { rid, .. }
@@ -313,6 +352,7 @@ struct Notification<'a, T: Serialize> {
 #[derive(Serialize)]
 pub(crate) struct Empty {}
 
+/// A success response to request `id`, with `data`.
 pub(crate) fn ok_response<T: Serialize>(id: RequestId, data: &T) -> String {
     encode(&OkResponse {
         response: true,
@@ -322,6 +362,8 @@ pub(crate) fn ok_response<T: Serialize>(id: RequestId, data: &T) -> String {
     })
 }
 
+/// A failure response to request `id`: `errorCode` and `errorReason`
+/// from `err`.
 pub(crate) fn error_response(id: RequestId, err: &RequestError) -> String {
     encode(&ErrResponse {
         response: true,
@@ -332,6 +374,7 @@ pub(crate) fn error_response(id: RequestId, err: &RequestError) -> String {
     })
 }
 
+/// A notification `method` with `data` (the server sends no requests).
 pub(crate) fn notification<T: Serialize>(method: &str, data: &T) -> String {
     encode(&Notification {
         notification: true,
@@ -347,6 +390,7 @@ fn encode<T: Serialize>(v: &T) -> String {
 
 // Response and notification bodies, field for field as in the seed.
 
+/// A stream in a `join` answer's `pubs`.
 #[derive(Serialize, Debug, Clone)]
 pub(crate) struct PubInfo {
     pub mid: Mid,
@@ -356,6 +400,7 @@ pub(crate) struct PubInfo {
     pub uid: PeerId,
 }
 
+/// A peer in a `join` answer's `users`.
 #[derive(Serialize, Debug, Clone)]
 pub(crate) struct UserInfo {
     pub bizid: NodeId,
@@ -363,12 +408,14 @@ pub(crate) struct UserInfo {
     pub uid: PeerId,
 }
 
+/// The `data` of a `join` answer: who and what is in the room already.
 #[derive(Serialize)]
 pub(crate) struct JoinAnswer {
     pub pubs: Vec<PubInfo>,
     pub users: Vec<UserInfo>,
 }
 
+/// `jsep` of a publish or subscribe answer: `{"type":"answer","sdp":…}`.
 #[derive(Serialize)]
 pub(crate) struct AnswerJsep<'a> {
     #[serde(rename = "type")]
@@ -376,6 +423,7 @@ pub(crate) struct AnswerJsep<'a> {
     pub sdp: &'a str,
 }
 
+/// The `data` of a `publish` answer.
 #[derive(Serialize)]
 pub(crate) struct PublishAnswer<'a> {
     pub jsep: AnswerJsep<'a>,
@@ -383,12 +431,14 @@ pub(crate) struct PublishAnswer<'a> {
     pub sfuid: &'a NodeId,
 }
 
+/// The `data` of a `subscribe` answer.
 #[derive(Serialize)]
 pub(crate) struct SubscribeAnswer<'a> {
     pub jsep: AnswerJsep<'a>,
     pub sid: &'a Sid,
 }
 
+/// The `data` of a `peer-join` notification.
 #[derive(Serialize)]
 pub(crate) struct PeerJoin<'a> {
     pub rid: &'a RoomId,
@@ -396,12 +446,14 @@ pub(crate) struct PeerJoin<'a> {
     pub bizid: &'a NodeId,
 }
 
+/// The `data` of a `peer-leave` notification.
 #[derive(Serialize)]
 pub(crate) struct PeerLeave<'a> {
     pub rid: &'a RoomId,
     pub uid: &'a PeerId,
 }
 
+/// The `data` of a `stream-add` notification.
 #[derive(Serialize)]
 pub(crate) struct StreamAdd<'a> {
     pub rid: &'a RoomId,
@@ -411,6 +463,7 @@ pub(crate) struct StreamAdd<'a> {
     pub minfo: &'a Minfo,
 }
 
+/// The `data` of a `stream-remove` notification.
 #[derive(Serialize)]
 pub(crate) struct StreamRemove<'a> {
     pub rid: &'a RoomId,
@@ -418,6 +471,7 @@ pub(crate) struct StreamRemove<'a> {
     pub mid: &'a Mid,
 }
 
+/// The `data` of a `broadcast` notification: the sender and its `data`.
 #[derive(Serialize)]
 pub(crate) struct BroadcastNote<'a> {
     pub rid: &'a RoomId,
