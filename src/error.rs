@@ -14,7 +14,7 @@
 use std::fmt;
 
 /// Why the program stops unsuccessfully; [`Error::exit_status`] maps it
-/// to the table above.
+/// to the module's table of exit statuses.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Error {
     /// The command line is wrong; the message names the flag.

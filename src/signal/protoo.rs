@@ -53,7 +53,8 @@ pub enum Request {
         /// The room to leave.
         rid: RoomId,
     },
-    /// `keepalive`: nothing but proof of life (which any frame gives).
+    /// `keepalive`: proof of life and nothing else (any text frame, or a
+    /// pong, proves it too).
     Keepalive {
         /// A room the peer is in.
         rid: RoomId,
