@@ -1,13 +1,14 @@
 //! The command line's grammar: flags in, [`Command`] out, and back again
-//! for the SFU children ([`sfu_child_args`]). Only syntax lives here (is
+//! for the SFU children (`sfu_child_args`). Only syntax lives here (is
 //! it a number, an address, a known flag); what a value may be, and how
-//! flags, file and defaults combine, is [`crate::config`]'s job.
+//! flags, file and defaults combine, is `config`'s job.
 
 use crate::error::Error;
 use crate::ids::{PeerId, RoomId};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+/// The text of `wren --help`; `main` also prints it after a usage error.
 pub const USAGE: &str = "\
 usage: wren [ROLE] [OPTIONS]
 
@@ -45,29 +46,41 @@ options:
   -V, --version          the version";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which part of the server a process runs.
 pub enum Role {
+    /// No role named: a signaling node that supervises `--sfus` SFU child
+    /// processes.
     AllInOne,
+    /// `wren signal`: a signaling node only, using SFUs started apart.
     Signal,
+    /// `wren sfu`: one SFU process, serving one signaling node.
     Sfu,
 }
 
 #[derive(Debug, PartialEq)]
+/// What the command line asks for: the input of [`crate::operation::run`].
 pub enum Command {
+    /// Run a role with these flags, until stopped.
     Run(Role, Box<Flags>),
+    /// `wren check-config FILE`: read and check a configuration file, then
+    /// exit.
     CheckConfig(PathBuf),
+    /// `wren token ...`: print a room token signed with a file's secret.
     Token(TokenRequest),
+    /// `-h`, `--help`: print [`USAGE`].
     Help,
+    /// `-V`, `--version`: print the version.
     Version,
 }
 
 /// What `wren token` is asked to mint.
 #[derive(Debug, PartialEq)]
 pub struct TokenRequest {
-    pub config: PathBuf,
-    pub uid: PeerId,
-    pub rid: RoomId,
-    pub ttl_secs: u64,
-    pub publish: bool,
+    pub(crate) config: PathBuf,
+    pub(crate) uid: PeerId,
+    pub(crate) rid: RoomId,
+    pub(crate) ttl_secs: u64,
+    pub(crate) publish: bool,
 }
 
 /// Flags as given; `None` means "from the config file, else the default".
@@ -75,24 +88,24 @@ pub struct TokenRequest {
 /// log levels are checked by `config`, once for flags and file alike.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Flags {
-    pub listen: Option<SocketAddr>,
-    pub media_ip: Option<IpAddr>,
-    pub media_port: Option<u16>,
-    pub sfus: Option<usize>,
-    pub config: Option<PathBuf>,
-    pub log_level: Option<String>,
-    pub bizid: Option<String>,
-    pub sfuid: Option<String>,
-    pub socket_dir: Option<PathBuf>,
-    pub instance: Option<usize>,
-    pub sfu_sockets: Vec<PathBuf>,
-    pub socket: Option<PathBuf>,
-    pub sfu_wrapper: Option<Vec<String>>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) media_ip: Option<IpAddr>,
+    pub(crate) media_port: Option<u16>,
+    pub(crate) sfus: Option<usize>,
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) log_level: Option<String>,
+    pub(crate) bizid: Option<String>,
+    pub(crate) sfuid: Option<String>,
+    pub(crate) socket_dir: Option<PathBuf>,
+    pub(crate) instance: Option<usize>,
+    pub(crate) sfu_sockets: Vec<PathBuf>,
+    pub(crate) socket: Option<PathBuf>,
+    pub(crate) sfu_wrapper: Option<Vec<String>>,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     /// Exit when standard input closes: how an SFU child notices that its
     /// supervising parent died, whatever killed it.
-    pub exit_on_stdin_eof: bool,
+    pub(crate) exit_on_stdin_eof: bool,
 }
 
 fn usage(msg: String) -> Error {
@@ -137,6 +150,9 @@ fn parse_token(args: &[String]) -> Result<Command, Error> {
     }))
 }
 
+/// Reads the arguments after the executable's name. A first argument
+/// that names no role (`signal`, `sfu`, `token`, `check-config`) starts
+/// the flags of the all-in-one role.
 pub fn parse(args: &[String]) -> Result<Command, Error> {
     let mut it = args.iter().peekable();
     let role = match it.peek().map(|s| s.as_str()) {
@@ -211,7 +227,7 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
 
 /// What the all-in-one supervisor tells its SFU child `instance`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SfuChild<'a> {
+pub(crate) struct SfuChild<'a> {
     pub instance: usize,
     /// The folder the parent's signaling node looks for `sfu-N.sock` in.
     pub socket_dir: &'a Path,
@@ -226,7 +242,7 @@ pub struct SfuChild<'a> {
 /// The arguments (after the executable) that start SFU child `c`: the
 /// inverse of [`parse`] for the `sfu` role, kept next to it so that the
 /// two grammars cannot drift apart (see the round-trip tests).
-pub fn sfu_child_args(c: &SfuChild) -> Vec<String> {
+pub(crate) fn sfu_child_args(c: &SfuChild) -> Vec<String> {
     let mut args: Vec<String> = [
         "sfu",
         "--exit-on-stdin-eof",

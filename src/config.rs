@@ -68,7 +68,7 @@ pub struct FileConfig {
     pub token_secret: Option<String>,
     /// ...or with the contents of this file (kept out of the config).
     pub token_secret_file: Option<PathBuf>,
-    /// Origins (e.g. "https://meet.example") allowed to open WebSockets;
+    /// Origins (e.g. `"https://meet.example"`) allowed to open WebSockets;
     /// unset or empty: any.
     pub allowed_origins: Option<Vec<String>>,
     /// Group of the SFU control sockets: mode 0660 with it, else 0600.

@@ -13,6 +13,8 @@
 
 use std::fmt;
 
+/// Why the program stops unsuccessfully; [`Error::exit_status`] maps it
+/// to the module's table of exit statuses.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Error {
     /// The command line is wrong; the message names the flag.
@@ -24,11 +26,14 @@ pub enum Error {
 }
 
 /// `EX_CONFIG` of sysexits.h.
-pub const EXIT_CONFIG: u8 = 78;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 78;
+/// A bad command line, as getopt-style tools exit.
+const EXIT_USAGE: u8 = 2;
+/// Any other failure.
+const EXIT_RUNTIME: u8 = 1;
 
 impl Error {
+    /// The process exit status for this error (the module's table).
     pub fn exit_status(&self) -> u8 {
         match self {
             Error::Usage(_) => EXIT_USAGE,
@@ -38,7 +43,7 @@ impl Error {
     }
 
     /// Runtime failure of `what`, e.g. `Error::io("signal", e)`.
-    pub fn io(what: impl fmt::Display, e: std::io::Error) -> Error {
+    pub(crate) fn io(what: impl fmt::Display, e: std::io::Error) -> Error {
         Error::Runtime(format!("{what}: {e}"))
     }
 }

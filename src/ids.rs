@@ -4,7 +4,7 @@ use crate::limits::{MAX_ID_LEN, MAX_MEDIA_ID_LEN, MEDIA_ID_DIGITS};
 use std::fmt;
 
 /// The characters allowed in a uid (and, as a superset, in every id).
-pub fn is_id_char(c: char) -> bool {
+pub(crate) fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | ':' | '-')
 }
 
@@ -18,6 +18,7 @@ macro_rules! id_type {
             /// Longest accepted value, in bytes.
             pub const CAPACITY: usize = $cap;
 
+            /// The id as it appears on the wire.
             pub fn as_str(&self) -> &str {
                 self.0.as_str()
             }
@@ -98,18 +99,21 @@ fn parse_media<const N: usize>(s: &str) -> Option<heapless::String<N, u8>> {
 }
 
 impl PeerId {
+    /// The id if `s` is one: 1..=[`MAX_ID_LEN`] bytes of id characters.
     pub fn parse(s: &str) -> Option<Self> {
         parse_plain(s).map(Self)
     }
 }
 
 impl RoomId {
+    /// The id if `s` is one: 1..=[`MAX_ID_LEN`] bytes of id characters.
     pub fn parse(s: &str) -> Option<Self> {
         parse_plain(s).map(Self)
     }
 }
 
 impl NodeId {
+    /// The id if `s` is one: 1..=[`MAX_ID_LEN`] bytes of id characters.
     pub fn parse(s: &str) -> Option<Self> {
         parse_plain(s).map(Self)
     }
@@ -129,18 +133,28 @@ fn media_id(uid: &PeerId) -> heapless::String<MAX_MEDIA_ID_LEN, u8> {
 }
 
 impl Mid {
+    /// The id if `s` is one: a valid uid, `#`, then id characters (any,
+    /// not only digits: a client may name an id we never made).
     pub fn parse(s: &str) -> Option<Self> {
         parse_media(s).map(Self)
     }
+
+    /// A fresh stream id of `uid`: `uid#` and [`MEDIA_ID_DIGITS`] random
+    /// digits. Not checked for uniqueness.
     pub fn random(uid: &PeerId) -> Self {
         Self(media_id(uid))
     }
 }
 
 impl Sid {
+    /// The id if `s` is one: a valid uid, `#`, then id characters (any,
+    /// not only digits: a client may name an id we never made).
     pub fn parse(s: &str) -> Option<Self> {
         parse_media(s).map(Self)
     }
+
+    /// A fresh subscription id of `uid`: `uid#` and [`MEDIA_ID_DIGITS`] random
+    /// digits. Not checked for uniqueness.
     pub fn random(uid: &PeerId) -> Self {
         Self(media_id(uid))
     }

@@ -164,15 +164,25 @@ pub const VIDEO_START_PATIENCE: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Limits {
+    /// Open WebSocket connections (at most [`MAX_CONNECTIONS`]).
     pub connections: usize,
+    /// Rooms at once (at most [`MAX_ROOMS`]).
     pub rooms: usize,
+    /// Peers in one room (at most [`MAX_PEERS_PER_ROOM`]).
     pub peers_per_room: usize,
+    /// Rooms one peer may be in (at most [`MAX_ROOMS_PER_PEER`]).
     pub rooms_per_peer: usize,
+    /// Streams published in one room (at most [`MAX_STREAMS_PER_ROOM`]).
     pub streams_per_room: usize,
+    /// Streams on the node (at most [`MAX_STREAMS`]).
     pub streams: usize,
+    /// Subscriptions to one stream (at most [`MAX_SUBS_PER_STREAM`]).
     pub subs_per_stream: usize,
+    /// Subscriptions on the node (at most [`MAX_SUBS`]).
     pub subs: usize,
+    /// SFU calls in flight (at most [`MAX_PENDING_SFU_CALLS`]).
     pub pending_sfu_calls: usize,
+    /// WebRTC sessions in one SFU process (at most [`MAX_SFU_SESSIONS`]).
     pub sfu_sessions: usize,
     /// Requests one connection may make per second, on average...
     pub requests_per_sec: u32,
@@ -192,6 +202,7 @@ pub struct Limits {
 /// Requests per second a connection may keep up (a browser sends a few
 /// per minute; a join storm of a reconnecting client a dozen at once).
 pub const DEFAULT_REQUESTS_PER_SEC: u32 = 20;
+/// Requests a connection may make at once before the rate applies.
 pub const DEFAULT_REQUEST_BURST: u32 = 50;
 
 impl Default for Limits {

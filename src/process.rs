@@ -22,7 +22,7 @@ pub fn abort_on_panic() {
 }
 
 /// Logs to stderr at `level`.
-pub fn init_logging(level: log::LevelFilter) {
+pub(crate) fn init_logging(level: log::LevelFilter) {
     // RUST_LOG, when set, wins: handy for a one-off debug run.
     // tungstenite traces whole frames, and frames carry room tokens: the
     // libraries say at most `info`, whatever the level.
@@ -38,7 +38,7 @@ pub fn init_logging(level: log::LevelFilter) {
 
 /// The control sockets' folder of a service: systemd's runtime folder
 /// when it made one (`RuntimeDirectory=`), else /run/wren.
-pub fn service_socket_dir() -> PathBuf {
+pub(crate) fn service_socket_dir() -> PathBuf {
     std::env::var_os("RUNTIME_DIRECTORY")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/run/wren"))
@@ -47,7 +47,7 @@ pub fn service_socket_dir() -> PathBuf {
 /// A folder for the control sockets that only this process uses: under
 /// `XDG_RUNTIME_DIR` or the temp dir. The SFU children remove their
 /// sockets and the folder when they exit.
-pub fn private_socket_dir() -> std::io::Result<PathBuf> {
+pub(crate) fn private_socket_dir() -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)

@@ -32,21 +32,34 @@ impl fmt::Display for CallId {
 pub enum ToSfu {
     /// Answer a publisher's offer; the stream will be known as `mid`.
     Publish {
+        /// Echoed by the `answer` or `failed` that settles the call.
         call: CallId,
+        /// The stream's id, chosen by the node.
         mid: Mid,
+        /// The publisher's SDP offer, as the client sent it.
         offer: String,
     },
     /// Answer a subscriber's offer with the tracks of stream `mid`.
     Subscribe {
+        /// Echoed by the `answer` or `failed` that settles the call.
         call: CallId,
+        /// The subscription's id, chosen by the node.
         sid: Sid,
+        /// The stream to receive; it lives on this SFU.
         mid: Mid,
+        /// The subscriber's SDP offer, as the client sent it.
         offer: String,
     },
     /// Stop a stream and every subscription to it.
-    Unpublish { mid: Mid },
+    Unpublish {
+        /// The stream to stop.
+        mid: Mid,
+    },
     /// Stop one subscription.
-    Unsubscribe { sid: Sid },
+    Unsubscribe {
+        /// The subscription to stop.
+        sid: Sid,
+    },
 }
 
 /// SFU → signaling node.
@@ -54,16 +67,37 @@ pub enum ToSfu {
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum FromSfu {
     /// First message on every control connection.
-    Hello { sfuid: NodeId, version: String },
+    Hello {
+        /// The SFU's id: the `sfuid` clients see on its streams.
+        sfuid: NodeId,
+        /// The SFU's wren version (informational; not checked).
+        version: String,
+    },
     /// The SDP answer to a publish or subscribe call.
-    Answer { call: CallId, sdp: String },
+    Answer {
+        /// The call answered.
+        call: CallId,
+        /// The SDP answer, passed on to the client.
+        sdp: String,
+    },
     /// A publish or subscribe call failed.
-    Failed { call: CallId, error: SfuError },
+    Failed {
+        /// The call that failed.
+        call: CallId,
+        /// Why; the node turns it into the client's `errorCode`.
+        error: SfuError,
+    },
     /// A publisher's media connection failed or closed: the stream is gone
     /// (and with it every subscription to it).
-    StreamClosed { mid: Mid },
+    StreamClosed {
+        /// The stream that is gone.
+        mid: Mid,
+    },
     /// A subscriber's media connection failed or closed.
-    SubscriptionClosed { sid: Sid },
+    SubscriptionClosed {
+        /// The subscription that is gone.
+        sid: Sid,
+    },
     /// Load and counters, once a second.
     Stats(SfuStats),
 }
@@ -72,7 +106,9 @@ pub enum FromSfu {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SfuStats {
+    /// Publisher sessions now (connected or not yet).
     pub publishers: u32,
+    /// Subscriber sessions now (connected or not yet).
     pub subscribers: u32,
     /// RTP packets written to subscribers.
     pub forwarded_packets: u64,
@@ -109,7 +145,7 @@ impl fmt::Display for SfuError {
 }
 
 /// Encodes one message as a frame (length prefix included).
-pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     let mut frame = vec![0; 4];
     // Our own enums with string keys: serialization cannot fail.
     let _ = serde_json::to_writer(&mut frame, msg);
@@ -127,7 +163,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> io::Result<T> {
 /// socket's reads): `extend` with what was read, then take `next_frame`
 /// until it says there is no whole frame yet.
 #[derive(Debug, Default)]
-pub struct FrameReader {
+pub(crate) struct FrameReader {
     buf: Vec<u8>,
 }
 
@@ -179,7 +215,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Ve
 }
 
 /// Writes one message as a frame.
-pub async fn write_msg<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+pub(crate) async fn write_msg<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> io::Result<()> {
     w.write_all(&encode(msg)).await?;
     w.flush().await
 }

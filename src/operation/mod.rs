@@ -1,7 +1,7 @@
 //! What the program does, once the command line is read: run a role,
 //! check a file, mint a token, or print help or the version.
 
-pub mod supervise;
+pub(crate) mod supervise;
 
 use crate::cli::{Command, Role, TokenRequest, USAGE};
 use crate::config::Settings;
@@ -10,6 +10,8 @@ use crate::signal::token::{self, Grant, TokenKey};
 use crate::{process, sfu, signal};
 use std::path::Path;
 
+/// Does what `cmd` asks: a role runs until it is stopped, the rest
+/// print their result and return.
 pub fn run(cmd: Command) -> Result<(), Error> {
     match cmd {
         Command::Help => println!("{USAGE}"),

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+/// Runs the all-in-one mode: starts `sfus` SFU children (each restarted with
+/// backoff when it dies), then the signaling node in this thread.
 pub fn run(s: &Settings) -> Result<(), Error> {
     let dir = match &s.socket_dir {
         Some(d) => d.clone(),

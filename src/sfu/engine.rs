@@ -103,10 +103,13 @@ impl Sfu {
         }
     }
 
+    /// The next datagram to send from the media socket, in order.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
+    /// The next message for the signaling node (a stream or
+    /// subscription that closed), in order.
     pub fn poll_event(&mut self) -> Option<FromSfu> {
         self.events.pop_front()
     }

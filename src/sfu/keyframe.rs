@@ -17,7 +17,7 @@
 use std::time::Instant;
 use str0m::format::Codec;
 
-pub use crate::limits::{KEYFRAME_CACHE_PACKETS, KEYFRAME_PATIENCE, KEYFRAME_WINDOW};
+pub(crate) use crate::limits::{KEYFRAME_CACHE_PACKETS, KEYFRAME_PATIENCE, KEYFRAME_WINDOW};
 
 /// Whether an RTP payload of `codec` starts a key frame (its first packet,
 /// or, for H.264, one carrying the sequence parameter set or the start of
@@ -108,7 +108,7 @@ fn h264_starts_keyframe(p: &[u8]) -> bool {
 
 /// What to do about one request for a key frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ask {
+pub(crate) enum Ask {
     /// Send a PLI now.
     Now,
     /// One is on its way: it will serve this request too.
@@ -121,7 +121,7 @@ pub enum Ask {
 
 /// The request state of one publisher track.
 #[derive(Debug, Default)]
-pub struct KeyframeRequests {
+pub(crate) struct KeyframeRequests {
     /// When the latest key frame began to arrive.
     last_keyframe: Option<Instant>,
     /// When we last sent a PLI.
@@ -195,7 +195,7 @@ impl KeyframeRequests {
 /// window after it began: what a subscriber that connects in that window
 /// needs to start decoding at once.
 #[derive(Debug)]
-pub struct KeyframeCache<T> {
+pub(crate) struct KeyframeCache<T> {
     /// The RTP timestamp of the cached key frame (H.264 may start one over
     /// several packets that each look like a start).
     timestamp: Option<u32>,

@@ -43,7 +43,7 @@ use std::time::Instant;
 
 /// What an SFU process needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SfuConfig {
+pub(crate) struct SfuConfig {
     pub sfuid: NodeId,
     /// The control socket to listen on.
     pub socket: PathBuf,
@@ -59,7 +59,7 @@ pub struct SfuConfig {
     pub exit_on_stdin_eof: bool,
 }
 
-pub fn run(cfg: SfuConfig) -> io::Result<()> {
+pub(crate) fn run(cfg: SfuConfig) -> io::Result<()> {
     // First of all, so that a stop request never meets the default action.
     let signals = Signals::new([Signal::Term, Signal::Int])?;
     if cfg.exit_on_stdin_eof {

@@ -16,10 +16,16 @@ pub enum RequestError {
     /// Access control said no (token missing, invalid, expired, for
     /// another room, or without the right to publish).
     Forbidden(&'static str),
+    /// The room named does not exist.
     NoSuchRoom,
+    /// No stream with that mid exists in the room (or on its SFU).
     NoSuchStream,
+    /// No subscription with that sid exists.
     NoSuchSubscription,
+    /// The method is not one of the protocol's; carries the name, cut
+    /// short, to echo back.
     UnknownMethod(String),
+    /// A join of a room the peer is already in.
     AlreadyJoined,
     /// The message was larger than the limit.
     TooLarge,
@@ -36,7 +42,7 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    /// The wire `errorCode`. SPEC §4's table, kept in this one match.
+    /// The wire `errorCode`. The table of PROTOCOL.md, "Errors", kept in this one match.
     pub fn code(&self) -> u16 {
         match self {
             RequestError::Malformed(_) => 400,

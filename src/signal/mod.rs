@@ -1,19 +1,19 @@
 //! The signaling role: WebSocket server, room tables, SFU clients — one
 //! thread, one `smol::LocalExecutor`.
 //!
-//! The room logic lives in [`node::Node`], a state machine without I/O;
+//! The room logic lives in `node::Node`, a state machine without I/O;
 //! this module is the shell that moves bytes between it, the client
-//! connections ([`conn`]) and the SFU control sockets ([`sfu_link`]).
+//! connections (`conn`) and the SFU control sockets (`sfu_link`).
 
 mod conn;
 pub mod error;
-pub mod http;
-pub mod metrics;
-pub mod node;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod node;
 mod outbox;
 pub mod protoo;
 mod sfu_link;
-pub mod tls;
+pub(crate) mod tls;
 pub mod token;
 
 use crate::ids::NodeId;
@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 /// What a signaling node needs to run.
 #[derive(Debug, Clone)]
-pub struct SignalConfig {
+pub(crate) struct SignalConfig {
     pub listen: SocketAddr,
     pub bizid: NodeId,
     /// Control sockets of the SFUs, one slot each.
@@ -184,7 +184,7 @@ impl Shared {
 }
 
 /// Runs a signaling node until the process is stopped.
-pub fn run(cfg: SignalConfig) -> std::io::Result<()> {
+pub(crate) fn run(cfg: SignalConfig) -> std::io::Result<()> {
     let ex = LocalExecutor::new();
     smol::block_on(ex.run(serve(&ex, cfg)))
 }

@@ -21,53 +21,93 @@ impl std::fmt::Display for RequestId {
 /// What a client may publish, passed through to others unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Minfo {
+    /// Whether the stream carries audio.
     pub audio: bool,
+    /// Whether the stream carries video.
     pub video: bool,
+    /// The application's kind of audio; opaque to wren.
     pub audiotype: i64,
+    /// The application's kind of video (camera, screen...); opaque to
+    /// wren.
     pub videotype: i64,
 }
 
-/// A decoded request of the seed protocol.
+/// A decoded request of the seed protocol: one variant per `method`,
+/// with the fields of its `data`. Every request but `join` names a room
+/// the peer has joined (else 403).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
+    /// `join`: enter room `rid`. Answered with the peers and streams
+    /// already there; the others get `peer-join`.
     Join {
+        /// The room to enter (made if it does not exist).
         rid: RoomId,
         /// A room token (an extension of the seed, for nodes that require
         /// tokens; it may also come with the WebSocket URL).
         token: Option<String>,
     },
+    /// `leave`: leave room `rid`. The peer's streams there end
+    /// (`stream-remove`), its subscriptions there close, and the others
+    /// get `peer-leave`.
     Leave {
+        /// The room to leave.
         rid: RoomId,
     },
+    /// `keepalive`: proof of life and nothing else (any text frame, or a
+    /// pong, proves it too).
     Keepalive {
+        /// A room the peer is in.
         rid: RoomId,
     },
+    /// `publish`: start a stream in room `rid`. Answered with the SFU's
+    /// SDP answer and the stream's `mid`; the others get `stream-add`.
     Publish {
+        /// The room to publish in.
         rid: RoomId,
+        /// The SDP offer (`jsep.sdp`, of `jsep.type` `"offer"`).
         offer: String,
+        /// What the stream carries, passed on in `stream-add`.
         minfo: Minfo,
     },
+    /// `unpublish`: end one of the peer's own streams; the others get
+    /// `stream-remove`.
     Unpublish {
+        /// The stream's room.
         rid: RoomId,
+        /// The stream to end.
         mid: Mid,
     },
+    /// `subscribe`: receive stream `mid`. Answered with the SFU's SDP
+    /// answer and the subscription's `sid`.
     Subscribe {
+        /// The stream's room.
         rid: RoomId,
+        /// The stream to receive.
         mid: Mid,
+        /// The SDP offer (`jsep.sdp`, of `jsep.type` `"offer"`).
         offer: String,
     },
+    /// `unsubscribe`: close one of the peer's own subscriptions.
     Unsubscribe {
+        /// The stream's room.
         rid: RoomId,
+        /// The stream subscribed to.
         mid: Mid,
+        /// The subscription to close.
         sid: Sid,
     },
+    /// `broadcast`: relay `data` to the room's other peers, as a
+    /// `broadcast` notification naming the sender.
     Broadcast {
+        /// The room to relay to.
         rid: RoomId,
+        /// Any JSON, passed on unchanged.
         data: Value,
     },
 }
 
 impl Request {
+    /// The room the request names (every request names one).
     pub fn rid(&self) -> &RoomId {
         match self {
             Request::Join { rid, .. }
@@ -120,7 +160,7 @@ impl Jsep {
 }
 
 // Typed request bodies. `sfuid` is accepted and ignored: the node knows
-// where each stream lives (SPEC §1).
+// where each stream lives (PROTOCOL.md, "Data model").
 #[derive(Deserialize)]
 struct RoomBody {
     rid: RoomId,
@@ -248,7 +288,7 @@ pub fn decode_bounded(text: &str, max_len: usize) -> Incoming {
 }
 
 /// Decodes one text frame from a client.
-pub fn decode(text: &str) -> Incoming {
+pub(crate) fn decode(text: &str) -> Incoming {
     let Ok(Value::Object(mut msg)) = serde_json::from_str::<Value>(text) else {
         return Incoming::Garbage("not a JSON object");
     };
@@ -311,9 +351,10 @@ struct Notification<'a, T: Serialize> {
 
 /// An empty `data: {}`.
 #[derive(Serialize)]
-pub struct Empty {}
+pub(crate) struct Empty {}
 
-pub fn ok_response<T: Serialize>(id: RequestId, data: &T) -> String {
+/// A success response to request `id`, with `data`.
+pub(crate) fn ok_response<T: Serialize>(id: RequestId, data: &T) -> String {
     encode(&OkResponse {
         response: true,
         id,
@@ -322,7 +363,9 @@ pub fn ok_response<T: Serialize>(id: RequestId, data: &T) -> String {
     })
 }
 
-pub fn error_response(id: RequestId, err: &RequestError) -> String {
+/// A failure response to request `id`: `errorCode` and `errorReason`
+/// from `err`.
+pub(crate) fn error_response(id: RequestId, err: &RequestError) -> String {
     encode(&ErrResponse {
         response: true,
         id,
@@ -332,7 +375,8 @@ pub fn error_response(id: RequestId, err: &RequestError) -> String {
     })
 }
 
-pub fn notification<T: Serialize>(method: &str, data: &T) -> String {
+/// A notification `method` with `data` (the server sends no requests).
+pub(crate) fn notification<T: Serialize>(method: &str, data: &T) -> String {
     encode(&Notification {
         notification: true,
         method,
@@ -347,8 +391,9 @@ fn encode<T: Serialize>(v: &T) -> String {
 
 // Response and notification bodies, field for field as in the seed.
 
+/// A stream in a `join` answer's `pubs`.
 #[derive(Serialize, Debug, Clone)]
-pub struct PubInfo {
+pub(crate) struct PubInfo {
     pub mid: Mid,
     pub minfo: Minfo,
     pub rid: RoomId,
@@ -356,54 +401,62 @@ pub struct PubInfo {
     pub uid: PeerId,
 }
 
+/// A peer in a `join` answer's `users`.
 #[derive(Serialize, Debug, Clone)]
-pub struct UserInfo {
+pub(crate) struct UserInfo {
     pub bizid: NodeId,
     pub rid: RoomId,
     pub uid: PeerId,
 }
 
+/// The `data` of a `join` answer: who and what is in the room already.
 #[derive(Serialize)]
-pub struct JoinAnswer {
+pub(crate) struct JoinAnswer {
     pub pubs: Vec<PubInfo>,
     pub users: Vec<UserInfo>,
 }
 
+/// `jsep` of a publish or subscribe answer: `{"type":"answer","sdp":…}`.
 #[derive(Serialize)]
-pub struct AnswerJsep<'a> {
+pub(crate) struct AnswerJsep<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub sdp: &'a str,
 }
 
+/// The `data` of a `publish` answer.
 #[derive(Serialize)]
-pub struct PublishAnswer<'a> {
+pub(crate) struct PublishAnswer<'a> {
     pub jsep: AnswerJsep<'a>,
     pub mid: &'a Mid,
     pub sfuid: &'a NodeId,
 }
 
+/// The `data` of a `subscribe` answer.
 #[derive(Serialize)]
-pub struct SubscribeAnswer<'a> {
+pub(crate) struct SubscribeAnswer<'a> {
     pub jsep: AnswerJsep<'a>,
     pub sid: &'a Sid,
 }
 
+/// The `data` of a `peer-join` notification.
 #[derive(Serialize)]
-pub struct PeerJoin<'a> {
+pub(crate) struct PeerJoin<'a> {
     pub rid: &'a RoomId,
     pub uid: &'a PeerId,
     pub bizid: &'a NodeId,
 }
 
+/// The `data` of a `peer-leave` notification.
 #[derive(Serialize)]
-pub struct PeerLeave<'a> {
+pub(crate) struct PeerLeave<'a> {
     pub rid: &'a RoomId,
     pub uid: &'a PeerId,
 }
 
+/// The `data` of a `stream-add` notification.
 #[derive(Serialize)]
-pub struct StreamAdd<'a> {
+pub(crate) struct StreamAdd<'a> {
     pub rid: &'a RoomId,
     pub uid: &'a PeerId,
     pub mid: &'a Mid,
@@ -411,15 +464,17 @@ pub struct StreamAdd<'a> {
     pub minfo: &'a Minfo,
 }
 
+/// The `data` of a `stream-remove` notification.
 #[derive(Serialize)]
-pub struct StreamRemove<'a> {
+pub(crate) struct StreamRemove<'a> {
     pub rid: &'a RoomId,
     pub uid: &'a PeerId,
     pub mid: &'a Mid,
 }
 
+/// The `data` of a `broadcast` notification: the sender and its `data`.
 #[derive(Serialize)]
-pub struct BroadcastNote<'a> {
+pub(crate) struct BroadcastNote<'a> {
     pub rid: &'a RoomId,
     pub uid: &'a PeerId,
     pub data: &'a Value,

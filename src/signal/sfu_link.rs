@@ -54,7 +54,7 @@ async fn session(shared: &Shared, slot: SfuSlot, stream: UnixStream) -> io::Resu
     let (tx, rx) = smol::channel::bounded::<ToSfu>(SFU_CONTROL_QUEUE);
     let (reset, reset_rx) = smol::channel::bounded::<()>(1);
     shared.sfus.borrow_mut()[slot.0] = Some(SfuLink { tx, _reset: reset });
-    shared.with_node(|n| n.from_sfu(clock(), slot, hello));
+    shared.with_node(|n| n.sfu_message(clock(), slot, hello));
 
     let mut writer = stream;
     let write_loop = async {
@@ -66,7 +66,7 @@ async fn session(shared: &Shared, slot: SfuSlot, stream: UnixStream) -> io::Resu
     let read_loop = async {
         while let Some(frame) = ipc::read_frame(&mut reader).await? {
             let msg: FromSfu = ipc::decode(&frame)?;
-            shared.with_node(|n| n.from_sfu(clock(), slot, msg));
+            shared.with_node(|n| n.sfu_message(clock(), slot, msg));
         }
         Ok::<(), io::Error>(())
     };

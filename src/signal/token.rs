@@ -13,12 +13,14 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Shortest secret accepted (bytes).
-pub const MIN_SECRET_LEN: usize = 16;
+pub(crate) const MIN_SECRET_LEN: usize = 16;
 
 /// What a token grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
+    /// The peer the token is for: it must connect with this uid.
     pub uid: PeerId,
+    /// The one room it may join.
     pub rid: RoomId,
     /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
@@ -27,10 +29,12 @@ pub struct Grant {
     pub publish: bool,
 }
 
+/// Why a token was refused (both answer 403; the reason says which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenError {
     /// Not a token, or not signed with our secret.
     Invalid,
+    /// Signed by us, but its `exp` has passed.
     Expired,
 }
 
@@ -45,7 +49,7 @@ impl fmt::Display for TokenError {
 
 /// A token secret: its `Debug` shows nothing, so no log can leak it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub Vec<u8>);
+pub(crate) struct Secret(pub(crate) Vec<u8>);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -71,6 +75,7 @@ pub fn unix_now() -> u64 {
 }
 
 impl TokenKey {
+    /// The key for `secret`; a secret shorter than 16 bytes is refused.
     pub fn new(secret: &[u8]) -> Result<TokenKey, String> {
         if secret.len() < MIN_SECRET_LEN {
             return Err(format!(
@@ -80,6 +85,7 @@ impl TokenKey {
         Ok(TokenKey(hmac::Key::new(hmac::HMAC_SHA256, secret)))
     }
 
+    /// A token that grants `grant`, signed with this key.
     pub fn mint(&self, grant: &Grant) -> String {
         // Our own struct of strings, a number and a bool: cannot fail.
         let claims = serde_json::to_vec(grant).unwrap_or_default();

@@ -29,14 +29,18 @@ enum Sending {
     },
 }
 
+/// One WebRTC endpoint, publisher or subscriber, driven by polling (see
+/// [`run_until`]).
 pub struct Peer {
+    /// Its str0m session (for what the fields here do not show).
     pub rtc: Rtc,
     socket: UdpSocket,
     local: SocketAddr,
     pending: Option<SdpPendingOffer>,
     offer: String,
+    /// ICE and DTLS are up.
     pub connected: bool,
-    pub tracks: Vec<(Mid, MediaKind)>,
+    tracks: Vec<(Mid, MediaKind)>,
     /// RTP packets received per kind: [audio, video].
     pub received: [usize; 2],
     /// RTP payload bytes received.
@@ -48,7 +52,9 @@ pub struct Peer {
     pub sent: u64,
     /// Key-frame requests (PLI/FIR) received.
     pub keyframe_requests: usize,
+    /// When the first of them arrived.
     pub first_keyframe_request: Option<Instant>,
+    /// When the first video packet arrived (time to first frame).
     pub first_video_packet: Option<Instant>,
     /// Whether the first video packet received started a key frame.
     pub first_video_key: Option<bool>,
@@ -175,6 +181,8 @@ impl Peer {
         self.offer.clone()
     }
 
+    /// Applies the SDP answer from the publish/subscribe response; the
+    /// peer then starts ICE towards the SFU.
     pub fn accept_answer(&mut self, sdp: &str) {
         let answer = SdpAnswer::from_sdp_string(sdp).expect("a parsable answer");
         let pending = self.pending.take().expect("offer pending");

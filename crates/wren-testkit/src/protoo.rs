@@ -126,11 +126,15 @@ impl Session {
 /// A test's protoo client: blocking calls with a time limit; notifications
 /// that arrive while it waits for a response are kept for [`Client::note`].
 pub struct Client {
+    /// The uid it connected as (`?peer=`).
     pub uid: String,
     ws: WebSocketStream<TcpStream>,
+    /// The subprotocol the server chose, if any.
     pub protocol: Option<String>,
     next_id: u64,
     notes: VecDeque<Value>,
+    /// Set once the socket is closed: the server's close frame, if it
+    /// sent one.
     pub closed: Option<Option<CloseFrame>>,
 }
 
@@ -140,6 +144,8 @@ impl Client {
         Client::try_connect(server, uid, true).expect("WebSocket connects")
     }
 
+    /// Connects as `uid`, offering subprotocol `protoo` only if asked;
+    /// the handshake's failure is an error, not a panic.
     pub fn try_connect(server: &Server, uid: &str, protoo: bool) -> Result<Client, String> {
         let headers: &[(&str, &str)] = if protoo {
             &[("Sec-WebSocket-Protocol", "protoo")]
@@ -174,6 +180,7 @@ impl Client {
         self.send(Message::text(text));
     }
 
+    /// Sends a raw binary frame (which the protocol does not use).
     pub fn send_binary(&mut self, data: Vec<u8>) {
         self.send(Message::binary(data));
     }
@@ -280,6 +287,8 @@ impl Client {
             .unwrap_or_else(|| panic!("{}: no notification", self.uid))
     }
 
+    /// The next notification (method, data), or None if none comes
+    /// within `timeout`.
     pub fn try_note(&mut self, timeout: Duration) -> Option<(String, Value)> {
         let m = match self.notes.pop_front() {
             Some(m) => m,

@@ -30,8 +30,11 @@ pub fn free_udp_port() -> u16 {
 
 /// A running `wren` (all-in-one unless told otherwise), killed on drop.
 pub struct Server {
+    /// The `wren` process (a test may signal or kill it).
     pub child: Child,
+    /// Where it serves HTTP and WebSocket.
     pub http: SocketAddr,
+    /// The UDP port of its first SFU (0 for a signaling node alone).
     pub media_port: u16,
 }
 
@@ -42,6 +45,7 @@ impl Server {
         Server::start_with(&[])
     }
 
+    /// Like `start`, with `extra` arguments after the ones it chooses.
     pub fn start_with(extra: &[&str]) -> Server {
         let server = Server::spawn(extra);
         server.wait_healthy();
@@ -109,6 +113,8 @@ impl Server {
         Server::start_signal_with(socket, &[])
     }
 
+    /// Like `start_signal`, with `extra` arguments after the ones it
+    /// chooses.
     pub fn start_signal_with(socket: &Path, extra: &[&str]) -> Server {
         let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
         let mut args = [
@@ -167,6 +173,7 @@ impl Server {
         self.child.try_wait().is_ok_and(|s| s.is_none())
     }
 
+    /// The WebSocket URL a client named `uid` connects to.
     pub fn ws_url(&self, uid: &str) -> String {
         format!("ws://{}/ws?peer={uid}", self.http)
     }
@@ -274,16 +281,23 @@ pub fn socket_path(name: &str) -> PathBuf {
 
 /// A standalone SFU process (`wren sfu`), killed on drop.
 pub struct SfuProcess {
+    /// The `wren sfu` process.
     pub child: Child,
+    /// The control socket it listens on.
     pub socket: PathBuf,
+    /// Its UDP media port.
     pub media_port: u16,
 }
 
 impl SfuProcess {
+    /// Starts an SFU named `sfuid` listening on `socket`, media on a free
+    /// loopback port. Not waited for: a signaling node connects when it
+    /// is up.
     pub fn start(socket: &Path, sfuid: &str) -> SfuProcess {
         SfuProcess::start_with(socket, sfuid, &[])
     }
 
+    /// Like `start`, with `extra` arguments after the ones it chooses.
     pub fn start_with(socket: &Path, sfuid: &str, extra: &[&str]) -> SfuProcess {
         let media_port = free_udp_port();
         let mut args = [

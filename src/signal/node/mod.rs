@@ -174,6 +174,7 @@ impl Node {
     }
 
     /// Bytes of the fixed tables, all allocated when the node is made.
+    #[cfg(test)]
     pub fn table_bytes(&self) -> usize {
         use std::mem::size_of_val;
         size_of_val(self)
@@ -211,7 +212,8 @@ impl Node {
         }
     }
 
-    /// Counts for logs and tests: (peers, rooms, streams, subscriptions).
+    /// Counts for tests: (peers, rooms, streams, subscriptions).
+    #[cfg(test)]
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         (
             self.peers.len(),

@@ -129,7 +129,7 @@ impl Node {
     }
 
     /// A message from an SFU.
-    pub fn from_sfu(&mut self, now: Now, sfu: SfuSlot, msg: FromSfu) {
+    pub fn sfu_message(&mut self, now: Now, sfu: SfuSlot, msg: FromSfu) {
         match msg {
             FromSfu::Hello { sfuid, .. } => self.sfu_up(now, sfu, sfuid),
             FromSfu::Answer { call, sdp } => self.call_done(sfu, call, Ok(sdp)),

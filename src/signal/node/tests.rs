@@ -104,7 +104,7 @@ impl Harness {
     fn publish(&mut self, conn: u64, rid: &str) -> String {
         let fx = self.req(conn, "publish", publish_data(rid));
         let (sfu, call) = sfu_call(&fx);
-        self.node.from_sfu(
+        self.node.sfu_message(
             self.now,
             sfu,
             FromSfu::Answer {
@@ -257,7 +257,7 @@ fn publish_answers_with_mid_and_sfuid_and_tells_the_others() {
     let fx = h.req(1, "publish", publish_data("r1"));
     assert!(sent_to(&fx, 1).is_empty(), "the answer waits for the SFU");
     let (sfu, call) = sfu_call(&fx);
-    h.node.from_sfu(
+    h.node.sfu_message(
         h.now,
         sfu,
         FromSfu::Answer {
@@ -302,7 +302,8 @@ fn sfu_errors_timeouts_and_absence_become_error_codes() {
     ] {
         let fx = h.req(1, "publish", publish_data("r1"));
         let (sfu, call) = sfu_call(&fx);
-        h.node.from_sfu(h.now, sfu, FromSfu::Failed { call, error });
+        h.node
+            .sfu_message(h.now, sfu, FromSfu::Failed { call, error });
         let fx = h.effects();
         assert_eq!(error_code(&fx, 1), code);
         let told = response_to(&fx, 1)["errorReason"]
@@ -386,7 +387,7 @@ fn subscribe_and_unsubscribe_go_to_the_stream_sfu() {
     );
     let (sfu, call) = sfu_call(&fx);
     assert_eq!(sfu, SfuSlot(0), "the stream lives on the first SFU");
-    h.node.from_sfu(
+    h.node.sfu_message(
         h.now,
         sfu,
         FromSfu::Answer {
@@ -447,7 +448,7 @@ fn leave_unpublishes_closes_subscriptions_then_says_peer_leave() {
         json!({"rid": "r1", "mid": mid_b, "jsep": {"type": "offer", "sdp": "v=0"}}),
     );
     let (sfu, call) = sfu_call(&fx);
-    h.node.from_sfu(
+    h.node.sfu_message(
         h.now,
         sfu,
         FromSfu::Answer {
@@ -616,7 +617,7 @@ fn an_sfu_going_down_removes_its_streams_for_everyone() {
 fn a_publisher_whose_media_fails_is_removed_like_unpublish() {
     let mut h = Harness::alice_and_bob_in_r1(1);
     let mid = h.publish(1, "r1");
-    h.node.from_sfu(
+    h.node.sfu_message(
         h.now,
         SfuSlot(0),
         FromSfu::StreamClosed {
@@ -636,7 +637,7 @@ fn a_peer_that_leaves_during_publish_leaves_no_session_behind() {
     let fx = h.req(1, "publish", publish_data("r1"));
     let (sfu, call) = sfu_call(&fx);
     h.req(1, "leave", json!({"rid": "r1"}));
-    h.node.from_sfu(
+    h.node.sfu_message(
         h.now,
         sfu,
         FromSfu::Answer {
