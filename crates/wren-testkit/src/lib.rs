@@ -2,7 +2,8 @@
 //! starting the real `wren` binary and waiting for it ([`server`]), its
 //! HTTP endpoints ([`http`]), the seed protocol's client side ([`protoo`]),
 //! a real WebRTC peer on str0m ([`peer`]), what `/proc` says about a
-//! process ([`procfs`]), and the assertions the tests share ([`calls`]).
+//! process ([`procfs`]), the assertions the tests share ([`calls`]), and
+//! peers running on a thread of their own ([`swarm`]).
 //!
 //! Nothing here is part of the server: the `wren` library and binary do
 //! not depend on this crate.
@@ -13,6 +14,7 @@ pub mod peer;
 pub mod procfs;
 pub mod protoo;
 pub mod server;
+pub mod swarm;
 
 pub use calls::{assert_full, assert_media_stops, media_call};
 pub use http::{http_get, metric};

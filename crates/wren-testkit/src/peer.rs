@@ -17,8 +17,11 @@ use wren::sfu::keyframe::starts_keyframe;
 #[derive(Debug, Clone, Copy)]
 enum Sending {
     Nothing,
-    /// A 3 KB VP8 frame and a 60 B Opus frame every 20 ms.
-    Frames,
+    /// A 3 KB VP8 frame and a 60 B Opus frame every `every` (20 ms: a
+    /// camera at 50 frames a second).
+    Frames {
+        every: Duration,
+    },
     /// RTP packets of `size` payload bytes at `bps` on the video track:
     /// evenly spaced (`fps` 0), or as `fps` frames a second, each a burst
     /// of packets with one timestamp, as a camera sends them.
@@ -76,7 +79,13 @@ fn kind_index(k: MediaKind) -> usize {
 impl Peer {
     /// A publisher: sendonly audio + video, frame mode (str0m packetizes).
     pub fn publisher() -> Peer {
-        Peer::new(false, Direction::SendOnly, Sending::Frames)
+        Peer::publisher_every(Duration::from_millis(20))
+    }
+
+    /// A publisher that sends a frame of each kind every `every`: a
+    /// lighter load, for many publishers under an emulator.
+    pub fn publisher_every(every: Duration) -> Peer {
+        Peer::new(false, Direction::SendOnly, Sending::Frames { every })
     }
 
     /// A publisher of load: `size`-byte RTP payloads at `bps` bits/s,
@@ -262,7 +271,7 @@ impl Peer {
         }
         let interval = match self.sending {
             Sending::Nothing => return,
-            Sending::Frames => Duration::from_millis(20),
+            Sending::Frames { every } => every,
             Sending::Load { bps, size, fps } => match fps {
                 0 => Duration::from_nanos((size as u64 * 8 * 1_000_000_000) / bps.max(1)),
                 fps => Duration::from_nanos(1_000_000_000 / fps as u64),
@@ -275,7 +284,7 @@ impl Peer {
             due += interval;
             budget -= 1;
             match self.sending {
-                Sending::Frames => self.write_frames(now),
+                Sending::Frames { .. } => self.write_frames(now),
                 Sending::Load { bps, size, fps } => {
                     // One packet, or a frame's worth with one timestamp.
                     let n = match fps {
