@@ -9,10 +9,15 @@
 //!
 //! This file holds the node and its inputs and outputs; the rest is split
 //! by concern, each file another `impl Node` block:
-//! - [`tables`]: peers, rooms, streams, subscriptions, and their lookups;
-//! - [`sfu_calls`]: calls to SFUs under way, and SFUs coming and going;
+//! - [`tables`]: every table (peers, rooms, streams, subscriptions, SFU
+//!   slots, calls under way), their lookups, joining and leaving;
+//! - [`sfu_calls`]: publishing and subscribing through an SFU's answer,
+//!   and SFUs coming and going;
 //! - [`access`]: room tokens, admission and request budgets;
 //! - [`responses`]: what goes out to clients.
+//!
+//! They use each other one way only: `sfu_calls` and `responses` use
+//! `tables`, which uses `access` (`tests/layout.rs` checks).
 
 mod access;
 mod responses;
@@ -28,10 +33,10 @@ use crate::ids::{NodeId, PeerId};
 use crate::ipc::{CallId, SfuStats, ToSfu};
 use crate::limits::*;
 use access::TokenBucket;
-use sfu_calls::{Asker, PendingCall, SfuState};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
+use tables::{Asker, PendingCall, SfuState};
 use tables::{Peer, Room, Stream, Subscription};
 
 /// One WebSocket connection, numbered by the shell.

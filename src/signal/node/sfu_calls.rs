@@ -1,44 +1,13 @@
 //! Calls to SFUs: a publish or subscribe waits here for the SFU's answer
 //! (or its deadline); SFUs come up, go down, and report.
 
-use super::tables::{unique, Removal, Stream, Subscription};
-use super::{ConnId, Effect, Node, Now, Outcome, Reply, SfuSlot};
-use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
-use crate::ipc::{CallId, FromSfu, SfuError, SfuStats, ToSfu};
+use super::tables::{unique, Asker, PendingCall, PendingKind, Removal, Stream, Subscription};
+use super::{Effect, Node, Now, Outcome, Reply, SfuSlot};
+use crate::ids::{Mid, NodeId, Sid};
+use crate::ipc::{CallId, FromSfu, SfuError, ToSfu};
 use crate::signal::error::RequestError;
-use crate::signal::protoo::{self, Minfo, RequestId};
+use crate::signal::protoo::{self, Minfo};
 use std::time::Instant;
-
-pub(super) struct SfuState {
-    /// `Some` while the SFU is connected and has said hello.
-    pub(super) id: Option<NodeId>,
-    /// Its last report.
-    pub(super) stats: SfuStats,
-}
-
-pub(super) enum PendingKind {
-    Publish { mid: Mid, minfo: Minfo },
-    Subscribe { mid: Mid, sid: Sid },
-}
-
-/// Who asked for a call to an SFU, to answer them later.
-pub(super) struct Asker {
-    pub(super) conn: ConnId,
-    pub(super) req: RequestId,
-    pub(super) uid: PeerId,
-    pub(super) rid: RoomId,
-}
-
-pub(super) struct PendingCall {
-    pub(super) call: CallId,
-    pub(super) sfu: SfuSlot,
-    pub(super) deadline: Instant,
-    pub(super) conn: ConnId,
-    pub(super) uid: PeerId,
-    pub(super) rid: RoomId,
-    pub(super) req: RequestId,
-    pub(super) kind: PendingKind,
-}
 
 impl Node {
     pub(super) fn publish(&mut self, now: Now, asker: Asker, offer: String, minfo: Minfo) -> Reply {

@@ -1,12 +1,12 @@
-//! The node's tables (peers, rooms, streams, subscriptions), their
-//! lookups, and the changes that keep them consistent with each other:
-//! joining, leaving, removing a stream or a subscription.
+//! The node's tables (peers, rooms, streams, subscriptions, SFUs and the
+//! calls to them under way), their lookups, and the changes that keep them
+//! consistent with each other: joining, leaving, removing a stream or a
+//! subscription.
 
 use super::access::TokenBucket;
-use super::sfu_calls::PendingKind;
 use super::{ConnId, Effect, Node, Now, Outcome, Reply, SfuSlot};
-use crate::ids::{Mid, PeerId, RoomId, Sid};
-use crate::ipc::ToSfu;
+use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
+use crate::ipc::{CallId, SfuStats, ToSfu};
 use crate::limits::*;
 use crate::signal::error::RequestError;
 use crate::signal::protoo::{self, Minfo, RequestId};
@@ -69,6 +69,38 @@ pub(super) struct Subscription {
     pub(super) rid: RoomId,
     pub(super) uid: PeerId,
     pub(super) sfu: SfuSlot,
+}
+
+/// An SFU slot: what the node knows of the SFU behind one control socket.
+pub(super) struct SfuState {
+    /// `Some` while the SFU is connected and has said hello.
+    pub(super) id: Option<NodeId>,
+    /// Its last report.
+    pub(super) stats: SfuStats,
+}
+
+pub(super) enum PendingKind {
+    Publish { mid: Mid, minfo: Minfo },
+    Subscribe { mid: Mid, sid: Sid },
+}
+
+/// Who asked for a call to an SFU, to answer them later.
+pub(super) struct Asker {
+    pub(super) conn: ConnId,
+    pub(super) req: RequestId,
+    pub(super) uid: PeerId,
+    pub(super) rid: RoomId,
+}
+
+pub(super) struct PendingCall {
+    pub(super) call: CallId,
+    pub(super) sfu: SfuSlot,
+    pub(super) deadline: Instant,
+    pub(super) conn: ConnId,
+    pub(super) uid: PeerId,
+    pub(super) rid: RoomId,
+    pub(super) req: RequestId,
+    pub(super) kind: PendingKind,
 }
 
 /// Why a stream goes away, which decides who must hear of it.

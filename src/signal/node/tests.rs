@@ -1,6 +1,6 @@
 //! The room state machine, driven without sockets in simulated time.
 
-use super::sfu_calls::PendingCall;
+use super::tables::PendingCall;
 use super::tables::{Peer, Room, Stream, Subscription};
 use super::*;
 use crate::ids::{Mid, RoomId, Sid};
