@@ -422,12 +422,17 @@ mod tests {
         }
     }
 
-    /// A config file in a private temp folder, removed on drop.
+    /// A config file in a folder of its own, removed on drop. Its own:
+    /// tests run in parallel, and a folder they shared could be removed by
+    /// one while another creates its file in it.
     struct TempFile(PathBuf);
 
     impl TempFile {
         fn new(name: &str, text: &str) -> TempFile {
-            let dir = std::env::temp_dir().join(format!("wren-config-{}", std::process::id()));
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("wren-config-{}-{n}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join(name);
             std::fs::write(&path, text).unwrap();
@@ -438,7 +443,6 @@ mod tests {
     impl Drop for TempFile {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
-            // Fails while another test's file is still there; the last one out removes it.
             let _ = std::fs::remove_dir(self.0.parent().unwrap());
         }
     }
