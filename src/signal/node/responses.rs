@@ -4,7 +4,6 @@
 use super::tables::Stream;
 use super::{ConnId, Effect, Node};
 use crate::ids::{PeerId, RoomId};
-use crate::limits::MAX_PEERS_PER_ROOM;
 use crate::signal::error::RequestError;
 use crate::signal::protoo::{self, RequestId};
 use std::rc::Rc;
@@ -61,16 +60,14 @@ impl Node {
     /// text is built once and shared by every copy.
     pub(super) fn notify_room(&mut self, rid: &RoomId, except: Option<&PeerId>, text: String) {
         let text: Rc<str> = text.into();
-        let conns: heapless::Vec<ConnId, MAX_PEERS_PER_ROOM> = self
-            .members(rid)
-            .filter(|p| Some(&p.uid) != except)
-            .map(|p| p.conn)
-            .collect();
-        for conn in conns {
-            self.effects.push_back(Effect::Send {
-                conn,
-                text: text.clone(),
-            });
+        // Every member gets one copy: no need for `members`' join order.
+        for p in self.peers.iter() {
+            if p.in_room(rid) && Some(&p.uid) != except {
+                self.effects.push_back(Effect::Send {
+                    conn: p.conn,
+                    text: text.clone(),
+                });
+            }
         }
     }
 }
