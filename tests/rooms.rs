@@ -9,7 +9,7 @@ use std::time::Duration;
 use wren::limits::{MAX_PEERS_PER_ROOM, MAX_STREAMS_PER_ROOM, MAX_SUBS_PER_STREAM};
 use wren_testkit::peer::Peer;
 use wren_testkit::swarm::Swarm;
-use wren_testkit::{publish_data, runner, subscribe_data, Client, Server};
+use wren_testkit::{publish, runner, subscribe, Client, Server};
 
 /// How long media may take to reach every subscriber: a few seconds
 /// natively; under QEMU every DTLS handshake and packet is emulated, on
@@ -25,25 +25,30 @@ fn media_wait() -> Duration {
 /// Audio and video packets each subscriber must receive.
 const ENOUGH: usize = 10;
 
-/// `client` subscribes to the stream `mid` with a fresh peer, answered.
-fn subscribe(client: &mut Client, rid: &str, mid: &Value) -> Peer {
-    let mut peer = Peer::subscriber();
-    let answer = client.ok("subscribe", subscribe_data(rid, mid, &peer));
-    peer.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
-    peer
-}
-
 /// `client` publishes camera and microphone; returns the answered peer
 /// and the stream's mid. Natively at 50 frames a second; under QEMU at 10
 /// (a 12-way meeting at 50 is ~26 000 packets a second to forward, more
 /// than an SFU emulated instruction by instruction can: its socket
 /// overflows and connectivity checks of new subscribers are lost).
-fn publish(client: &mut Client, rid: &str) -> (Peer, Value) {
+fn publish_camera(client: &mut Client, rid: &str) -> (Peer, Value) {
     let every = if runner().is_empty() { 20 } else { 100 };
-    let mut peer = Peer::publisher_every(Duration::from_millis(every));
-    let answer = client.ok("publish", publish_data(rid, &peer));
-    peer.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
+    let (peer, answer) = publish(
+        client,
+        rid,
+        Peer::publisher_every(Duration::from_millis(every)),
+    );
     (peer, answer["mid"].clone())
+}
+
+/// `n` clients named `name-0`.. that have joined `rid`.
+fn joined(server: &Server, name: &str, n: usize, rid: &str) -> Vec<Client> {
+    (0..n)
+        .map(|i| {
+            let mut c = Client::connect(server, &format!("{name}-{i}"));
+            c.ok("join", json!({"rid": rid}));
+            c
+        })
+        .collect()
 }
 
 /// Runs the swarm (its first `publishers` peers publish, the rest
@@ -51,8 +56,9 @@ fn publish(client: &mut Client, rid: &str) -> (Peer, Value) {
 /// the ones that have not. Returns the subscribers.
 fn until_every_subscriber_receives(swarm: Swarm, publishers: usize) -> Vec<Peer> {
     let has_media = |s: &Peer| s.received[0] >= ENOUGH && s.received[1] >= ENOUGH;
-    let (flowing, peers) =
-        swarm.run_until(media_wait(), move |p| p[publishers..].iter().all(has_media));
+    let (flowing, peers) = swarm.run_until(media_wait(), move |p| {
+        p[publishers..].iter().all(|s| has_media(s))
+    });
     let subscribers = peers.into_iter().skip(publishers).collect::<Vec<_>>();
     let starved: Vec<(usize, bool, [usize; 2])> = subscribers
         .iter()
@@ -74,17 +80,10 @@ fn a_classroom_of_one_teacher_and_39_students_meets_with_the_defaults() {
     const STUDENTS: usize = 39;
     const { assert!(STUDENTS < MAX_PEERS_PER_ROOM && STUDENTS <= MAX_SUBS_PER_STREAM) };
     let server = Server::start();
-    let mut teacher = Client::connect(&server, "teacher");
-    teacher.ok("join", json!({"rid": "class"}));
-    let mut students: Vec<Client> = (0..STUDENTS)
-        .map(|i| {
-            let mut c = Client::connect(&server, &format!("student-{i}"));
-            c.ok("join", json!({"rid": "class"}));
-            c
-        })
-        .collect();
+    let mut teacher = joined(&server, "teacher", 1, "class").remove(0);
+    let mut students = joined(&server, "student", STUDENTS, "class");
     let swarm = Swarm::start();
-    let (camera, mid) = publish(&mut teacher, "class");
+    let (camera, mid) = publish_camera(&mut teacher, "class");
     swarm.add(camera);
     for s in &mut students {
         swarm.add(subscribe(s, "class", &mid));
@@ -101,17 +100,11 @@ fn a_meeting_of_12_where_everyone_publishes_and_watches_everyone() {
     const PEERS: usize = 12;
     const { assert!(PEERS <= MAX_PEERS_PER_ROOM && PEERS <= MAX_STREAMS_PER_ROOM) };
     let server = Server::start();
-    let mut clients: Vec<Client> = (0..PEERS)
-        .map(|i| {
-            let mut c = Client::connect(&server, &format!("peer-{i}"));
-            c.ok("join", json!({"rid": "meeting"}));
-            c
-        })
-        .collect();
+    let mut clients = joined(&server, "peer", PEERS, "meeting");
     let swarm = Swarm::start();
     let mut mids = Vec::with_capacity(PEERS);
     for c in &mut clients {
-        let (camera, mid) = publish(c, "meeting");
+        let (camera, mid) = publish_camera(c, "meeting");
         swarm.add(camera);
         mids.push(mid);
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use wren_testkit::server::{free_tcp_port, free_udp_port, wait_for_sfus};
+use wren_testkit::server::{free_tcp_port, free_udp_port, wait_for_sfus, wait_until};
 
 mod scenarios;
 
@@ -159,12 +159,10 @@ fn start_wren(o: &Opts) -> Result<(Wren, Target), String> {
         pid: wren.0.id(),
         patience: o.patience(),
     };
-    let deadline = Instant::now() + Duration::from_secs(15) * o.patience();
-    while scenarios::http_get(http, "/healthz").is_err() {
-        if Instant::now() > deadline {
-            return Err("wren did not become healthy".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let limit = Duration::from_secs(15) * o.patience();
+    let deadline = Instant::now() + limit;
+    if !wait_until(limit, || scenarios::http_get(http, "/healthz").is_ok()) {
+        return Err("wren did not become healthy".into());
     }
     // Every SFU must be up, not only the first.
     let left = deadline.saturating_duration_since(Instant::now());

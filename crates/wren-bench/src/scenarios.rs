@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use wren_testkit::peer::{run_all, run_until, Peer};
 use wren_testkit::procfs;
-use wren_testkit::protoo::{minfo, Session};
+use wren_testkit::protoo::{publish_data, subscribe_data, Session};
 
 /// The wren under load: its HTTP address and the pid of the process that
 /// runs the signaling node (its children are the SFUs).
@@ -255,9 +255,7 @@ pub fn media(t: Target, load: MediaLoad, seconds: f64) -> Result<MediaReport, St
             let mut c = Session::connect(t.http, &format!("pub-{i}")).await?;
             c.ok("join", json!({"rid": rid})).await?;
             let mut p = Peer::load_publisher(bps, size, fps);
-            let (a, _) = c
-                .ok("publish", json!({"rid": rid, "jsep": {"type": "offer", "sdp": p.offer()}, "minfo": minfo()}))
-                .await?;
+            let (a, _) = c.ok("publish", publish_data(rid, &p)).await?;
             p.accept_answer(a["jsep"]["sdp"].as_str().unwrap_or_default());
             mids.push(a["mid"].clone());
             peers.push(p);
@@ -278,9 +276,7 @@ pub fn media(t: Target, load: MediaLoad, seconds: f64) -> Result<MediaReport, St
                 c.ok("join", json!({"rid": rid})).await?;
                 for mid in &mids {
                     let mut p = Peer::subscriber();
-                    let (a, _) = c
-                        .ok("subscribe", json!({"rid": rid, "mid": mid, "jsep": {"type": "offer", "sdp": p.offer()}}))
-                        .await?;
+                    let (a, _) = c.ok("subscribe", subscribe_data(rid, mid, &p)).await?;
                     p.accept_answer(a["jsep"]["sdp"].as_str().unwrap_or_default());
                     peers.push(p);
                 }
@@ -416,9 +412,7 @@ pub fn first_frame(t: Target, tries: usize) -> Result<FirstFrameReport, String> 
         let mid = smol::block_on(async {
             a.ok("join", json!({"rid": rid})).await?;
             b.ok("join", json!({"rid": rid})).await?;
-            let (ans, _) = a
-                .ok("publish", json!({"rid": rid, "jsep": {"type": "offer", "sdp": publisher.offer()}, "minfo": minfo()}))
-                .await?;
+            let (ans, _) = a.ok("publish", publish_data(&rid, &publisher)).await?;
             publisher.accept_answer(ans["jsep"]["sdp"].as_str().unwrap_or_default());
             Ok::<_, String>(ans["mid"].clone())
         })?;
@@ -429,10 +423,7 @@ pub fn first_frame(t: Target, tries: usize) -> Result<FirstFrameReport, String> 
         );
         run_all(&mut [&mut publisher], Duration::from_millis(300));
         let mut subscriber = Peer::subscriber();
-        let (ans, _) = smol::block_on(b.ok(
-            "subscribe",
-            json!({"rid": rid, "mid": mid, "jsep": {"type": "offer", "sdp": subscriber.offer()}}),
-        ))?;
+        let (ans, _) = smol::block_on(b.ok("subscribe", subscribe_data(&rid, &mid, &subscriber)))?;
         let answered = Instant::now();
         subscriber.accept_answer(ans["jsep"]["sdp"].as_str().unwrap_or_default());
         run_until(

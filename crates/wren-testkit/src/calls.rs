@@ -20,19 +20,29 @@ pub fn assert_full(response: &Value, bound: &str) {
     );
 }
 
+/// `client` publishes `peer`'s offer in `rid`; returns the peer, given
+/// its answer, and the publish answer's data (`mid`, `sfuid`, `jsep`).
+pub fn publish(client: &mut Client, rid: &str, mut peer: Peer) -> (Peer, Value) {
+    let answer = client.ok("publish", publish_data(rid, &peer));
+    peer.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
+    (peer, answer)
+}
+
+/// `client` subscribes to `mid` with a fresh subscriber peer; returns the
+/// peer, given its answer.
+pub fn subscribe(client: &mut Client, rid: &str, mid: &Value) -> Peer {
+    let mut peer = Peer::subscriber();
+    let answer = client.ok("subscribe", subscribe_data(rid, mid, &peer));
+    peer.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
+    peer
+}
+
 /// `a` publishes real media in `rid`, `b` subscribes to it; asserts that
 /// audio and video reach `b`. Returns both peers (to keep them running)
 /// and the publish answer's data.
 pub fn media_call(a: &mut Client, b: &mut Client, rid: &str) -> (Peer, Peer, Value) {
-    let mut publisher = Peer::publisher();
-    let answer = a.ok("publish", publish_data(rid, &publisher));
-    publisher.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
-    let mut subscriber = Peer::subscriber();
-    let sub = b.ok(
-        "subscribe",
-        subscribe_data(rid, &answer["mid"], &subscriber),
-    );
-    subscriber.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
+    let (mut publisher, answer) = publish(a, rid, Peer::publisher());
+    let mut subscriber = subscribe(b, rid, &answer["mid"]);
     let flowing = run_until(
         &mut [&mut publisher, &mut subscriber],
         Duration::from_secs(10),

@@ -16,7 +16,7 @@ pub mod protoo;
 pub mod server;
 pub mod swarm;
 
-pub use calls::{assert_full, assert_media_stops, media_call};
+pub use calls::{assert_full, assert_media_stops, media_call, publish, subscribe};
 pub use http::{http_get, metric};
 pub use protoo::{minfo, publish_data, subscribe_data, Client};
 pub use server::{

@@ -132,10 +132,7 @@ impl Server {
             http,
             media_port: 0,
         };
-        let deadline = Instant::now() + WAIT;
-        while http_get(http, "/healthz").is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(WAIT, || http_get(http, "/healthz").is_some());
         server
     }
 
@@ -150,14 +147,9 @@ impl Server {
 
     /// Polls `/healthz` until it answers `status`; false if it never does.
     pub fn wait_health(&self, status: u16) -> bool {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if http_get(self.http, "/healthz").is_some_and(|(s, _)| s == status) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        wait_until(WAIT, || {
+            http_get(self.http, "/healthz").is_some_and(|(s, _)| s == status)
+        })
     }
 
     /// Waits until `n` SFUs are up (healthz needs only one).
@@ -346,14 +338,18 @@ impl Drop for SfuProcess {
 /// Waits up to `wait` until `/metrics` of the node at `http` shows `n`
 /// SFUs up; false if they never are.
 pub fn wait_for_sfus(http: SocketAddr, n: usize, wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    loop {
-        if sfus_up(http) >= n {
+    wait_until(wait, || sfus_up(http) >= n)
+}
+
+/// Asks `done` every 50 ms until it holds (true) or `limit` passes
+/// (false; it is asked once more at the end).
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
             return true;
-        }
-        if Instant::now() > deadline {
-            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    done()
 }

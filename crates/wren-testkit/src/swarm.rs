@@ -5,13 +5,13 @@
 //! hundred subscriptions under QEMU take longer than a key frame request
 //! may stay unanswered).
 
-use crate::peer::{run_all, Peer};
+use crate::peer::{run_all, run_until, Peer};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// When the test is done with the peers.
-type Done = Box<dyn Fn(&[Peer]) -> bool + Send>;
+type Done = Box<dyn Fn(&[&mut Peer]) -> bool + Send>;
 
 /// What the test asks of the peers' thread.
 enum Order {
@@ -51,7 +51,7 @@ impl Swarm {
     pub fn run_until(
         self,
         limit: Duration,
-        done: impl Fn(&[Peer]) -> bool + Send + 'static,
+        done: impl Fn(&[&mut Peer]) -> bool + Send + 'static,
     ) -> (bool, Vec<Peer>) {
         self.orders
             .send(Order::Finish {
@@ -69,21 +69,15 @@ fn serve(inbox: &Receiver<Order>) -> (bool, Vec<Peer>) {
         match inbox.try_recv() {
             Ok(Order::Add(peer)) => peers.push(*peer),
             Ok(Order::Finish { limit, done }) => {
-                let end = Instant::now() + limit;
-                while !done(&peers) && Instant::now() < end {
-                    let mut all: Vec<&mut Peer> = peers.iter_mut().collect();
-                    run_all(&mut all, Duration::from_millis(20));
-                }
-                return (done(&peers), peers);
+                let mut all: Vec<&mut Peer> = peers.iter_mut().collect();
+                let held = run_until(&mut all, limit, done);
+                return (held, peers);
             }
             // The test is gone (it panicked): nothing more to run.
             Err(TryRecvError::Disconnected) => return (false, peers),
             Err(TryRecvError::Empty) => {
                 let mut all: Vec<&mut Peer> = peers.iter_mut().collect();
                 run_all(&mut all, Duration::from_millis(5));
-                if peers.is_empty() {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
             }
         }
     }
