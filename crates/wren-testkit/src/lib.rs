@@ -2,8 +2,9 @@
 //! starting the real `wren` binary and waiting for it ([`server`]), its
 //! HTTP endpoints ([`http`]), the seed protocol's client side ([`protoo`]),
 //! a real WebRTC peer on str0m ([`peer`]), what `/proc` says about a
-//! process ([`procfs`]), the assertions the tests share ([`calls`]), and
-//! peers running on a thread of their own ([`swarm`]).
+//! process ([`procfs`]), the assertions the tests share ([`calls`]),
+//! peers running on a thread of their own ([`swarm`]), and what a
+//! subscriber's decoder would have made of its video ([`video`]).
 //!
 //! Nothing here is part of the server: the `wren` library and binary do
 //! not depend on this crate.
@@ -15,6 +16,7 @@ pub mod procfs;
 pub mod protoo;
 pub mod server;
 pub mod swarm;
+pub mod video;
 
 pub use calls::{assert_full, assert_media_stops, media_call, publish, subscribe};
 pub use http::{http_get, metric};
