@@ -2,14 +2,18 @@
 //! starting the real `wren` binary and waiting for it ([`server`]), its
 //! HTTP endpoints ([`http`]), the seed protocol's client side ([`protoo`]),
 //! a real WebRTC peer on str0m ([`peer`]), what `/proc` says about a
-//! process ([`procfs`]), the assertions the tests share ([`calls`]), and
-//! peers running on a thread of their own ([`swarm`]).
+//! process ([`procfs`]), the assertions the tests share ([`calls`]),
+//! peers running on a thread of their own ([`swarm`]), and a network lab
+//! of namespaces joined by shaped links ([`netlab`], Linux, as root; the
+//! `wren-netlab` binary serves it to the browser harness).
 //!
 //! Nothing here is part of the server: the `wren` library and binary do
 //! not depend on this crate.
 
 pub mod calls;
 pub mod http;
+#[cfg(target_os = "linux")]
+pub mod netlab;
 pub mod peer;
 pub mod procfs;
 pub mod protoo;
