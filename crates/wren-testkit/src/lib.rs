@@ -24,6 +24,6 @@ pub use calls::{assert_full, assert_media_stops, media_call, publish, subscribe}
 pub use http::{http_get, metric};
 pub use protoo::{minfo, publish_data, subscribe_data, Client};
 pub use server::{
-    free_tcp_port, free_udp_port, runner, socket_path, spawn_wren, wren_bin, wren_command, Server,
-    SfuProcess, WAIT,
+    free_tcp_port, free_udp_port, qemu_for, runner, socket_path, spawn_wren, wren_bin,
+    wren_command, Server, SfuProcess, WAIT,
 };

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 use wren_testkit::netlab::{ClientSpec, Host, Lab, LinkShape};
+use wren_testkit::qemu_for;
 
 /// IPv4 + UDP + Ethernet headers: tbf limits frames, the tests send
 /// payloads.
@@ -128,51 +129,66 @@ fn pps(kbit: f64, size: usize) -> f64 {
 }
 
 #[test]
-fn a_rate_limit_holds_while_an_unshaped_client_gets_far_more() {
+fn a_rate_limit_holds_each_way_while_an_unshaped_client_gets_far_more() {
     let lab = lab(&[
-        ClientSpec::down(LinkShape::rate(400)),
+        ClientSpec::both(LinkShape::rate(400)),
         ClientSpec::default(),
     ]);
-    let server = socket(&lab, lab.server());
-    let server2 = socket(&lab, lab.server());
-    let (limited, free) = (socket(&lab, lab.client(0)), socket(&lab, lab.client(1)));
-    let ((start, slow), (start2, fast)) = std::thread::scope(|s| {
-        // 1000 kbit/s offered to the 400 kbit/s link, 8000 to the free
-        // one, both for 4 s, at the same time.
-        let a = s.spawn(|| stream(&server, &limited, 1, 1000, pps(1000.0, 1000), 480));
-        let b = s.spawn(|| stream(&server2, &free, 2, 1000, pps(8000.0, 1000), 3840));
-        (a.join().unwrap(), b.join().unwrap())
+    let [server, server2, server3] = [(); 3].map(|_| socket(&lab, lab.server()));
+    let (limited, limited2) = (socket(&lab, lab.client(0)), socket(&lab, lab.client(0)));
+    let free = socket(&lab, lab.client(1));
+    // At the same time, for 4 s: 1000 kbit/s offered to each direction
+    // of the 400 kbit/s link, 8000 to the unshaped one's downlink.
+    let (down, up, unshaped) = std::thread::scope(|s| {
+        let down = s.spawn(|| stream(&server, &limited, 1, 1000, pps(1000.0, 1000), 480));
+        let up = s.spawn(|| stream(&limited2, &server2, 2, 1000, pps(1000.0, 1000), 480));
+        let free = s.spawn(|| stream(&server3, &free, 3, 1000, pps(8000.0, 1000), 3840));
+        (
+            down.join().unwrap(),
+            up.join().unwrap(),
+            free.join().unwrap(),
+        )
     });
     // From 1 s on: tbf lets its burst through at line rate first.
-    let limited_rate = rate_kbit(&slow, start, 1.0, 4.0);
-    let free_rate = rate_kbit(&fast, start2, 1.0, 4.0);
+    let down_rate = rate_kbit(&down.1, down.0, 1.0, 4.0);
+    let up_rate = rate_kbit(&up.1, up.0, 1.0, 4.0);
+    let free_rate = rate_kbit(&unshaped.1, unshaped.0, 1.0, 4.0);
     let stats = lab.stats(0).unwrap();
     println!(
-        "400 kbit/s downlink: {limited_rate:.0} kbit/s steady, {} of 480 packets \
-         (link: {} of {} offered); unshaped: {free_rate:.0} kbit/s, {} of 3840",
-        slow.len(),
+        "400 kbit/s link, 1000 offered: downlink {down_rate:.0} kbit/s steady ({} of 480 \
+         packets; link counters {} of {} offered), uplink {up_rate:.0} kbit/s ({} of 480; \
+         {} of {}); unshaped downlink, 8000 offered: {free_rate:.0} kbit/s ({} of 3840)",
+        down.1.len(),
         stats.down.packets,
         stats.down.offered_packets,
-        fast.len()
+        up.1.len(),
+        stats.up.packets,
+        stats.up.offered_packets,
+        unshaped.1.len()
     );
-    assert!(
-        (360.0..=440.0).contains(&limited_rate),
-        "{limited_rate:.0} kbit/s is not 400 ± 10 %"
-    );
+    for (dir, rate) in [("downlink", down_rate), ("uplink", up_rate)] {
+        assert!(
+            (360.0..=440.0).contains(&rate),
+            "{dir}: {rate:.0} kbit/s is not 400 ± 10 %"
+        );
+    }
     assert!(
         free_rate > 4.0 * 400.0,
         "the unshaped client got only {free_rate:.0} kbit/s"
     );
     // The link's own counters agree with the sockets: every packet sent
-    // entered it, what left it is what arrived (give or take ARP).
+    // entered it, what left it is what arrived (give or take ARP, which
+    // the interface counters see).
     assert_eq!(stats.down.offered_packets, 480);
-    let extra = stats.down.packets - slow.len() as u64;
+    let extra = stats.down.packets - down.1.len() as u64;
     assert!(
         extra <= 4,
-        "{} left the link, {} arrived",
+        "{} left, {} arrived",
         stats.down.packets,
-        slow.len()
+        down.1.len()
     );
+    assert_eq!(stats.up.packets, up.1.len() as u64);
+    assert!((480..=484).contains(&stats.up.offered_packets));
 }
 
 #[test]
@@ -439,9 +455,27 @@ fn drop_kills_what_runs_inside_and_deletes_every_namespace() {
     }
 }
 
+/// The wren-netlab that cargo built beside this test, through QEMU when
+/// it is built for another machine (no binfmt here: server.rs).
+fn netlab_cli() -> Command {
+    let bin = env!("CARGO_BIN_EXE_wren-netlab");
+    // Native, it prints its usage; foreign, it fails to start, or exits
+    // 127 without a word when this test itself runs under QEMU.
+    let native = Command::new(bin)
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("usage: wren-netlab"));
+    if native {
+        return Command::new(bin);
+    }
+    let qemu = qemu_for(bin);
+    let mut cmd = Command::new(&qemu[0]);
+    cmd.args(&qemu[1..]).arg(bin);
+    cmd
+}
+
 #[test]
 fn the_cli_serves_the_contract() {
-    let mut cli = Command::new(env!("CARGO_BIN_EXE_wren-netlab"))
+    let mut cli = netlab_cli()
         .args(["up", "--clients", "2"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -537,7 +571,7 @@ fn the_cli_serves_the_contract() {
 
 #[test]
 fn the_cli_tears_down_on_sigterm() {
-    let mut cli = Command::new(env!("CARGO_BIN_EXE_wren-netlab"))
+    let mut cli = netlab_cli()
         .args(["up", "--clients", "1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
