@@ -24,11 +24,19 @@ fn lab(specs: &[ClientSpec]) -> Lab {
     Lab::new(specs).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A UDP socket bound in `host`'s namespace, on its lab address.
+/// A UDP socket bound in `host`'s namespace, on its lab address, with a
+/// 4 MB receive buffer: a receiving thread that a busy machine (or QEMU)
+/// leaves unscheduled for a while must not lose packets the link
+/// delivered, or the tests would blame the lab for them.
 fn socket(lab: &Lab, host: &Host) -> UdpSocket {
-    lab.enter(&host.ns, || UdpSocket::bind((host.ip, 0)))
+    let sock = lab
+        .enter(&host.ns, || UdpSocket::bind((host.ip, 0)))
         .expect("enter the namespace")
-        .expect("bind in the namespace")
+        .expect("bind in the namespace");
+    // FORCE: root may exceed net.core.rmem_max.
+    rustix::net::sockopt::set_socket_recv_buffer_size_force(&sock, 4 << 20)
+        .expect("SO_RCVBUFFORCE");
+    sock
 }
 
 /// Sends `count` packets of `size` bytes (`tag`, then a 4-byte sequence
@@ -314,6 +322,27 @@ fn delay_rules(lab: &Lab) -> usize {
         .count()
 }
 
+/// Packets the router has sent into client 1's TUN (the delay line).
+fn into_tun(lab: &Lab) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            lab.router_ns(),
+            "-s",
+            "-j",
+            "link",
+            "show",
+            "dev",
+            "d1",
+        ])
+        .output()
+        .expect("ip link");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
+    v[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .expect("TUN counters")
+}
+
 #[test]
 fn reshape_lifts_a_limit_and_adds_and_removes_delay_live() {
     let lab = lab(&[ClientSpec::down(LinkShape::rate(400))]);
@@ -348,25 +377,34 @@ fn reshape_lifts_a_limit_and_adds_and_removes_delay_live() {
         s.spawn(|| echo(&server, &stop));
         lab.reshape(0, &ClientSpec::down(LinkShape::delay(50, 0)))
             .unwrap();
-        let rules = delay_rules(&lab);
+        let (rules, before) = (delay_rules(&lab), into_tun(&lab));
         let delayed = probe(&client, to, 20, 20.0);
+        let through = into_tun(&lab) - before;
         lab.reshape(0, &ClientSpec::default()).unwrap();
+        let (rules2, before) = (delay_rules(&lab), into_tun(&lab));
         let undelayed = probe(&client, to, 20, 20.0);
+        let through2 = into_tun(&lab) - before;
         stop.store(true, Ordering::Relaxed);
-        ((rules, delayed), (delay_rules(&lab), undelayed))
+        ((rules, through, delayed), (rules2, through2, undelayed))
     });
     let mean =
         |got: &[(u32, Duration)]| got.iter().map(|(_, d)| ms(*d)).sum::<f64>() / got.len() as f64;
     println!(
-        "reshape: RTT {:.1} ms with 50 ms downlink delay, {:.1} ms without",
-        mean(&delayed.1),
-        mean(&undelayed.1)
+        "reshape: RTT {:.1} ms with 50 ms downlink delay ({} packets through the TUN), \
+         {:.1} ms without ({} through it)",
+        mean(&delayed.2),
+        delayed.1,
+        mean(&undelayed.2),
+        undelayed.1
     );
     assert_eq!(delayed.0, 3, "three policy rules while the link delays");
-    assert!(delayed.1.iter().all(|(_, d)| ms(*d) >= 50.0));
+    // Both directions cross the line (the uplink with no delay).
+    assert!(delayed.1 >= 40, "{} packets crossed the TUN", delayed.1);
+    assert!(delayed.2.iter().all(|(_, d)| ms(*d) >= 50.0));
+    assert_eq!(delayed.2.len(), 20);
     assert_eq!(undelayed.0, 0, "the rules are gone once the delay is");
-    assert!(undelayed.1.iter().all(|(_, d)| ms(*d) < 50.0));
-    assert_eq!((delayed.1.len(), undelayed.1.len()), (20, 20));
+    assert_eq!(undelayed.1, 0, "packets still went through the TUN");
+    assert_eq!(undelayed.2.len(), 20);
 }
 
 /// Namespaces listed by `ip netns list` that start with `prefix`.
