@@ -212,14 +212,20 @@ pub fn runner() -> &'static [String] {
         if native {
             return Vec::new();
         }
-        let elf = std::fs::read(&bin).expect("the wren binary is readable");
-        let qemu = match elf.get(18..20) {
-            Some([0xb7, 0]) => "qemu-aarch64 -L /usr/aarch64-linux-gnu",
-            Some([0x28, 0]) => "qemu-arm -L /usr/arm-linux-gnueabihf",
-            other => panic!("wren is built for an unknown machine {other:?}"),
-        };
-        qemu.split_whitespace().map(String::from).collect()
+        qemu_for(&bin)
     })
+}
+
+/// The QEMU user emulation that runs `bin`, a binary built for another
+/// machine (aarch64 or armv7), named by its ELF header.
+pub fn qemu_for(bin: &str) -> Vec<String> {
+    let elf = std::fs::read(bin).unwrap_or_else(|e| panic!("{bin} is not readable: {e}"));
+    let qemu = match elf.get(18..20) {
+        Some([0xb7, 0]) => "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+        Some([0x28, 0]) => "qemu-arm -L /usr/arm-linux-gnueabihf",
+        other => panic!("{bin} is built for an unknown machine {other:?}"),
+    };
+    qemu.split_whitespace().map(String::from).collect()
 }
 
 /// The wren binary under test: `WREN_BIN` (e.g. a release build, to
