@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use wren_testkit::netlab::{ClientSpec, Lab, LinkShape};
-use wren_testkit::peer::{run_all, run_until, Peer};
+use wren_testkit::peer::{run_all, Peer};
 use wren_testkit::video::{report, VideoReport};
 use wren_testkit::{publish_data, subscribe_data, Client, Server};
 
@@ -167,7 +167,14 @@ impl Table {
                 bps / 1000
             );
         }
-        println!("{}", self.0);
+    }
+}
+
+impl Drop for Table {
+    /// Printed whole at the end, also when a case failed (with the rows
+    /// of the cases before it).
+    fn drop(&mut self) {
+        println!("\n{}", self.0);
     }
 }
 
@@ -205,7 +212,10 @@ fn simulcast_through_shaped_links() {
     assert!(a.fps >= 20.0, "A: {a:?}");
     assert!(a.longest_gap < Duration::from_millis(500), "A froze: {a:?}");
     assert!(!b.layers.contains(&2), "B: a lower layer: {b:?}");
-    assert!(b.frames > 0 && b.longest_gap < Duration::from_secs(2), "B: {b:?}");
+    assert!(
+        b.frames > 0 && b.longest_gap < Duration::from_secs(2),
+        "B: {b:?}"
+    );
 
     // 4. B's limit is lifted: it climbs back to the top within 15 s.
     call.lab
@@ -216,7 +226,10 @@ fn simulcast_through_shaped_links() {
     let took = lifted.elapsed();
     let m = call.measure(Duration::from_secs(3));
     table.rows(
-        &format!("4. B's limit lifted (top layer after {:.1} s)", took.as_secs_f64()),
+        &format!(
+            "4. B's limit lifted (top layer after {:.1} s)",
+            took.as_secs_f64()
+        ),
         &m,
     );
     assert!(back, "B stayed on layer {:?}", call.layer(1));
