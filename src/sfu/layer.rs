@@ -5,7 +5,7 @@
 //! ranked (never by their rid names, which are the client's choice).
 
 use super::keyframe::{KeyframeCache, KeyframeRequests};
-use super::track::Media;
+use super::packet::Media;
 use crate::limits::{LAYER_IDLE, RATE_WINDOW};
 use std::time::Instant;
 use str0m::media::Rid;

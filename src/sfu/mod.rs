@@ -7,6 +7,7 @@
 //! - `engine`: the session table, control API and propagation loop;
 //! - `session`: one str0m session, publisher or subscriber;
 //! - `track`: up-tracks and down-tracks, matched by slot;
+//! - `packet`: one publisher packet as it is relayed;
 //! - `layer`: a publisher track's simulcast layers and their bitrates;
 //! - `adapt`: which layer each subscriber track receives;
 //! - `rewrite`: sequence numbers, timestamps and payload types per
@@ -26,6 +27,7 @@ pub mod engine;
 mod fasthash;
 pub mod keyframe;
 mod layer;
+mod packet;
 mod rewrite;
 mod session;
 mod shell;

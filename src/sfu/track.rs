@@ -6,62 +6,15 @@
 //! since both sides number their m-lines independently.
 
 use super::adapt::{Ceiling, Choice, LayerView};
-use super::codec::{forwardable_extensions, subscriber_pt};
-use super::keyframe::starts_keyframe;
+use super::codec::subscriber_pt;
 use super::layer::Layer;
+pub use super::packet::Media;
 use super::rewrite::{PtMap, Rewriter, Vp8Ids};
 use crate::limits::{MAX_LAYERS, VIDEO_START_PATIENCE};
-use std::sync::Arc;
 use std::time::Instant;
-use str0m::format::{Codec, PayloadParams};
 use str0m::media::{MediaKind, Mid as TrackMid, Rid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc, Vp8Descriptor};
+use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::Rtc;
-
-/// One publisher packet as it is relayed: what every subscriber's copy is
-/// made of (the payload is shared, never copied).
-#[derive(Debug, Clone)]
-pub struct Media {
-    pub source: Ssrc,
-    /// Extended sequence number.
-    pub seq: u64,
-    pub timestamp: u32,
-    pub marker: bool,
-    /// The publisher's payload type and codec.
-    pub params: PayloadParams,
-    pub payload: Arc<[u8]>,
-    /// The header extensions worth relaying.
-    pub ext: ExtensionValues,
-    pub arrived: Instant,
-    /// It starts a key frame.
-    pub key: bool,
-    /// VP8: its payload descriptor (picture ids are rewritten per
-    /// subscriber on a layer switch).
-    pub vp8: Option<Vp8Descriptor>,
-}
-
-impl Media {
-    pub fn new(pkt: &RtpPacket, params: PayloadParams) -> Media {
-        Media {
-            source: pkt.header.ssrc,
-            seq: *pkt.seq_no,
-            timestamp: pkt.header.timestamp,
-            marker: pkt.header.marker,
-            params,
-            payload: pkt.payload.clone(),
-            ext: forwardable_extensions(&pkt.header.ext_vals),
-            arrived: pkt.timestamp,
-            key: starts_keyframe(params.spec().codec, &pkt.payload),
-            vp8: (params.spec().codec == Codec::Vp8)
-                .then(|| Vp8Descriptor::parse(&pkt.payload).ok())
-                .flatten(),
-        }
-    }
-
-    fn clock_rate(&self) -> u32 {
-        self.params.spec().clock_rate.get()
-    }
-}
 
 /// A track's place among its session's tracks: the n-th of its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
