@@ -523,6 +523,10 @@ impl Sfu {
             return;
         };
         if !up.simulcast() {
+            if only.is_none() {
+                let take = remb_take(&self.sessions, &up.subscribers);
+                self.cap_publisher(now, publisher, take);
+            }
             return;
         }
         let tracks: Vec<(Slot, Vec<LayerView>)> =
@@ -603,9 +607,10 @@ impl Sfu {
         }
     }
 
-    /// Tells a simulcast publisher (REMB) not to send more than its
-    /// best-served subscriber takes (`take`, bits per second, None:
-    /// unknown), with a margin. A raised cap goes at once; a lower one only
+    /// Tells a publisher (REMB) not to send more than its best-served
+    /// subscriber takes (`take`, bits per second, None: unknown), with a
+    /// margin: for simulcast, the layers that subscriber's estimate
+    /// carries; for one layer, the highest REMB of its subscribers. A raised cap goes at once; a lower one only
     /// once it has held for a while (a subscriber's estimate dips), and it
     /// is repeated every `CAP_EVERY`.
     fn cap_publisher(&mut self, now: Instant, publisher: SessionId, take: Option<u64>) {
@@ -689,7 +694,7 @@ impl Sfu {
         let up = &mut p.tracks[ti];
         let slot = up.slot;
         up.layers[li].observe(now, &m, slot.kind == MediaKind::Video);
-        let allocate = p.simulcast() && p.next_allocation.is_none_or(|t| t <= now);
+        let allocate = p.next_allocation.is_none_or(|t| t <= now);
         if allocate {
             p.next_allocation = Some(now + ALLOCATE_EVERY);
         }
@@ -762,6 +767,24 @@ impl Sfu {
             }
         }
     }
+}
+
+/// What the best-served subscriber of a single-layer stream takes: the
+/// highest REMB its subscribers' browsers report (None unless every one of
+/// them reports one: a subscriber that says nothing may want everything).
+fn remb_take(
+    sessions: &FastMap<SessionId, Box<Session>>,
+    subscribers: &[SessionId],
+) -> Option<u64> {
+    let mut take = None;
+    for id in subscribers {
+        let remb = match sessions.get(id).map(|s| &s.role) {
+            Some(Role::Subscriber(sub)) => sub.remb?,
+            _ => continue,
+        };
+        take = Some(take.map_or(remb, |t: u64| t.max(remb)));
+    }
+    take
 }
 
 /// Marks a session the caller already holds for draining (`Sfu::mark`

@@ -51,6 +51,9 @@ pub struct Subscriber {
     /// What its link carries, bits per second (str0m's TWCC estimator; a
     /// subscriber of a publisher without simulcast has none).
     pub estimate: Option<u64>,
+    /// The latest REMB its browser sent (a receiver's own estimate: how a
+    /// single-layer publisher is capped).
+    pub remb: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -79,6 +82,7 @@ impl Role {
             tracks: Vec::new(),
             started: false,
             estimate: None,
+            remb: None,
         })
     }
 }
@@ -185,6 +189,11 @@ impl Session {
                             .map(|s| s.recv.iter().map(|l| l.rid).collect())
                             .unwrap_or_default();
                         self.add_track(m.mid, m.kind, &rids)
+                    }
+                    Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                        if let Role::Subscriber(s) = &mut self.role {
+                            s.remb = Some(estimate.as_u64());
+                        }
                     }
                     Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                         if let Role::Subscriber(s) = &mut self.role {

@@ -12,7 +12,7 @@ use crate::limits::Limits;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use str0m::bwe::BweKind;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{
@@ -130,6 +130,10 @@ struct Peer {
     keyframe_rids: Vec<Option<Rid>>,
     /// The caps (REMB) the SFU sent, bits per second.
     caps: Vec<u64>,
+    /// Subscriber: the REMB it sends every 500 ms, as a browser's
+    /// receive-side estimator does.
+    remb: Option<u64>,
+    next_remb: Option<Instant>,
     next_frame: Option<Instant>,
     received: Vec<Received>,
     keyframe_requests: Vec<Instant>,
@@ -189,6 +193,8 @@ impl Peer {
             last_keyframe: vec![None; if simulcast { LAYERS.len() } else { 1 }],
             keyframe_rids: Vec::new(),
             caps: Vec::new(),
+            remb: None,
+            next_remb: None,
             next_frame: None,
             received: Vec::new(),
             keyframe_requests: Vec::new(),
@@ -219,6 +225,15 @@ impl Peer {
             if due <= now {
                 self.next_frame = Some(due + Duration::from_millis(20));
                 self.write_frame(now);
+            }
+        }
+        if let Some(bps) = self.remb.filter(|_| self.connected) {
+            if self.next_remb.is_none_or(|t| t <= now) {
+                self.next_remb = Some(now + Duration::from_millis(500));
+                let mid = self.video_mid();
+                if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                    rx.request_remb(Bitrate::bps(bps));
+                }
             }
         }
         self.drain(now);
@@ -980,4 +995,41 @@ fn a_pinned_layer_is_a_ceiling_the_subscriber_can_lift() {
     );
     let (complete, _) = complete_video(&net.peers[a]);
     assert!(complete, "numbering ran on through every switch");
+}
+
+#[test]
+fn a_single_layer_publisher_is_capped_at_its_subscribers_best_remb() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish(&mid);
+    let subs: Vec<usize> = (0..2)
+        .map(|i| net.subscribe(&ids(&format!("s{i}")).1, &mid))
+        .collect();
+    net.peers[subs[0]].remb = Some(300_000);
+    net.peers[subs[1]].remb = Some(200_000);
+    net.run(Duration::from_secs(8));
+    assert!(net.peers[p].caps.is_empty(), "a lower cap waits 10 s");
+    net.run(Duration::from_secs(5));
+    assert_eq!(
+        net.peers[p].caps.last(),
+        Some(&375_000),
+        "the best subscriber's REMB with 25 %"
+    );
+    // One subscriber's link recovers: the cap goes up at once.
+    let sent = net.peers[p].caps.len();
+    net.peers[subs[1]].remb = Some(4_000_000);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.peers[p].caps[sent..].last(), Some(&5_000_000));
+}
+
+#[test]
+fn a_subscriber_without_remb_leaves_its_publisher_uncapped() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish(&mid);
+    let a = net.subscribe(&ids("a").1, &mid);
+    net.subscribe(&ids("b").1, &mid);
+    net.peers[a].remb = Some(300_000);
+    net.run(Duration::from_secs(15));
+    assert!(net.peers[p].caps.is_empty(), "{:?}", net.peers[p].caps);
 }
