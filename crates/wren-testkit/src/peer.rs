@@ -72,7 +72,7 @@ pub struct Peer {
     /// Whether the first video packet received started a key frame.
     pub first_video_key: Option<bool>,
     /// Every video packet received, when recording (see
-    /// [`Peer::record_video`]).
+    /// [`Peer::recording_subscriber_at`]).
     pub video_log: Option<Vec<VideoPacket>>,
     /// Frames publisher: the next frame is a key frame (the first, and one
     /// asked for). Like Chrome, a request less than 300 ms after the last
