@@ -27,7 +27,7 @@ mod sys;
 
 pub use shape::{ClientSpec, LinkShape};
 pub use stats::{DirStats, LinkStats};
-pub use sys::enter;
+pub use sys::{enter, hurry};
 
 use delay::{DelayLine, Hold};
 use router::{Installed, Router, TABLE_BASE};
