@@ -3,7 +3,9 @@
 //! tolerances docs/lab.md measured, and nothing is left behind. These
 //! tests need root, /dev/net/tun, `ip`, `tc` and `nft`; without them
 //! they fail saying what is missing (CI installs the tools, it never
-//! skips).
+//! skips). Their timing threads run ahead of ordinary work
+//! ([`hurry`]), as the delay line does: they measure the lab, not how
+//! busy the machine is.
 
 #![cfg(target_os = "linux")]
 
@@ -13,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
-use wren_testkit::netlab::{ClientSpec, Host, Lab, LinkShape};
+use wren_testkit::netlab::{hurry, ClientSpec, Host, Lab, LinkShape};
 use wren_testkit::qemu_for;
 
 /// IPv4 + UDP + Ethernet headers: tbf limits frames, the tests send
@@ -41,11 +43,21 @@ fn socket(lab: &Lab, host: &Host) -> UdpSocket {
 
 /// Sends `count` packets of `size` bytes (`tag`, then a 4-byte sequence
 /// number) at `pps` packets a second, each at its own deadline from the
-/// start, so a late wake-up does not lower the rate. Returns the start.
-fn send_paced(sock: &UdpSocket, to: SocketAddr, tag: u8, size: usize, pps: f64, count: u32) {
+/// start, so a late wake-up does not lower the rate. Returns when each
+/// packet was actually sent.
+fn send_paced(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    tag: u8,
+    size: usize,
+    pps: f64,
+    count: u32,
+) -> Vec<Instant> {
+    hurry().expect("priority");
     let start = Instant::now();
     let mut packet = vec![0u8; size];
     packet[0] = tag;
+    let mut sent = Vec::with_capacity(count as usize);
     for seq in 0..count {
         let due = start + Duration::from_secs_f64(f64::from(seq) / pps);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -53,7 +65,9 @@ fn send_paced(sock: &UdpSocket, to: SocketAddr, tag: u8, size: usize, pps: f64, 
         }
         packet[1..5].copy_from_slice(&seq.to_be_bytes());
         sock.send_to(&packet, to).expect("send");
+        sent.push(Instant::now());
     }
+    sent
 }
 
 /// One packet received: when, its sequence number, its payload size.
@@ -67,6 +81,7 @@ struct Arrival {
 /// half a second (a rate limiter's queue and the delay line empty in less),
 /// or 30 s pass.
 fn receive(sock: &UdpSocket, tag: u8, done: &AtomicBool) -> Vec<Arrival> {
+    hurry().expect("priority");
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let (mut got, mut buf) = (Vec::new(), [0u8; 2048]);
@@ -228,6 +243,7 @@ fn five_percent_loss_drops_about_five_percent_each_way() {
 
 /// Echoes every datagram back to its sender until `stop` is set.
 fn echo(sock: &UdpSocket, stop: &AtomicBool) {
+    hurry().expect("priority");
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     let mut buf = [0u8; 2048];
@@ -241,19 +257,15 @@ fn echo(sock: &UdpSocket, stop: &AtomicBool) {
 /// `count` probes at `pps` to the echo server at `to`; returns each
 /// answer's (sequence number, round trip) in the order they came back.
 fn probe(sock: &UdpSocket, to: SocketAddr, count: u32, pps: f64) -> Vec<(u32, Duration)> {
-    let start = Instant::now();
-    let sent_at = |seq: u32| start + Duration::from_secs_f64(f64::from(seq) / pps);
     let done = AtomicBool::new(false);
-    let got = std::thread::scope(|s| {
+    let (sent, got) = std::thread::scope(|s| {
         let rx = s.spawn(|| receive(sock, 9, &done));
-        send_paced(sock, to, 9, 64, pps, count);
+        let sent = send_paced(sock, to, 9, 64, pps, count);
         done.store(true, Ordering::Relaxed);
-        rx.join().unwrap()
+        (sent, rx.join().unwrap())
     });
-    // Round trips from the scheduled send times: send_paced keeps them
-    // (a late send would only make a round trip look shorter).
     got.iter()
-        .map(|a| (a.seq, a.at.duration_since(sent_at(a.seq))))
+        .map(|a| (a.seq, a.at.duration_since(sent[a.seq as usize])))
         .collect()
 }
 

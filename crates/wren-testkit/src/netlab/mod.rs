@@ -12,6 +12,10 @@
 //!   policy routing sending a client's packets through it only while its
 //!   link delays.
 //!
+//! In this API a client is its index in the specs given to [`Lab::new`]
+//! (0-based); names and addresses count from 1 (the wren-netlab CLI
+//! does too): index k is namespace `…-c{k+1}` at 10.77.{k+1}.2.
+//!
 //! Addresses: the server is 10.77.0.2, client n (1-based) 10.77.n.2, the
 //! router 10.77.x.1 on each link; every namespace has a default route
 //! through the router (Firefox sends no ICE check without one). IPv6 is
@@ -27,7 +31,7 @@ mod sys;
 
 pub use shape::{ClientSpec, LinkShape};
 pub use stats::{DirStats, LinkStats};
-pub use sys::enter;
+pub use sys::{enter, hurry};
 
 use delay::{DelayLine, Hold};
 use router::{Installed, Router, TABLE_BASE};
@@ -193,9 +197,17 @@ impl Lab {
         )
     }
 
-    /// Client `k`'s link as it is shaped now (`k` 0-based).
+    /// Client `k`'s link as it is shaped now (`k` 0-based; panics
+    /// beyond the last client, as [`Lab::client`] does).
     pub fn spec(&self, k: usize) -> ClientSpec {
-        self.state.lock().map(|s| s[k].spec).unwrap_or_default()
+        // The guard is gone before any panic: a poisoned lock would fail
+        // every later reshape.
+        let spec = self
+            .state
+            .lock()
+            .ok()
+            .and_then(|s| s.get(k).map(|i| i.spec));
+        spec.unwrap_or_else(|| panic!("{}", self.no_client(k)))
     }
 
     /// What crossed client `k`'s link (`k` 0-based) each way since the

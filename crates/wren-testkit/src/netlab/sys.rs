@@ -134,6 +134,17 @@ pub fn enter<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> io::Result<T> {
     })
 }
 
+/// Puts the calling thread ahead of ordinary work (nice -10; it takes
+/// root). The delay line runs this way, so that a machine busy with the
+/// code under test does not add its scheduling delays to the link's; a
+/// test's own timing threads (echo servers, receivers, paced senders)
+/// may do the same for its measurements. Only this thread changes.
+pub fn hurry() -> io::Result<()> {
+    let me = rustix::thread::gettid();
+    rustix::process::setpriority_process(Some(me), -10)
+        .map_err(|e| io::Error::other(format!("setpriority for thread {me:?}: {e}")))
+}
+
 /// The named network namespaces whose names start with `prefix`.
 pub(super) fn namespaces(prefix: &str) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
