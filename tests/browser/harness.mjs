@@ -16,11 +16,11 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const WREN_BIN = process.env.WREN_BIN ?? join(REPO, 'target/debug/wren');
+export const REPO = fileURLToPath(new URL('../..', import.meta.url));
+export const WREN_BIN = process.env.WREN_BIN ?? join(REPO, 'target/debug/wren');
 // URL path -> the file in web/ the binary compiled in for it.
-const WEB_ASSETS = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
-const CHROMIUM_FLAGS = [
+export const WEB_ASSETS = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
+export const CHROMIUM_FLAGS = [
   '--headless',
   '--no-sandbox',
   '--disable-gpu',
