@@ -160,8 +160,10 @@ test('a screen share is an extra tile at bob\'s side, gone when the share stops'
   await alice.click('#share');
   await tile.waitFor({ state: 'detached', timeout: UI_TIMEOUT_MS });
   assert.equal(await bob.evaluate((mid) => window.wren.subs.has(mid), screenMid), false);
+  // Bob may hear of it before alice has the answer to her unpublish.
+  await alice.locator('#share[aria-pressed="false"]').waitFor({ timeout: UI_TIMEOUT_MS });
   assert.equal(await alice.evaluate(() => window.wren.screen), null);
-  assert.equal(await alice.getAttribute('#share', 'aria-pressed'), 'false');
+  assert.equal(await alice.locator('.tile[data-mid="screen"]').count(), 0);
   assert.equal(await waitForPublished(alice), aliceMid);
   assert.equal(await bob.locator('.tile').count(), 1);
   const after = await negotiationState(alice);
