@@ -4,8 +4,11 @@
 // router (see lab.mjs for why Firefox needs that).
 // - Firefox and Chromium call each other: each decodes the other's VP8 and
 //   receives its Opus.
+// - Firefox mutes and stops its camera without renegotiating.
 // - Firefox subscribes to a Chromium publisher sending three simulcast
 //   layers, and decodes it.
+// - Firefox on the plain-http LAN origin (no secure context) shows the
+//   client's message and still watches.
 //
 // Needs root. WREN_NETLAB names the lab binary (lab.mjs).
 //
@@ -14,12 +17,16 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
-import { inboundStats, poll } from './harness.mjs';
+import { inboundStats, negotiationState, poll, receivedOver } from './harness.mjs';
 import { LabHarness } from './lab.mjs';
 
 const lab = new LabHarness();
 let chromium; // a Chromium tab in client namespace 1
 let firefox; // a Firefox tab in client namespace 2
+let insecure; // a Firefox tab in client namespace 2 for which the lab's origin is not secure
+// As in client.test.mjs: a measuring window, and time for a control's change to settle.
+const WINDOW_MS = 2000;
+const SETTLE_MS = 1000;
 
 before(async () => {
   await lab.start(2);
@@ -89,6 +96,48 @@ test('Firefox and Chromium call each other through wren: VP8 and Opus both ways'
   assert.deepEqual(sent.map((l) => l.rid), ['q', 'h', 'f']);
 }));
 
+test('Firefox mutes and stops its camera without renegotiating: Chromium gets silence, then no frames, then both back', { timeout: 90_000 }, lab.diagnosed(async () => {
+  const room = `ff-controls-${process.pid}`;
+  // One layer here: Firefox starts its simulcast layers one by one as its
+  // bandwidth estimate grows, and today's SFU switches a subscriber to each
+  // new layer without asking for a key frame, so the subscriber freezes for
+  // seconds at a time until its own key-frame request (measured; README
+  // "Browser matrix"). Per-subscriber layer selection replaces that; what is
+  // tested here is the client's mute and camera off in Firefox.
+  await firefox.goto(lab.pageUrl(room, 'firefox-controls', { simulcast: '0' }));
+  const firefoxMid = await published(firefox, 'firefox');
+  await chromium.goto(lab.pageUrl(room, 'chromium-controls', { publish: '0' }));
+  await mediaFrom(chromium, firefoxMid, 'chromium');
+  const negotiated = await negotiationState(firefox);
+  const before = await receivedOver(chromium, firefoxMid, WINDOW_MS);
+  assert.ok(before.audioEnergy > 0 && before.frames > 0, `nothing from Firefox to begin with: ${JSON.stringify(before)}`);
+
+  await firefox.click('#mic');
+  await firefox.click('#camera');
+  await poll(firefox, () => {
+    const pressed = (id) => document.getElementById(id).getAttribute('aria-pressed') === 'true';
+    return pressed('mic') && pressed('camera') && window.wren.publisherPc.getSenders().every((s) => s.track?.kind !== 'video');
+  }, null, { what: 'Firefox muted with its camera off' });
+  await delay(SETTLE_MS);
+  const off = await receivedOver(chromium, firefoxMid, WINDOW_MS);
+
+  await firefox.click('#mic');
+  await firefox.click('#camera');
+  await poll(chromium, (mid) => Number(document.querySelector(`.tile[data-mid="${CSS.escape(mid)}"]`)?.dataset.fps) > 0, firefoxMid,
+    { what: 'Chromium\'s tile of Firefox moving again' });
+  await delay(SETTLE_MS);
+  const on = await receivedOver(chromium, firefoxMid, WINDOW_MS);
+  console.log(`chromium receives firefox over ${WINDOW_MS} ms: before ${JSON.stringify(before)}, `
+    + `muted and camera off ${JSON.stringify(off)}, back ${JSON.stringify(on)}`);
+  // Unlike Chromium (no frame at all), Firefox keeps the video stream alive
+  // after replaceTrack(null) with about one frame a second (measured: 2 in
+  // 2 s, the picture unchanged): the camera's 30 a second stop.
+  assert.ok(off.frames <= 3, `the camera's frames still arrive: ${JSON.stringify({ before, off })}`);
+  assert.ok(off.audioPackets > 0 && off.audioEnergy < before.audioEnergy / 100, JSON.stringify({ before, off }));
+  assert.ok(on.frames > 0 && on.audioEnergy > before.audioEnergy / 10, JSON.stringify({ before, on }));
+  assert.deepEqual(await negotiationState(firefox), negotiated);
+}));
+
 test('Firefox decodes a Chromium publisher\'s simulcast stream', { timeout: 90_000 }, lab.diagnosed(async () => {
   const room = `ff-simulcast-${process.pid}`;
   await chromium.goto(lab.pageUrl(room, 'chromium-sc'));
@@ -104,8 +153,31 @@ test('Firefox decodes a Chromium publisher\'s simulcast stream', { timeout: 90_0
   assert.ok(got.framesDecoded > 0);
 }));
 
+test('Firefox on a plain-http LAN page says why there is no camera, and can still watch', { timeout: 90_000 }, lab.diagnosed(async () => {
+  const room = `ff-insecure-${process.pid}`;
+  await chromium.goto(lab.pageUrl(room, 'chromium-pub'));
+  const mid = await published(chromium, 'chromium');
+  // A second Firefox, without the allowlist pref: http://10.77.0.2 is what it is.
+  insecure = await lab.firefox(1, 'firefox-insecure', { secure: false });
+  await insecure.goto(lab.pageUrl(room, 'firefox-insecure'));
+  const problem = await poll(insecure, () => window.wren.state === 'joined' && {
+    secure: window.isSecureContext,
+    reason: document.getElementById('media-problem').dataset.reason,
+    text: document.getElementById('media-problem').textContent,
+    publishDisabled: document.getElementById('publish').disabled,
+    publishing: window.wren.publisherPc !== null,
+  }, null, { what: 'the insecure Firefox page joined' });
+  assert.deepEqual({ ...problem, text: undefined }, { secure: false, reason: 'insecure', text: undefined, publishDisabled: true, publishing: false });
+  assert.match(problem.text, /not a secure context \(http:\/\/10\.77\.0\.2:8080\)/);
+  const got = await mediaFrom(insecure, mid, 'firefox-insecure');
+  assert.ok(got.framesDecoded > 0);
+}));
+
 test('the pages raise no JavaScript errors and no request failed', async () => {
   assert.deepEqual(lab.pageErrors, []);
+  // The insecure page's only error entry is its camera message.
+  assert.deepEqual(await insecure.evaluate(() => window.wren.log.filter((e) => e.kind === 'error').map((e) => e.data)),
+    ['InsecureContextError: ' + await insecure.evaluate(() => window.wren.mediaProblem.message)]);
   for (const page of [chromium, firefox]) {
     assert.deepEqual(await page.evaluate(() => window.wren.log.filter((e) => e.kind === 'error')), []);
   }

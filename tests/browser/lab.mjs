@@ -214,21 +214,22 @@ export class LabHarness {
   // Firefox has no pipe transport: it listens on 127.0.0.1:PORT of its own
   // namespace, so the host listens on the same port number and relays each
   // connection into the namespace; Puppeteer reads the port Firefox prints
-  // and connects to the host side.
-  async firefox(i, name) {
+  // and connects to the host side. With `secure: false` the lab's origin is
+  // what it is, plain http on a LAN address: no secure context.
+  async firefox(i, name, { secure = true } = {}) {
     const ns = this.lab.clients[i].ns;
     const port = await this.relay(ns);
-    const wrapper = await this.wrapper(`firefox-${i}`, ns, '/usr/bin/firefox-esr');
+    const wrapper = await this.wrapper(`firefox-${name}`, ns, '/usr/bin/firefox-esr');
     const browser = await puppeteer.launch({
       browser: 'firefox',
       executablePath: wrapper,
       headless: true,
       debuggingPort: port,
-      userDataDir: join(this.tmp, `firefox-${i}`),
+      userDataDir: join(this.tmp, `firefox-${name}`),
       extraPrefsFirefox: {
         ...FIREFOX_PREFS,
         // Treat the lab's plain-http origin as secure, as Chromium's flag does.
-        'dom.securecontext.allowlist': this.lab.server.ip,
+        ...(secure ? { 'dom.securecontext.allowlist': this.lab.server.ip } : {}),
       },
       env: { ...process.env, TMPDIR: this.tmp },
       timeout: 30_000,
