@@ -7,6 +7,8 @@
 // - Firefox mutes and stops its camera without renegotiating.
 // - Firefox subscribes to a Chromium publisher sending three simulcast
 //   layers, and decodes it.
+// - Firefox repairs 5 % loss on its downlink (the lab's `shape`) by NACK
+//   and RTX.
 // - Firefox on the plain-http LAN origin (no secure context) shows the
 //   client's message and still watches.
 //
@@ -27,6 +29,7 @@ let insecure; // a Firefox tab in client namespace 2 for which the lab's origin 
 // As in client.test.mjs: a measuring window, and time for a control's change to settle.
 const WINDOW_MS = 2000;
 const SETTLE_MS = 1000;
+const LOSS_WINDOW_MS = 8000;
 
 before(async () => {
   await lab.start(2);
@@ -138,6 +141,21 @@ test('Firefox mutes and stops its camera without renegotiating: Chromium gets si
   assert.deepEqual(await negotiationState(firefox), negotiated);
 }));
 
+// In a page: the repair counters of its subscription to `mid`'s video.
+async function videoRepair(mid) {
+  let video = {};
+  (await window.wren.subs.get(mid).pc.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') video = r;
+  });
+  return {
+    framesDecoded: video.framesDecoded ?? 0,
+    packetsLost: video.packetsLost ?? 0,
+    nackCount: video.nackCount ?? 0,
+    pliCount: video.pliCount ?? 0,
+    freezeCount: video.freezeCount ?? 0,
+  };
+}
+
 test('Firefox decodes a Chromium publisher\'s simulcast stream', { timeout: 90_000 }, lab.diagnosed(async () => {
   const room = `ff-simulcast-${process.pid}`;
   await chromium.goto(lab.pageUrl(room, 'chromium-sc'));
@@ -151,6 +169,30 @@ test('Firefox decodes a Chromium publisher\'s simulcast stream', { timeout: 90_0
   }, mid, { what: 'a frame rate on Firefox\'s tile' });
   console.log(`firefox decodes the simulcast stream: ${JSON.stringify(got)}; its tile: ${JSON.stringify(tile)}`);
   assert.ok(got.framesDecoded > 0);
+}));
+
+test('Firefox repairs 5 % loss on its downlink through NACK and RTX', { timeout: 90_000 }, lab.diagnosed(async () => {
+  const room = `ff-loss-${process.pid}`;
+  await chromium.goto(lab.pageUrl(room, 'chromium-loss', { simulcast: '0' }));
+  const mid = await published(chromium, 'chromium');
+  await firefox.goto(lab.pageUrl(room, 'firefox-loss', { publish: '0' }));
+  await mediaFrom(firefox, mid, 'firefox');
+  // Client 2 is Firefox's namespace (the lab counts from 1).
+  await lab.lab.command('shape 2 down loss=5');
+  try {
+    const before = await firefox.evaluate(videoRepair, mid);
+    await delay(LOSS_WINDOW_MS);
+    const after = await firefox.evaluate(videoRepair, mid);
+    const link = JSON.parse(await lab.lab.command('stats 2'));
+    const got = Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - before[k]]));
+    console.log(`firefox over ${LOSS_WINDOW_MS} ms at 5 % loss: ${JSON.stringify(got)}; link ${JSON.stringify(link.down)}`);
+    assert.ok(link.down.offered_packets > link.down.packets, `the link dropped nothing: ${JSON.stringify(link)}`);
+    assert.ok(got.nackCount > 0, `no NACK sent: ${JSON.stringify(got)}`);
+    // Repaired, not frozen: at least half the publisher's ~20 fps went on decoding.
+    assert.ok(got.framesDecoded > (LOSS_WINDOW_MS / 1000) * 10, `video froze: ${JSON.stringify(got)}`);
+  } finally {
+    await lab.lab.command('shape 2 down');
+  }
 }));
 
 test('Firefox on a plain-http LAN page says why there is no camera, and can still watch', { timeout: 90_000 }, lab.diagnosed(async () => {
