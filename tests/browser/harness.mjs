@@ -4,6 +4,7 @@
 // Environment:
 //   WREN_BIN        the server binary (default: target/debug/wren)
 //   WREN_LOG_LEVEL  its --log-level (default: the binary's own, info)
+//   WREN_NETLAB     the network lab binary of the Firefox tests (lab.mjs)
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

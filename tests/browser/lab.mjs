@@ -16,7 +16,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -182,7 +182,6 @@ export class LabHarness {
     this.wren = { proc, output: () => output };
     const { healthy, assets } = await nodeIn(ns, HEALTH_SCRIPT, [this.origin, JSON.stringify(Object.keys(WEB_ASSETS))]);
     assert.ok(healthy, `wren in ${ns} did not answer /healthz with 200 within 10 s:\n${output}`);
-    const { readFile } = await import('node:fs/promises');
     for (const [path, file] of Object.entries(WEB_ASSETS)) {
       assert.equal(assets[path], await readFile(join(REPO, 'web', file), 'utf8'),
         `${WREN_BIN} serves another ${file} than web/ has: rebuild it (it compiles web/ in)`);
