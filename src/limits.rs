@@ -158,6 +158,36 @@ pub const KEYFRAME_CACHE_PACKETS: usize = 128;
 /// apart before it starts anyway.
 pub const VIDEO_START_PATIENCE: Duration = Duration::from_secs(3);
 
+// Simulcast and per-subscriber adaptation (see `sfu::adapt`).
+
+/// Simulcast layers received per publisher track (Chrome and Firefox send
+/// at most three).
+pub const MAX_LAYERS: usize = 3;
+/// A layer's bitrate is measured over windows this long.
+pub const RATE_WINDOW: Duration = Duration::from_millis(500);
+/// A layer with no packet for this long is not being sent (a browser
+/// pauses upper layers when its uplink is short); slow enough for a
+/// 5 fps screen share.
+pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
+/// How often each subscriber's layers are chosen again (besides every
+/// new estimate), and a publisher's cap recomputed.
+pub const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
+/// A better layer must fit the estimate with this much to spare...
+pub const UPGRADE_HEADROOM_PCT: u64 = 15;
+/// ...for this long before a subscriber is moved up to it.
+pub const UPGRADE_HOLD: Duration = Duration::from_secs(3);
+/// Where a subscriber's estimate starts (str0m's TWCC estimator): a
+/// middle layer, so that a weak link is not flooded at the start.
+pub const BWE_INITIAL_BPS: u64 = 600_000;
+/// The publisher is capped at what its best-served subscriber takes, with
+/// this much on top (layers' rates vary with the picture).
+pub const CAP_MARGIN_PCT: u64 = 25;
+/// How often the cap is sent to a publisher (REMB), and how long a lower
+/// cap must hold before it is sent (a raised one goes at once).
+pub const CAP_EVERY: Duration = Duration::from_secs(1);
+/// (See `CAP_EVERY`.)
+pub const CAP_LOWER_HOLD: Duration = Duration::from_secs(10);
+
 /// The bounds in force, each at most its compile-time capacity above: the
 /// `[limits]` table of the config file may lower them (an edge box with
 /// little memory, or a test that wants to reach a bound cheaply).

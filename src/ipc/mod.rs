@@ -26,6 +26,19 @@ impl fmt::Display for CallId {
     }
 }
 
+/// The highest simulcast layer a subscriber wants (the `layer` request,
+/// a wren extension of the protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerPin {
+    /// The lowest layer (a thumbnail).
+    Low,
+    /// The middle layer (the lowest of two).
+    Medium,
+    /// The top layer.
+    High,
+}
+
 /// Signaling node → SFU.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
@@ -59,6 +72,14 @@ pub enum ToSfu {
     Unsubscribe {
         /// The subscription to stop.
         sid: Sid,
+    },
+    /// Pin the highest simulcast layer one subscription receives (None:
+    /// whatever its link carries).
+    PinLayer {
+        /// The subscription.
+        sid: Sid,
+        /// The highest layer it wants.
+        layer: Option<LayerPin>,
     },
 }
 

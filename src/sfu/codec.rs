@@ -1,6 +1,8 @@
 //! Codec negotiation: what a session's str0m configuration offers back,
 //! and which payload type a subscriber uses for a publisher's codec.
 
+use crate::limits::BWE_INITIAL_BPS;
+use str0m::bwe::Bitrate;
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, CodecConfig, PayloadParams};
 use str0m::media::{Mid as TrackMid, Pt};
@@ -12,17 +14,14 @@ use str0m::{Rtc, RtcConfig};
 /// of preference, so that the answer keeps its choice (str0m answers in
 /// the order of its own configuration).
 ///
-/// Subscriber sessions do not negotiate transport-wide congestion control:
-/// nothing here estimates their bandwidth (no simulcast to switch), and
-/// str0m keeps a 1000-packet send register per session for it (~45 KiB
-/// each). Publishers keep it: the browser's own bandwidth estimate runs on
-/// the feedback we send.
-pub fn rtc_config(
-    offer: &str,
-    subscriber: bool,
-    cert: &DtlsCert,
-    rtx_cache_packets: usize,
-) -> RtcConfig {
+/// Publishers negotiate transport-wide congestion control: the browser's
+/// own bandwidth estimate runs on the feedback we send. A subscriber does
+/// only where its bandwidth matters (`Link::Estimated`: a simulcast
+/// publisher's layers to choose from): str0m's estimator then runs on its
+/// session, at a cost measured in the README (a 1000-packet send register,
+/// ~45 KiB, and a pacer), which a subscriber with nothing to switch does
+/// not pay.
+pub fn rtc_config(offer: &str, link: Link, cert: &DtlsCert, rtx_cache_packets: usize) -> RtcConfig {
     let mut config = Rtc::builder()
         .set_ice_lite(true)
         .set_rtp_mode(true)
@@ -30,7 +29,10 @@ pub fn rtc_config(
         .clear_codecs()
         .enable_opus(true, false)
         .set_dtls_cert(cert.clone());
-    if subscriber {
+    if link == Link::Estimated {
+        config = config.enable_bwe(Some(Bitrate::bps(BWE_INITIAL_BPS)));
+    }
+    if link == Link::Plain {
         let mut exts = ExtensionMap::empty();
         for (id, ext) in ExtensionMap::standard().iter() {
             if *ext != Extension::TransportSequenceNumber {
@@ -47,6 +49,17 @@ pub fn rtc_config(
         };
     }
     config
+}
+
+/// What a session's link needs from str0m.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// A publisher's: transport-wide feedback for its sender's estimate.
+    Publisher,
+    /// A subscriber's whose bandwidth is estimated (TWCC, probing).
+    Estimated,
+    /// A subscriber's with no estimate: no transport-wide numbering.
+    Plain,
 }
 
 /// The video codecs we forward (VP8, VP9, H.264), in the order the offer's

@@ -11,21 +11,25 @@
 //! connection), the loop in `Sfu::propagate` hands them to the sessions
 //! they concern and marks those for draining, until nothing is left.
 
-use super::codec::rtc_config;
+use super::adapt::{next_up, wanted_cost, Ceiling, LayerView};
+use super::codec::{rtc_config, Link};
 use super::deadlines::Deadlines;
 use super::fasthash::FastMap;
 use super::keyframe::Ask;
 use super::session::{Happening, Role, Session, SessionId};
 use super::track::{Media, Slot};
 use crate::ids::{Mid, Sid};
-use crate::ipc::{FromSfu, SfuError, SfuStats};
-use crate::limits::{Limits, MAX_SFU_SESSIONS};
+use crate::ipc::{FromSfu, LayerPin, SfuError, SfuStats};
+use crate::limits::{
+    Limits, ALLOCATE_EVERY, CAP_EVERY, CAP_LOWER_HOLD, CAP_MARGIN_PCT, MAX_SFU_SESSIONS,
+};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid as TrackMid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid as TrackMid, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::RtpPacket;
 use str0m::{Candidate, Input, Rtc};
@@ -128,7 +132,12 @@ impl Sfu {
         if self.publishers.contains_key(&mid) {
             return Err(SfuError::Duplicate);
         }
-        let (id, answer) = self.new_session(now, offer, Role::publisher(mid.clone()))?;
+        // Its tracks are known only once it connects (str0m's events wait
+        // for SRTP); whether it offered simulcast is known now, for the
+        // subscribers that come before.
+        let simulcast = offer.lines().any(|l| l.starts_with("a=simulcast:"));
+        let role = Role::publisher(mid.clone(), simulcast);
+        let (id, answer) = self.new_session(now, offer, role, Link::Publisher)?;
         self.publishers.insert(mid, id);
         Ok(answer)
     }
@@ -145,8 +154,18 @@ impl Sfu {
             return Err(SfuError::Duplicate);
         }
         let publisher = *self.publishers.get(mid).ok_or(SfuError::NoSuchStream)?;
+        // Only a simulcast stream has layers to fit a subscriber's link.
+        let simulcast = matches!(
+            self.sessions.get(&publisher).map(|s| &s.role),
+            Some(Role::Publisher(p)) if p.offered_simulcast
+        );
+        let link = if simulcast {
+            Link::Estimated
+        } else {
+            Link::Plain
+        };
         let role = Role::subscriber(sid.clone(), publisher);
-        let (id, answer) = self.new_session(now, offer, role)?;
+        let (id, answer) = self.new_session(now, offer, role, link)?;
         if let Some(Role::Publisher(p)) = self.sessions.get_mut(&publisher).map(|p| &mut p.role) {
             p.subscribers.push(id);
         }
@@ -166,6 +185,28 @@ impl Sfu {
         if let Some(id) = self.subscribers.get(sid).copied() {
             self.remove(id, false);
         }
+    }
+
+    /// Pins the highest layer a subscription receives (None: unpinned).
+    /// Takes effect at once; a stream without simulcast is unaffected.
+    pub fn pin_layer(&mut self, now: Instant, sid: &Sid, layer: Option<LayerPin>) {
+        let Some(&id) = self.subscribers.get(sid) else {
+            return;
+        };
+        let Some(Role::Subscriber(sub)) = self.sessions.get_mut(&id).map(|s| &mut s.role) else {
+            return;
+        };
+        let ceiling = layer.map(|l| match l {
+            LayerPin::Low => Ceiling::Low,
+            LayerPin::Medium => Ceiling::Mid,
+            LayerPin::High => Ceiling::High,
+        });
+        for t in sub.tracks.iter_mut() {
+            t.ceiling = ceiling;
+        }
+        let publisher = sub.publisher;
+        self.allocate(now, publisher, Some(id));
+        self.propagate(now);
     }
 
     /// Drops every session (the control connection that owned them is gone).
@@ -188,14 +229,14 @@ impl Sfu {
         now: Instant,
         offer: &str,
         role: Role,
+        link: Link,
     ) -> Result<(SessionId, String), SfuError> {
         if self.sessions.len() >= self.sfu_sessions {
             return Err(SfuError::Full);
         }
         let parsed = SdpOffer::from_sdp_string(offer)
             .map_err(|e| SfuError::BadOffer(format!("unparsable SDP: {e}")))?;
-        let subscriber = matches!(role, Role::Subscriber(_));
-        let mut rtc = rtc_config(offer, subscriber, &self.cert, self.rtx_cache_packets).build(now);
+        let mut rtc = rtc_config(offer, link, &self.cert, self.rtx_cache_packets).build(now);
         rtc.add_local_candidate(self.candidate.clone());
         let answer = rtc
             .sdp_api()
@@ -279,8 +320,10 @@ impl Sfu {
             }
             if let Role::Publisher(p) = &mut s.role {
                 for t in p.tracks.iter_mut() {
-                    if t.keyframes.handle_timeout(now) {
-                        ask_keyframe(&mut s.rtc, t.mid);
+                    for l in t.layers.iter_mut() {
+                        if l.keyframes.handle_timeout(now) {
+                            ask_keyframe(&mut s.rtc, t.mid, l.rid);
+                        }
                     }
                 }
             }
@@ -334,6 +377,13 @@ impl Sfu {
                 Happening::Packet(pkt) => self.forward(now, from, pkt),
                 Happening::KeyframeRequest(track) => self.relay_keyframe_request(now, from, track),
                 Happening::Connected => self.on_connected(now, from),
+                Happening::Estimate => {
+                    let publisher = match self.sessions.get(&from).map(|s| &s.role) {
+                        Some(Role::Subscriber(sub)) => sub.publisher,
+                        _ => continue,
+                    };
+                    self.allocate(now, publisher, Some(from));
+                }
             }
         }
     }
@@ -370,26 +420,43 @@ impl Sfu {
         }
     }
 
-    /// A subscriber's connection is up: its video must start at once. Each
-    /// video track starts from the publisher's latest key frame if one
-    /// just went by (a PLI now would be ignored), else from one asked for
-    /// now (or already on its way). Media flows to it from then on.
+    /// A subscriber's connection is up: its video must start at once. Its
+    /// layers are chosen; each video track starts from that layer's latest
+    /// key frame if one just went by (a PLI now would be ignored), else
+    /// from one asked for now (or already on its way). Media flows to it
+    /// from then on.
     fn start_subscriber(&mut self, now: Instant, id: SessionId, publisher: SessionId) {
-        let mut replay: Vec<(Slot, Vec<Media>)> = Vec::new();
+        self.allocate(now, publisher, Some(id));
+        let targets: Vec<(Slot, usize)> = match self.sessions.get(&id).map(|s| &s.role) {
+            Some(Role::Subscriber(sub)) => sub
+                .tracks
+                .iter()
+                .map(|t| (t.slot, t.target.unwrap_or(0)))
+                .collect(),
+            _ => return,
+        };
+        let mut replay: Vec<(Slot, usize, Vec<Media>)> = Vec::new();
         if let Some(p) = self.sessions.get_mut(&publisher) {
             if let Role::Publisher(up) = &mut p.role {
                 for t in up.tracks.iter_mut() {
                     if t.slot.kind != MediaKind::Video {
                         continue;
                     }
-                    if t.keyframes.recent_keyframe(now) {
-                        if let Some(cached) = t.cache.replay(now) {
-                            replay.push((t.slot, cached.to_vec()));
+                    let li = targets
+                        .iter()
+                        .find(|(s, _)| *s == t.slot)
+                        .map_or(0, |(_, l)| *l);
+                    let Some(l) = t.layers.get_mut(li) else {
+                        continue;
+                    };
+                    if l.keyframes.recent_keyframe(now) {
+                        if let Some(cached) = l.cache.replay(now) {
+                            replay.push((t.slot, li, cached.to_vec()));
                             continue;
                         }
                     }
-                    if t.keyframes.request(now) == Ask::Now {
-                        ask_keyframe(&mut p.rtc, t.mid);
+                    if l.keyframes.request(now) == Ask::Now {
+                        ask_keyframe(&mut p.rtc, t.mid, l.rid);
                     }
                 }
             }
@@ -401,11 +468,13 @@ impl Sfu {
         let Role::Subscriber(sub) = &mut s.role else {
             return;
         };
-        for (slot, packets) in &replay {
+        for (slot, layer, packets) in &replay {
             if let Some(track) = sub.tracks.iter_mut().find(|t| t.slot == *slot) {
                 log::debug!("session {id:?}: starts from a cached key frame");
                 for m in packets {
-                    track.write(&mut s.rtc, now, m);
+                    if track.accepts(now, *layer, m) {
+                        track.write(&mut s.rtc, now, m);
+                    }
                 }
             }
         }
@@ -421,29 +490,180 @@ impl Sfu {
         let Some(t) = sub.tracks.iter().find(|t| t.mid == track) else {
             return;
         };
-        let (publisher, slot) = (sub.publisher, t.slot);
-        self.request_keyframe(now, publisher, Some(slot));
+        let (publisher, slot, layer) = (sub.publisher, t.slot, t.keyframe_layer());
+        self.request_keyframe(now, publisher, slot, layer);
     }
 
-    /// Asks a publisher for a key frame on one video track, or on all of
-    /// them; coalesced per track (see `keyframe`).
-    fn request_keyframe(&mut self, now: Instant, publisher: SessionId, only: Option<Slot>) {
+    /// Asks a publisher for a key frame on one layer of one video track;
+    /// coalesced per layer (see `keyframe`).
+    fn request_keyframe(&mut self, now: Instant, publisher: SessionId, slot: Slot, layer: usize) {
         let Some(s) = self.sessions.get_mut(&publisher) else {
             return;
         };
         let Role::Publisher(p) = &mut s.role else {
             return;
         };
-        for t in p.tracks.iter_mut() {
-            if t.slot.kind != MediaKind::Video || only.is_some_and(|o| o != t.slot) {
-                continue;
-            }
-            if t.keyframes.request(now) == Ask::Now {
-                ask_keyframe(&mut s.rtc, t.mid);
+        if let Some(t) = p.tracks.iter_mut().find(|t| t.slot == slot) {
+            if let Some(l) = t.layers.get_mut(layer) {
+                if slot.kind == MediaKind::Video && l.keyframes.request(now) == Ask::Now {
+                    ask_keyframe(&mut s.rtc, t.mid, l.rid);
+                }
             }
         }
         // Drained even when nothing went out now: its deadline may have
         // moved to a coalesced request.
+        self.mark(publisher);
+    }
+
+    /// Chooses again the layer each subscriber of `publisher` receives (or
+    /// only `only`'s), asks for the key frames the switches need, and
+    /// updates the publisher's cap. Nothing to do without simulcast.
+    fn allocate(&mut self, now: Instant, publisher: SessionId, only: Option<SessionId>) {
+        let Some(Role::Publisher(up)) = self.sessions.get(&publisher).map(|s| &s.role) else {
+            return;
+        };
+        if !up.simulcast() {
+            if only.is_none() {
+                let take = remb_take(&self.sessions, &up.subscribers);
+                self.cap_publisher(now, publisher, take);
+            }
+            return;
+        }
+        let tracks: Vec<(Slot, Vec<LayerView>)> =
+            up.tracks.iter().map(|t| (t.slot, t.views(now))).collect();
+        let subscribers = match only {
+            Some(id) => vec![id],
+            None => up.subscribers.clone(),
+        };
+        let fixed: u64 = tracks
+            .iter()
+            .filter(|(_, l)| l.len() == 1)
+            .map(|(_, l)| l[0].bps)
+            .sum();
+        let layered = tracks.iter().filter(|(_, l)| l.len() > 1).count() as u64;
+        let whole: u64 = tracks
+            .iter()
+            .flat_map(|(_, l)| l.iter())
+            .map(|l| l.bps)
+            .sum();
+        let mut switches: Vec<(Slot, usize)> = Vec::new();
+        // What the best-served subscriber takes; None: unknown (a layer
+        // not measured yet), no cap.
+        let mut take: Option<u64> = Some(0);
+        for id in subscribers {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            let Role::Subscriber(sub) = &mut s.role else {
+                continue;
+            };
+            // Audio and single-layer tracks first; the rest shared out.
+            let budget = sub
+                .estimate
+                .map(|e| e.saturating_sub(fixed) / layered.max(1));
+            let (mut takes, mut minimum) = (Some(fixed), fixed);
+            for (slot, layers) in tracks.iter().filter(|(_, l)| l.len() > 1) {
+                let Some(track) = sub.tracks.iter_mut().find(|t| t.slot == *slot) else {
+                    continue;
+                };
+                // Until a packet went out, the first choice is free.
+                let target = track.current.and(track.target);
+                let choice = track
+                    .choice
+                    .choose(now, layers, target, budget, track.ceiling);
+                if choice != track.target {
+                    if let Some(layer) = choice {
+                        log::debug!(
+                            "session {id:?}: layer {:?} -> {layer} (estimate {:?})",
+                            track.target,
+                            sub.estimate
+                        );
+                        if track.current != Some(layer) {
+                            switches.push((*slot, layer));
+                        }
+                    }
+                    track.target = choice;
+                }
+                takes = takes
+                    .zip(wanted_cost(layers, budget, track.ceiling))
+                    .map(|(a, b)| a + b);
+                minimum += track.target.map_or(0, |t| next_up(layers, t));
+            }
+            take = take.zip(takes).map(|(a, b)| a.max(b));
+            if sub.estimate.is_some() {
+                // Probe toward the next layer up (padding fills what media
+                // does not), never past what the whole stream needs.
+                s.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::bps(minimum.min(whole)), Bitrate::bps(whole.max(1)));
+            }
+            self.mark(id);
+        }
+        for (slot, layer) in switches {
+            self.request_keyframe(now, publisher, slot, layer);
+        }
+        if only.is_none() {
+            self.cap_publisher(now, publisher, take);
+        }
+    }
+
+    /// Tells a publisher (REMB) not to send more than its best-served
+    /// subscriber takes (`take`, bits per second, None: unknown), with a
+    /// margin: for simulcast, the layers that subscriber's estimate
+    /// carries; for one layer, the highest REMB of its subscribers. A raised cap goes at once; a lower one only
+    /// once it has held for a while (a subscriber's estimate dips), and it
+    /// is repeated every `CAP_EVERY`.
+    fn cap_publisher(&mut self, now: Instant, publisher: SessionId, take: Option<u64>) {
+        let Some(s) = self.sessions.get_mut(&publisher) else {
+            return;
+        };
+        let Role::Publisher(p) = &mut s.role else {
+            return;
+        };
+        let Some(take) = take.filter(|_| !p.subscribers.is_empty()) else {
+            return;
+        };
+        let cap = take * (100 + CAP_MARGIN_PCT) / 100;
+        // No cap yet counts as an infinite one: the first must hold too
+        // (every subscriber's estimate starts low and climbs).
+        let send = match p.cap.sent {
+            Some((sent, _)) if cap >= sent => {
+                p.cap.lower_since = None;
+                true
+            }
+            _ => {
+                let since = *p.cap.lower_since.get_or_insert(now);
+                now.saturating_duration_since(since) >= CAP_LOWER_HOLD
+            }
+        };
+        let (value, due) = match p.cap.sent {
+            None if !send => return,
+            Some((sent, at)) if !send => (sent, at + CAP_EVERY <= now),
+            Some((sent, at)) if sent == cap => (cap, at + CAP_EVERY <= now),
+            _ => (cap, true),
+        };
+        if !due {
+            return;
+        }
+        // One REMB caps the whole connection (the browser shares it out
+        // among its layers, dropping the upper ones first).
+        let ssrc = p
+            .tracks
+            .iter()
+            .filter(|t| t.slot.kind == MediaKind::Video)
+            .flat_map(|t| t.layers.iter())
+            .find_map(|l| l.source);
+        let Some(ssrc) = ssrc else {
+            return;
+        };
+        if let Some(rx) = s.rtc.direct_api().stream_rx(&ssrc) {
+            log::debug!("session {publisher:?}: capped at {value} bit/s");
+            rx.request_remb(Bitrate::bps(value));
+            p.cap.sent = Some((value, now));
+            if value == cap {
+                p.cap.lower_since = None;
+            }
+        }
         self.mark(publisher);
     }
 
@@ -458,7 +678,7 @@ impl Sfu {
         let Role::Publisher(p) = &mut s.role else {
             return;
         };
-        let Some(ti) = p.track_of(&mut s.rtc, pkt.header.ssrc) else {
+        let Some((ti, li)) = p.layer_of(&mut s.rtc, pkt.header.ssrc) else {
             log::debug!(
                 "session {from:?}: packet of SSRC {} not forwarded",
                 pkt.header.ssrc
@@ -472,8 +692,12 @@ impl Sfu {
         };
         let m = Media::new(&pkt, params);
         let up = &mut p.tracks[ti];
-        up.observe(now, &m);
         let slot = up.slot;
+        up.layers[li].observe(now, &m, slot.kind == MediaKind::Video);
+        let allocate = p.next_allocation.is_none_or(|t| t <= now);
+        if allocate {
+            p.next_allocation = Some(now + ALLOCATE_EVERY);
+        }
         // Moved out while the subscribers are written to (no copy, no
         // allocation): nothing in this loop adds or removes a session.
         let subscribers = std::mem::take(&mut p.subscribers);
@@ -490,6 +714,9 @@ impl Sfu {
             let Some(track) = down.tracks.iter_mut().find(|t| t.slot == slot) else {
                 continue;
             };
+            if !track.accepts(now, li, &m) {
+                continue;
+            }
             if track.write(&mut sub.rtc, now, &m) {
                 self.forwarded_packets += 1;
                 self.forwarded_bytes += m.payload.len() as u64;
@@ -498,6 +725,9 @@ impl Sfu {
         }
         if let Some(Role::Publisher(p)) = self.sessions.get_mut(&from).map(|s| &mut s.role) {
             p.subscribers = subscribers;
+        }
+        if allocate {
+            self.allocate(now, from, None);
         }
     }
 
@@ -539,6 +769,24 @@ impl Sfu {
     }
 }
 
+/// What the best-served subscriber of a single-layer stream takes: the
+/// highest REMB its subscribers' browsers report (None unless every one of
+/// them reports one: a subscriber that says nothing may want everything).
+fn remb_take(
+    sessions: &FastMap<SessionId, Box<Session>>,
+    subscribers: &[SessionId],
+) -> Option<u64> {
+    let mut take = None;
+    for id in subscribers {
+        let remb = match sessions.get(id).map(|s| &s.role) {
+            Some(Role::Subscriber(sub)) => sub.remb?,
+            _ => continue,
+        };
+        take = Some(take.map_or(remb, |t: u64| t.max(remb)));
+    }
+    take
+}
+
 /// Marks a session the caller already holds for draining (`Sfu::mark`
 /// looks it up first): at most once in the list.
 fn mark_session(s: &mut Session, id: SessionId, dirty: &mut Vec<SessionId>) {
@@ -548,10 +796,11 @@ fn mark_session(s: &mut Session, id: SessionId, dirty: &mut Vec<SessionId>) {
     }
 }
 
-/// Sends a PLI on a publisher's track (nothing if it has sent no media
-/// yet: its first frame is a key frame anyway).
-fn ask_keyframe(rtc: &mut Rtc, mid: TrackMid) {
-    if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+/// Sends a PLI on one layer of a publisher's track (nothing if it has
+/// sent no media there yet: its first frame is a key frame anyway). The
+/// layer is named by its rid: with `None`, str0m would pick any layer.
+fn ask_keyframe(rtc: &mut Rtc, mid: TrackMid, rid: Option<Rid>) {
+    if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, rid) {
         rx.request_keyframe(KeyframeRequestKind::Pli);
     }
 }

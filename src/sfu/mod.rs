@@ -7,6 +7,9 @@
 //! - `engine`: the session table, control API and propagation loop;
 //! - `session`: one str0m session, publisher or subscriber;
 //! - `track`: up-tracks and down-tracks, matched by slot;
+//! - `packet`: one publisher packet as it is relayed;
+//! - `layer`: a publisher track's simulcast layers and their bitrates;
+//! - `adapt`: which layer each subscriber track receives;
 //! - `rewrite`: sequence numbers, timestamps and payload types per
 //!   subscriber track;
 //! - `keyframe`: coalesced key-frame requests;
@@ -16,12 +19,15 @@
 //! - `shell`: the loop that moves datagrams and control frames;
 //! - `batch`: many datagrams per system call.
 
+mod adapt;
 mod batch;
 mod codec;
 mod deadlines;
 pub mod engine;
 mod fasthash;
 pub mod keyframe;
+mod layer;
+mod packet;
 mod rewrite;
 mod session;
 mod shell;
@@ -168,6 +174,10 @@ pub(crate) fn handle_control(sfu: &mut Sfu, now: Instant, msg: ToSfu) -> Option<
         }
         ToSfu::Unsubscribe { sid } => {
             sfu.unsubscribe(&sid);
+            None
+        }
+        ToSfu::PinLayer { sid, layer } => {
+            sfu.pin_layer(now, &sid, layer);
             None
         }
     }

@@ -108,6 +108,79 @@ impl Rewriter {
     }
 }
 
+/// VP8's own numbering, continued across a change of source like the RTP
+/// numbers: the picture id and TL0PICIDX of a new layer's first key frame
+/// follow the last ones sent. A receiver's frame buffer drops a frame
+/// whose picture id is not ahead of the last decoded one, so a layer
+/// switch without this would freeze half the time.
+#[derive(Debug, Default)]
+pub struct Vp8Ids {
+    state: Option<Vp8State>,
+}
+
+#[derive(Debug)]
+struct Vp8State {
+    source: Ssrc,
+    /// Added to the source's picture id (15 bits) and TL0PICIDX.
+    pid_offset: u16,
+    tl0_offset: u8,
+    last_pid: u16,
+    last_tl0: u8,
+}
+
+const PID_MASK: u16 = 0x7fff;
+
+/// A VP8 packet's picture id and TL0PICIDX after the rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Out {
+    pub picture_id: Option<u16>,
+    pub tl0_pic_idx: Option<u8>,
+    /// Whether they differ from the packet's own (a patch is needed).
+    pub changed: bool,
+}
+
+impl Vp8Ids {
+    /// Rewrites one packet of `source` whose descriptor carries
+    /// `picture_id` (15-bit space) and `tl0`.
+    pub fn rewrite(&mut self, source: Ssrc, picture_id: Option<u16>, tl0: Option<u8>) -> Vp8Out {
+        let s = match &mut self.state {
+            Some(s) if s.source == source => s,
+            Some(s) => {
+                // Continue one past the last sent.
+                s.source = source;
+                s.pid_offset =
+                    picture_id.map_or(0, |p| s.last_pid.wrapping_add(1).wrapping_sub(p) & PID_MASK);
+                s.tl0_offset = tl0.map_or(0, |t| s.last_tl0.wrapping_add(1).wrapping_sub(t));
+                s
+            }
+            None => self.state.insert(Vp8State {
+                source,
+                pid_offset: 0,
+                tl0_offset: 0,
+                last_pid: picture_id.unwrap_or(0),
+                last_tl0: tl0.unwrap_or(0),
+            }),
+        };
+        let pid = picture_id.map(|p| p.wrapping_add(s.pid_offset) & PID_MASK);
+        let tl0 = tl0.map(|t| t.wrapping_add(s.tl0_offset));
+        if let Some(p) = pid {
+            // Newer (in 15-bit serial arithmetic) than the last: it is the
+            // last now; a late retransmission is not.
+            if p.wrapping_sub(s.last_pid) & PID_MASK < 0x4000 {
+                s.last_pid = p;
+                if let Some(t) = tl0 {
+                    s.last_tl0 = t;
+                }
+            }
+        }
+        Vp8Out {
+            picture_id: pid,
+            tl0_pic_idx: tl0,
+            changed: s.pid_offset != 0 || s.tl0_offset != 0,
+        }
+    }
+}
+
 /// Publisher payload type → the subscriber's payload type for the same
 /// codec on one track, resolved once per publisher payload type.
 #[derive(Debug, Default)]
@@ -235,6 +308,33 @@ mod tests {
                 assert!(seen.insert(out.seq), "{} reused", out.seq);
             }
         }
+    }
+
+    #[test]
+    fn vp8_picture_ids_continue_across_a_switch() {
+        let mut v = Vp8Ids::default();
+        let (a, b) = (Ssrc::from(1), Ssrc::from(2));
+        let out = v.rewrite(a, Some(32_766), Some(250));
+        assert_eq!(
+            (out.picture_id, out.tl0_pic_idx, out.changed),
+            (Some(32_766), Some(250), false)
+        );
+        v.rewrite(a, Some(32_767), Some(251));
+        // Switch to a layer whose numbers are elsewhere: they go on from
+        // the last sent, across the 15-bit and 8-bit wraps.
+        let out = v.rewrite(b, Some(100), Some(7));
+        assert_eq!(
+            (out.picture_id, out.tl0_pic_idx, out.changed),
+            (Some(0), Some(252), true)
+        );
+        let out = v.rewrite(b, Some(101), Some(10));
+        assert_eq!((out.picture_id, out.tl0_pic_idx), (Some(1), Some(255)));
+        let out = v.rewrite(b, Some(102), Some(11));
+        assert_eq!(out.tl0_pic_idx, Some(0));
+        // A late packet of the new source does not move "last" back.
+        v.rewrite(b, Some(99), Some(6));
+        let out = v.rewrite(a, Some(5), None);
+        assert_eq!(out.picture_id, Some(3), "one past 2, not past 32_767");
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::ids::{Mid, Sid};
 use crate::limits::MAX_SSRCS_PER_PUBLISHER;
 use std::collections::VecDeque;
 use std::time::Instant;
-use str0m::media::{MediaKind, Mid as TrackMid};
+use str0m::bwe::BweKind;
+use str0m::media::{MediaKind, Mid as TrackMid, Rid};
 use str0m::net::Transmit;
 use str0m::rtp::{RtpPacket, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
@@ -20,8 +21,23 @@ pub struct Publisher {
     pub mid: Mid,
     pub tracks: Vec<UpTrack>,
     pub subscribers: Vec<SessionId>,
-    /// SSRC → index into `tracks`, learned from the first packets.
-    ssrcs: Vec<(Ssrc, usize)>,
+    /// Its offer had `a=simulcast` (its tracks are known only later).
+    pub offered_simulcast: bool,
+    /// SSRC → (track, layer) indices, learned from the first packets.
+    ssrcs: Vec<(Ssrc, usize, usize)>,
+    /// When its subscribers' layers are next chosen again.
+    pub next_allocation: Option<Instant>,
+    pub cap: Cap,
+}
+
+/// The most a publisher is told to send (REMB): what its best-served
+/// subscriber takes.
+#[derive(Debug, Default)]
+pub struct Cap {
+    /// Bits per second last sent, and when.
+    pub sent: Option<(u64, Instant)>,
+    /// Since when a lower cap than the one sent has held.
+    pub lower_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -32,6 +48,12 @@ pub struct Subscriber {
     /// Connected and given its start (a key frame, or one is coming):
     /// media is forwarded to it from then on.
     pub started: bool,
+    /// What its link carries, bits per second (str0m's TWCC estimator; a
+    /// subscriber of a publisher without simulcast has none).
+    pub estimate: Option<u64>,
+    /// The latest REMB its browser sent (a receiver's own estimate: how a
+    /// single-layer publisher is capped).
+    pub remb: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -41,12 +63,15 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn publisher(mid: Mid) -> Role {
+    pub fn publisher(mid: Mid, offered_simulcast: bool) -> Role {
         Role::Publisher(Publisher {
             mid,
+            offered_simulcast,
             tracks: Vec::new(),
             subscribers: Vec::new(),
             ssrcs: Vec::new(),
+            next_allocation: None,
+            cap: Cap::default(),
         })
     }
 
@@ -56,6 +81,8 @@ impl Role {
             publisher,
             tracks: Vec::new(),
             started: false,
+            estimate: None,
+            remb: None,
         })
     }
 }
@@ -70,6 +97,8 @@ pub enum Happening {
     Packet(RtpPacket),
     KeyframeRequest(TrackMid),
     Connected,
+    /// A subscriber's bandwidth estimate changed.
+    Estimate,
 }
 
 pub struct Session {
@@ -115,7 +144,8 @@ impl Session {
             Role::Publisher(p) => p
                 .tracks
                 .iter()
-                .filter_map(|t| t.keyframes.poll_timeout())
+                .flat_map(|t| t.layers.iter())
+                .filter_map(|l| l.keyframes.poll_timeout())
                 .min(),
             Role::Subscriber(_) => None,
         }
@@ -153,7 +183,24 @@ impl Session {
                     {
                         self.rtc.disconnect();
                     }
-                    Event::MediaAdded(m) => self.add_track(m.mid, m.kind),
+                    Event::MediaAdded(m) => {
+                        let rids: Vec<Rid> = m
+                            .simulcast
+                            .map(|s| s.recv.iter().map(|l| l.rid).collect())
+                            .unwrap_or_default();
+                        self.add_track(m.mid, m.kind, &rids)
+                    }
+                    Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                        if let Role::Subscriber(s) = &mut self.role {
+                            s.remb = Some(estimate.as_u64());
+                        }
+                    }
+                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                        if let Role::Subscriber(s) = &mut self.role {
+                            s.estimate = Some(estimate.as_u64());
+                            out(Happening::Estimate);
+                        }
+                    }
                     Event::RtpPacket(p) => out(Happening::Packet(p)),
                     Event::KeyframeRequest(r) => out(Happening::KeyframeRequest(r.mid)),
                     Event::Closed => self.rtc.disconnect(),
@@ -168,10 +215,10 @@ impl Session {
         }
     }
 
-    fn add_track(&mut self, mid: TrackMid, kind: MediaKind) {
+    fn add_track(&mut self, mid: TrackMid, kind: MediaKind, rids: &[Rid]) {
         match &mut self.role {
             Role::Publisher(p) => {
-                let t = UpTrack::new(&p.tracks, mid, kind);
+                let t = UpTrack::new(&p.tracks, mid, kind, rids);
                 p.tracks.push(t);
             }
             Role::Subscriber(s) => {
@@ -183,23 +230,33 @@ impl Session {
 }
 
 impl Publisher {
-    /// The up-track a packet of `ssrc` belongs to, learned once per SSRC
-    /// from str0m's receive streams. A new SSRC on a track becomes its
-    /// source. None: not (or no longer) a source we forward.
-    pub fn track_of(&mut self, rtc: &mut Rtc, ssrc: Ssrc) -> Option<usize> {
-        let i = match self.ssrcs.iter().find(|(s, _)| *s == ssrc) {
-            Some((_, i)) => *i,
+    /// The (track, layer) a packet of `ssrc` belongs to, learned once per
+    /// SSRC from str0m's receive streams (a simulcast layer by its rid: a
+    /// browser stops sending the rid once it has a receiver report). A new
+    /// SSRC on a layer becomes its source. None: not (or no longer) a
+    /// source we forward.
+    pub fn layer_of(&mut self, rtc: &mut Rtc, ssrc: Ssrc) -> Option<(usize, usize)> {
+        let (t, l) = match self.ssrcs.iter().find(|(s, _, _)| *s == ssrc) {
+            Some((_, t, l)) => (*t, *l),
             None => {
-                let mid = rtc.direct_api().stream_rx(&ssrc)?.mid();
-                let i = self.tracks.iter().position(|t| t.mid == mid)?;
+                let mut api = rtc.direct_api();
+                let rx = api.stream_rx(&ssrc)?;
+                let (mid, rid) = (rx.mid(), rx.rid());
+                let t = self.tracks.iter().position(|t| t.mid == mid)?;
+                let l = self.tracks[t].layers.iter().position(|l| l.rid == rid)?;
                 if self.ssrcs.len() == MAX_SSRCS_PER_PUBLISHER {
                     self.ssrcs.remove(0);
                 }
-                self.ssrcs.push((ssrc, i));
-                self.tracks[i].source = Some(ssrc);
-                i
+                self.ssrcs.push((ssrc, t, l));
+                self.tracks[t].layers[l].source = Some(ssrc);
+                (t, l)
             }
         };
-        (self.tracks[i].source == Some(ssrc)).then_some(i)
+        (self.tracks[t].layers[l].source == Some(ssrc)).then_some((t, l))
+    }
+
+    /// Whether any of its tracks is simulcast.
+    pub fn simulcast(&self) -> bool {
+        self.tracks.iter().any(|t| t.simulcast())
     }
 }

@@ -7,15 +7,17 @@
 use super::engine::Sfu;
 use super::keyframe::starts_keyframe;
 use crate::ids::{Mid, PeerId, Sid};
-use crate::ipc::FromSfu;
+use crate::ipc::{FromSfu, LayerPin};
 use crate::limits::Limits;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{
-    Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid as TrackMid,
+    Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid as TrackMid, Rid,
+    Simulcast, SimulcastLayer,
 };
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -94,7 +96,15 @@ struct Received {
     /// The first packet of a key frame.
     key: bool,
     at: Instant,
+    /// Video: the simulcast layer it came from (its frames' fill byte).
+    layer: u8,
+    /// RTP timestamp: one per frame.
+    ts: u32,
 }
+
+/// A simulcast publisher's layers: rid and bytes per 20 ms frame (low,
+/// middle, top: ~150 kbit/s, ~500 kbit/s, ~1.2 Mbit/s).
+const LAYERS: [(&str, usize); 3] = [("q", 375), ("h", 1250), ("f", 3000)];
 
 /// A str0m peer (full ICE agent) on a simulated address.
 struct Peer {
@@ -109,9 +119,21 @@ struct Peer {
     /// key-frame request with a key frame unless it sent one less than
     /// 300 ms before.
     sends: bool,
+    /// Simulcast: one encoding per entry of `LAYERS`, else one of 3 KB.
+    simulcast: bool,
     frames: u64,
-    keyframe_wanted: bool,
+    /// Per layer (one without simulcast).
+    keyframe_wanted: Vec<bool>,
     keyframes_sent: Vec<Instant>,
+    last_keyframe: Vec<Option<Instant>>,
+    /// The rid of each key-frame request (None without simulcast).
+    keyframe_rids: Vec<Option<Rid>>,
+    /// The caps (REMB) the SFU sent, bits per second.
+    caps: Vec<u64>,
+    /// Subscriber: the REMB it sends every 500 ms, as a browser's
+    /// receive-side estimator does.
+    remb: Option<u64>,
+    next_remb: Option<Instant>,
     next_frame: Option<Instant>,
     received: Vec<Received>,
     keyframe_requests: Vec<Instant>,
@@ -121,6 +143,10 @@ struct Peer {
 
 impl Peer {
     fn new(now: Instant, n: u8, dir: Direction) -> Peer {
+        Peer::with_layers(now, n, dir, false)
+    }
+
+    fn with_layers(now: Instant, n: u8, dir: Direction, simulcast: bool) -> Peer {
         let addr: SocketAddr = format!("10.0.1.{n}:5000").parse().unwrap();
         // Publishers in frame mode (str0m packetizes), subscribers in RTP
         // mode (we see every packet's header).
@@ -135,7 +161,19 @@ impl Peer {
                 MediaKind::Audio,
             ),
             (
-                api.add_media(MediaKind::Video, dir, None, None, None),
+                api.add_media(
+                    MediaKind::Video,
+                    dir,
+                    None,
+                    None,
+                    simulcast.then(|| {
+                        let mut s = Simulcast::new();
+                        for (rid, _) in LAYERS {
+                            s.add_send_layer(SimulcastLayer::new(rid));
+                        }
+                        s
+                    }),
+                ),
                 MediaKind::Video,
             ),
         ];
@@ -148,9 +186,15 @@ impl Peer {
             tracks,
             connected: false,
             sends: dir == Direction::SendOnly,
+            simulcast,
             frames: 0,
-            keyframe_wanted: true,
+            keyframe_wanted: vec![true; if simulcast { LAYERS.len() } else { 1 }],
             keyframes_sent: Vec::new(),
+            last_keyframe: vec![None; if simulcast { LAYERS.len() } else { 1 }],
+            keyframe_rids: Vec::new(),
+            caps: Vec::new(),
+            remb: None,
+            next_remb: None,
             next_frame: None,
             received: Vec::new(),
             keyframe_requests: Vec::new(),
@@ -183,34 +227,68 @@ impl Peer {
                 self.write_frame(now);
             }
         }
+        if let Some(bps) = self.remb.filter(|_| self.connected) {
+            if self.next_remb.is_none_or(|t| t <= now) {
+                self.next_remb = Some(now + Duration::from_millis(500));
+                let mid = self.video_mid();
+                if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                    rx.request_remb(Bitrate::bps(bps));
+                }
+            }
+        }
         self.drain(now);
     }
 
     fn write_frame(&mut self, now: Instant) {
         self.frames += 1;
         let ms = self.frames * 20;
-        // The VP8 payload header's first bit: 0 on a key frame.
-        let key = std::mem::take(&mut self.keyframe_wanted);
-        if key {
-            self.keyframes_sent.push(now);
-        }
+        let layers: Vec<(Option<Rid>, usize)> = if self.simulcast {
+            LAYERS
+                .iter()
+                .map(|(r, n)| (Some(Rid::from(*r)), *n))
+                .collect()
+        } else {
+            vec![(None, 3000)]
+        };
         for (mid, kind) in self.tracks.clone() {
-            let Some(writer) = self.rtc.writer(mid) else {
-                continue;
+            let encodings = match kind {
+                MediaKind::Audio => vec![(None, 60)],
+                MediaKind::Video => layers.clone(),
             };
-            let (codec, freq, data) = match kind {
-                MediaKind::Audio => (Codec::Opus, Frequency::FORTY_EIGHT_KHZ, vec![0xf8u8; 60]),
-                MediaKind::Video => (Codec::Vp8, Frequency::NINETY_KHZ, vec![!key as u8; 3000]),
-            };
-            let Some(pt) = writer
-                .payload_params()
-                .find(|p| p.spec().codec == codec)
-                .map(|p| p.pt())
-            else {
-                continue;
-            };
-            let time = MediaTime::new(ms * freq.get() as u64 / 1000, freq);
-            let _ = writer.write(pt, now, time, data);
+            for (i, (rid, size)) in encodings.into_iter().enumerate() {
+                let Some(mut writer) = self.rtc.writer(mid) else {
+                    continue;
+                };
+                let (codec, freq, data) = match kind {
+                    MediaKind::Audio => {
+                        (Codec::Opus, Frequency::FORTY_EIGHT_KHZ, vec![0xf8u8; size])
+                    }
+                    MediaKind::Video => {
+                        // The VP8 payload header's first bit: 0 on a key
+                        // frame; the rest tells the layer apart.
+                        let key = std::mem::take(&mut self.keyframe_wanted[i]);
+                        if key {
+                            self.keyframes_sent.push(now);
+                            self.last_keyframe[i] = Some(now);
+                        }
+                        let mut data = vec![0x10 + i as u8; size];
+                        data[0] = !key as u8;
+                        (Codec::Vp8, Frequency::NINETY_KHZ, data)
+                    }
+                };
+                let Some(pt) = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == codec)
+                    .map(|p| p.pt())
+                else {
+                    continue;
+                };
+                if let Some(rid) = rid {
+                    writer = writer.rid(rid);
+                }
+                let time = MediaTime::new(ms * freq.get() as u64 / 1000, freq);
+                let _ = writer.write(pt, now, time, data);
+            }
         }
     }
 
@@ -243,15 +321,25 @@ impl Peer {
                                 key: kind == MediaKind::Video
                                     && starts_keyframe(Codec::Vp8, &p.payload),
                                 at: now,
+                                layer: p.payload.last().map_or(0, |b| b.wrapping_sub(0x10)),
+                                ts: p.header.timestamp,
                             });
                         }
                     }
-                    Event::KeyframeRequest(_) => {
+                    Event::KeyframeRequest(r) => {
                         self.keyframe_requests.push(now);
-                        let last = self.keyframes_sent.last();
-                        if last.is_none_or(|k| now - *k >= Duration::from_millis(300)) {
-                            self.keyframe_wanted = true;
+                        self.keyframe_rids.push(r.rid);
+                        let i = r
+                            .rid
+                            .and_then(|rid| LAYERS.iter().position(|(x, _)| Rid::from(*x) == rid))
+                            .unwrap_or(0);
+                        let last = self.last_keyframe[i];
+                        if last.is_none_or(|k| now - k >= Duration::from_millis(300)) {
+                            self.keyframe_wanted[i] = true;
                         }
+                    }
+                    Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                        self.caps.push(estimate.as_u64());
                     }
                     _ => {}
                 },
@@ -296,6 +384,16 @@ impl Net {
     /// A publisher, answered by the SFU; its index.
     fn publish(&mut self, mid: &Mid) -> usize {
         let mut p = Peer::new(self.now, self.peers.len() as u8 + 1, Direction::SendOnly);
+        let answer = self.sfu.publish(self.now, mid.clone(), &p.offer).unwrap();
+        p.accept(&answer);
+        self.peers.push(p);
+        self.peers.len() - 1
+    }
+
+    /// A publisher sending three simulcast layers; its index.
+    fn publish_simulcast(&mut self, mid: &Mid) -> usize {
+        let n = self.peers.len() as u8 + 1;
+        let mut p = Peer::with_layers(self.now, n, Direction::SendOnly, true);
         let answer = self.sfu.publish(self.now, mid.clone(), &p.offer).unwrap();
         p.accept(&answer);
         self.peers.push(p);
@@ -700,4 +798,238 @@ fn a_subscriber_behind_a_narrow_link_disturbs_neither_the_others_nor_the_publish
         requests as u128 <= windows,
         "{requests} requests in {windows} windows"
     );
+}
+
+/// The layers a subscriber's video came from at or after `since`.
+fn layers_since(p: &Peer, since: Instant) -> Vec<u8> {
+    let mut l: Vec<u8> = p
+        .videos()
+        .filter(|r| r.at >= since)
+        .map(|r| r.layer)
+        .collect();
+    l.dedup();
+    l
+}
+
+/// Where a subscriber's video changed layer: the packet that changed it
+/// (each must start a key frame for its decoder to go on).
+fn switches(p: &Peer) -> Vec<Received> {
+    let v: Vec<&Received> = p.videos().collect();
+    v.windows(2)
+        .filter(|w| w[1].layer != w[0].layer)
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+/// Frames a subscriber could decode and the longest gap between two (a
+/// freeze), from `since` on: a frame counts from its first packet, once
+/// every packet since the last key frame or decoded frame has come.
+fn frames_since(p: &Peer, since: Instant) -> (usize, Duration) {
+    let mut seqs: Vec<&Received> = p.videos().collect();
+    seqs.sort_by_key(|r| r.seq);
+    seqs.dedup_by_key(|r| r.seq);
+    let mut frames = 0;
+    let mut last = since;
+    let mut longest = Duration::ZERO;
+    let mut whole = false;
+    let mut prev: Option<u64> = None;
+    let mut prev_ts = None;
+    for r in seqs {
+        let contiguous = prev.is_some_and(|s| r.seq == s + 1);
+        whole = r.key || (whole && contiguous);
+        prev = Some(r.seq);
+        if whole && Some(r.ts) != prev_ts {
+            prev_ts = Some(r.ts);
+            if r.at >= since {
+                frames += 1;
+                longest = longest.max(r.at.saturating_duration_since(last));
+                last = r.at;
+            }
+        }
+    }
+    (frames, longest)
+}
+
+#[test]
+fn each_subscriber_gets_the_simulcast_layer_its_link_carries() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish_simulcast(&mid);
+    let a = net.subscribe(&ids("a").1, &mid);
+    let b = net.subscribe(&ids("b").1, &mid);
+    // The top layer is ~1.2 Mbit/s, the middle ~500 kbit/s; b's link
+    // carries 400 kbit/s.
+    net.peers[b].down.rate = 400_000;
+    net.run(Duration::from_secs(15));
+    let settled = net.now - Duration::from_secs(4);
+    println!(
+        "a: {:?} switches {}; b: {:?} switches {}, frames/longest gap {:?}; caps {:?}",
+        layers_since(&net.peers[a], settled),
+        switches(&net.peers[a]).len(),
+        layers_since(&net.peers[b], settled),
+        switches(&net.peers[b]).len(),
+        frames_since(&net.peers[b], settled),
+        net.peers[p].caps.iter().rev().take(3).collect::<Vec<_>>()
+    );
+    assert_eq!(layers_since(&net.peers[a], settled), [2], "a: the top");
+    assert_eq!(layers_since(&net.peers[b], settled), [0], "b: the lowest");
+    // a was never disturbed: every packet since its first, on a clean link.
+    let (complete, n) = complete_video(&net.peers[a]);
+    assert!(complete && n > 1000, "a: {n} packets, complete {complete}");
+    // b decodes on: 50 frames a second, no freeze.
+    let (frames, longest) = frames_since(&net.peers[b], settled);
+    assert!(frames >= 180, "b decoded {frames} frames in 4 s");
+    assert!(longest < Duration::from_millis(200), "b froze {longest:?}");
+    // Every switch landed on a key frame, and numbering ran on through it.
+    for s in [a, b] {
+        for sw in switches(&net.peers[s]) {
+            assert!(sw.key, "subscriber {s}: a switch at a delta frame");
+        }
+        let v: Vec<u64> = net.peers[s].videos().map(|r| r.seq).collect();
+        assert!(v.windows(2).all(|w| w[1] != w[0]), "a number reused");
+    }
+    // Key frames were asked for per layer, never for "any layer".
+    assert!(net.peers[p].keyframe_rids.iter().all(|r| r.is_some()));
+}
+
+#[test]
+fn a_subscriber_whose_limit_is_lifted_climbs_back_to_the_top_layer() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish_simulcast(&mid);
+    let a = net.subscribe(&ids("a").1, &mid);
+    let b = net.subscribe(&ids("b").1, &mid);
+    net.peers[b].down.rate = 400_000;
+    net.run(Duration::from_secs(10));
+    assert_eq!(
+        layers_since(&net.peers[b], net.now - Duration::from_secs(2)),
+        [0]
+    );
+    // While every... only a is well served: the publisher is capped at
+    // what a takes, never below it.
+    let lifted = net.now;
+    net.peers[b].down.rate = 0;
+    let top = |n: &Net| {
+        n.peers[b]
+            .videos()
+            .last()
+            .is_some_and(|r| r.layer == 2 && r.at > lifted)
+    };
+    assert!(net.run_until(Duration::from_secs(15), top), "b stayed low");
+    println!("b back on the top layer after {:?}", net.now - lifted);
+    net.run(Duration::from_secs(2));
+    assert_eq!(
+        layers_since(&net.peers[b], net.now - Duration::from_secs(1)),
+        [2]
+    );
+    let (complete, _) = complete_video(&net.peers[a]);
+    assert!(complete, "a lost packets");
+    assert!(
+        net.peers[p].caps.iter().all(|&c| c >= 1_200_000),
+        "capped below a's layer: {:?}",
+        net.peers[p].caps
+    );
+}
+
+#[test]
+fn a_publisher_whose_subscribers_are_all_weak_is_capped_to_what_they_take() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish_simulcast(&mid);
+    let subs: Vec<usize> = (0..2)
+        .map(|i| net.subscribe(&ids(&format!("s{i}")).1, &mid))
+        .collect();
+    for &s in &subs {
+        net.peers[s].down.rate = 400_000;
+    }
+    net.run(Duration::from_secs(25));
+    let caps = &net.peers[p].caps;
+    println!("caps {caps:?}");
+    let last = *caps.last().expect("the publisher was capped");
+    // The lowest layer and audio (~175 kbit/s) with the margin; well under
+    // the ~1.85 Mbit/s of all three layers.
+    assert!((150_000..=400_000).contains(&last), "cap {last}");
+}
+
+#[test]
+fn a_pinned_layer_is_a_ceiling_the_subscriber_can_lift() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    net.publish_simulcast(&mid);
+    let (a, sid) = {
+        let sid = ids("a").1;
+        (net.subscribe(&sid, &mid), sid)
+    };
+    let on_top = |n: &Net| n.peers[a].videos().last().is_some_and(|r| r.layer == 2);
+    assert!(
+        net.run_until(Duration::from_secs(15), on_top),
+        "a never got the top"
+    );
+    // A thumbnail: the lowest layer at once, whatever the link carries.
+    net.sfu.pin_layer(net.now, &sid, Some(LayerPin::Low));
+    let pinned = net.now;
+    net.run(Duration::from_secs(3));
+    assert_eq!(
+        layers_since(&net.peers[a], pinned + Duration::from_secs(1)),
+        [0]
+    );
+    let first_low = switches(&net.peers[a])
+        .into_iter()
+        .rfind(|r| r.layer == 0)
+        .unwrap();
+    assert!(
+        first_low.at - pinned < Duration::from_millis(500),
+        "{:?}",
+        first_low.at - pinned
+    );
+    // Unpinned: back to the top (after the upgrade hold).
+    net.sfu.pin_layer(net.now, &sid, None);
+    assert!(
+        net.run_until(Duration::from_secs(15), on_top),
+        "a stayed low"
+    );
+    net.run(Duration::from_secs(2));
+    assert_eq!(
+        layers_since(&net.peers[a], net.now - Duration::from_secs(1)),
+        [2]
+    );
+    let (complete, _) = complete_video(&net.peers[a]);
+    assert!(complete, "numbering ran on through every switch");
+}
+
+#[test]
+fn a_single_layer_publisher_is_capped_at_its_subscribers_best_remb() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish(&mid);
+    let subs: Vec<usize> = (0..2)
+        .map(|i| net.subscribe(&ids(&format!("s{i}")).1, &mid))
+        .collect();
+    net.peers[subs[0]].remb = Some(300_000);
+    net.peers[subs[1]].remb = Some(200_000);
+    net.run(Duration::from_secs(8));
+    assert!(net.peers[p].caps.is_empty(), "a lower cap waits 10 s");
+    net.run(Duration::from_secs(5));
+    assert_eq!(
+        net.peers[p].caps.last(),
+        Some(&375_000),
+        "the best subscriber's REMB with 25 %"
+    );
+    // One subscriber's link recovers: the cap goes up at once.
+    let sent = net.peers[p].caps.len();
+    net.peers[subs[1]].remb = Some(4_000_000);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.peers[p].caps[sent..].last(), Some(&5_000_000));
+}
+
+#[test]
+fn a_subscriber_without_remb_leaves_its_publisher_uncapped() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish(&mid);
+    let a = net.subscribe(&ids("a").1, &mid);
+    net.subscribe(&ids("b").1, &mid);
+    net.peers[a].remb = Some(300_000);
+    net.run(Duration::from_secs(15));
+    assert!(net.peers[p].caps.is_empty(), "{:?}", net.peers[p].caps);
 }

@@ -5,55 +5,16 @@
 //! audio (video) track: tracks are matched by [`Slot`], never by mid,
 //! since both sides number their m-lines independently.
 
-use super::codec::{forwardable_extensions, subscriber_pt};
-use super::keyframe::{starts_keyframe, KeyframeCache, KeyframeRequests};
-use super::rewrite::{PtMap, Rewriter};
-use crate::limits::VIDEO_START_PATIENCE;
-use std::sync::Arc;
+use super::adapt::{Ceiling, Choice, LayerView};
+use super::codec::subscriber_pt;
+use super::layer::Layer;
+pub use super::packet::Media;
+use super::rewrite::{PtMap, Rewriter, Vp8Ids};
+use crate::limits::{MAX_LAYERS, VIDEO_START_PATIENCE};
 use std::time::Instant;
-use str0m::format::PayloadParams;
-use str0m::media::{MediaKind, Mid as TrackMid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::media::{MediaKind, Mid as TrackMid, Rid};
+use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::Rtc;
-
-/// One publisher packet as it is relayed: what every subscriber's copy is
-/// made of (the payload is shared, never copied).
-#[derive(Debug, Clone)]
-pub struct Media {
-    pub source: Ssrc,
-    /// Extended sequence number.
-    pub seq: u64,
-    pub timestamp: u32,
-    pub marker: bool,
-    /// The publisher's payload type and codec.
-    pub params: PayloadParams,
-    pub payload: Arc<[u8]>,
-    /// The header extensions worth relaying.
-    pub ext: ExtensionValues,
-    pub arrived: Instant,
-    /// It starts a key frame.
-    pub key: bool,
-}
-
-impl Media {
-    pub fn new(pkt: &RtpPacket, params: PayloadParams) -> Media {
-        Media {
-            source: pkt.header.ssrc,
-            seq: *pkt.seq_no,
-            timestamp: pkt.header.timestamp,
-            marker: pkt.header.marker,
-            params,
-            payload: pkt.payload.clone(),
-            ext: forwardable_extensions(&pkt.header.ext_vals),
-            arrived: pkt.timestamp,
-            key: starts_keyframe(params.spec().codec, &pkt.payload),
-        }
-    }
-
-    fn clock_rate(&self) -> u32 {
-        self.params.spec().clock_rate.get()
-    }
-}
 
 /// A track's place among its session's tracks: the n-th of its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,61 +33,74 @@ impl Slot {
     }
 }
 
-/// One media line a publisher sends on.
+/// One media line a publisher sends on: one layer per simulcast encoding
+/// it offered, or one.
 #[derive(Debug)]
 pub struct UpTrack {
     pub mid: TrackMid,
     pub slot: Slot,
-    /// The SSRC its media comes from now (a restarted encoder brings a
-    /// new one; packets of an older one are no longer forwarded).
-    pub source: Option<Ssrc>,
-    pub keyframes: KeyframeRequests,
-    /// The latest key frame and what followed it (video).
-    pub cache: KeyframeCache<Media>,
+    pub layers: Vec<Layer>,
 }
 
 impl UpTrack {
-    pub fn new(tracks: &[UpTrack], mid: TrackMid, kind: MediaKind) -> UpTrack {
+    /// A track added after `tracks`, receiving the encodings `rids`
+    /// (empty: not simulcast).
+    pub fn new(tracks: &[UpTrack], mid: TrackMid, kind: MediaKind, rids: &[Rid]) -> UpTrack {
+        let layers = if rids.is_empty() {
+            vec![Layer::new(None)]
+        } else {
+            rids.iter()
+                .take(MAX_LAYERS)
+                .map(|r| Layer::new(Some(*r)))
+                .collect()
+        };
         UpTrack {
             mid,
             slot: Slot::next(tracks.iter().map(|t| t.slot), kind),
-            source: None,
-            keyframes: KeyframeRequests::default(),
-            cache: KeyframeCache::default(),
+            layers,
         }
     }
 
-    /// Notes a packet on its way through: key frames seen, the cache.
-    pub fn observe(&mut self, now: Instant, m: &Media) {
-        if self.slot.kind != MediaKind::Video {
-            return;
-        }
-        if self.cache.observe(now, m.key, m.timestamp, || m.clone()) {
-            self.keyframes.on_keyframe(now);
-        }
+    /// Whether subscribers choose among several layers.
+    pub fn simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    /// The layers as the allocator sees them.
+    pub fn views(&self, now: Instant) -> Vec<LayerView> {
+        self.layers
+            .iter()
+            .map(|l| LayerView {
+                bps: l.rate.bps(),
+                active: l.active(now),
+            })
+            .collect()
     }
 }
 
-/// One media line a subscriber receives on.
+/// One media line a subscriber receives on: one layer of the publisher's
+/// track at a time.
 #[derive(Debug)]
 pub struct DownTrack {
     pub mid: TrackMid,
     pub slot: Slot,
     rewriter: Rewriter,
+    vp8: Vp8Ids,
     pts: PtMap,
-    /// Video: nothing is forwarded before a key frame starts (a decoder
-    /// can do nothing with what comes before it), or, should none be told
-    /// apart by then, before this (a codec whose key frames we do not
-    /// recognise still gets through).
-    start: Start,
-}
-
-/// Where a down-track stands before its first packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Start {
-    /// Waiting for a key frame since the first packet it was offered.
-    Waiting(Option<Instant>),
-    Started,
+    /// The layer forwarded now; None before the first packet (video waits
+    /// for a key frame: a decoder can do nothing with what comes before).
+    pub current: Option<usize>,
+    /// The layer it should receive: it becomes `current` at that layer's
+    /// next key frame (the first layer until the allocator chooses; None:
+    /// no layer is being sent).
+    pub target: Option<usize>,
+    pub choice: Choice,
+    /// The client's wish (the pin-layer request), if any.
+    pub ceiling: Option<Ceiling>,
+    /// Since when it has waited for a key frame of `target` to start; past
+    /// `VIDEO_START_PATIENCE` any packet of it will do (a codec whose key
+    /// frames we do not recognise still gets through).
+    waiting_since: Option<Instant>,
 }
 
 impl DownTrack {
@@ -135,27 +109,49 @@ impl DownTrack {
             mid,
             slot: Slot::next(tracks.iter().map(|t| t.slot), kind),
             rewriter: Rewriter::default(),
+            vp8: Vp8Ids::default(),
             pts: PtMap::default(),
-            start: match kind {
-                MediaKind::Video => Start::Waiting(None),
-                MediaKind::Audio => Start::Started,
-            },
+            // Audio has one layer and needs no key frame.
+            current: (kind == MediaKind::Audio).then_some(0),
+            target: Some(0),
+            choice: Choice::default(),
+            ceiling: None,
+            waiting_since: None,
         }
     }
 
-    /// Writes one publisher packet to the subscriber's session `rtc`.
-    /// Returns whether anything was written (not: a video packet before
-    /// the first key frame, a codec the subscriber cannot receive, or a
-    /// packet too old for its numbering).
-    pub fn write(&mut self, rtc: &mut Rtc, now: Instant, m: &Media) -> bool {
-        if let Start::Waiting(since) = self.start {
-            let since = since.unwrap_or(now);
-            if !m.key && now.saturating_duration_since(since) < VIDEO_START_PATIENCE {
-                self.start = Start::Waiting(Some(since));
-                return false;
-            }
-            self.start = Start::Started;
+    /// The layer whose key frames this track needs now: the target while
+    /// a switch (or the start) waits for one, else the current one.
+    pub fn keyframe_layer(&self) -> usize {
+        self.target.or(self.current).unwrap_or(0)
+    }
+
+    /// Whether packet `m` of layer `layer` goes to this track: a packet of
+    /// the current layer, or the first key frame of the target layer,
+    /// which makes it current.
+    pub fn accepts(&mut self, now: Instant, layer: usize, m: &Media) -> bool {
+        if self.current == Some(layer) {
+            return true;
         }
+        if self.target != Some(layer) {
+            return false;
+        }
+        let patient = self.current.is_none() && {
+            let since = *self.waiting_since.get_or_insert(now);
+            now.saturating_duration_since(since) >= VIDEO_START_PATIENCE
+        };
+        if m.key || patient {
+            self.current = Some(layer);
+            self.waiting_since = None;
+            return true;
+        }
+        false
+    }
+
+    /// Writes one publisher packet to the subscriber's session `rtc`.
+    /// Returns whether anything was written (not: a codec the subscriber
+    /// cannot receive, or a packet too old for its numbering).
+    pub fn write(&mut self, rtc: &mut Rtc, now: Instant, m: &Media) -> bool {
         let mid = self.mid;
         let pt = self.pts.get(m.params.pt(), || {
             let pt = subscriber_pt(rtc, mid, &m.params);
@@ -176,11 +172,31 @@ impl DownTrack {
         else {
             return false;
         };
+        let patch = m.vp8.and_then(|d| {
+            let ids = self.vp8.rewrite(m.source, d.picture_id(), d.tl0_pic_idx());
+            if !ids.changed {
+                return None;
+            }
+            let build = |pid: Option<u16>| {
+                let mut p = d.patch();
+                if let Some(pid) = pid {
+                    p = p.picture_id(pid);
+                }
+                if let Some(t) = ids.tl0_pic_idx {
+                    p = p.tl0_pic_idx(t);
+                }
+                p.build()
+            };
+            // A 7-bit picture id keeps its width (it wraps at 128).
+            build(ids.picture_id)
+                .or_else(|_| build(ids.picture_id.map(|p| p & 0x7f)))
+                .ok()
+        });
         let mut api = rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             return false;
         };
-        let write = RtpWrite::new(
+        let mut write = RtpWrite::new(
             pt,
             SeqNo::from(out.seq),
             out.timestamp,
@@ -190,6 +206,9 @@ impl DownTrack {
         .marker(m.marker)
         .ext_vals(m.ext.clone())
         .nackable(self.slot.kind == MediaKind::Video);
+        if let Some(p) = patch {
+            write = write.vp8_patch(p);
+        }
         tx.write_rtp(write);
         true
     }
@@ -210,7 +229,7 @@ mod tests {
         ];
         for (i, kind) in kinds.into_iter().enumerate() {
             let mid = TrackMid::from(i.to_string().as_str());
-            let t = UpTrack::new(&tracks, mid, kind);
+            let t = UpTrack::new(&tracks, mid, kind, &[]);
             tracks.push(t);
         }
         let slots: Vec<(MediaKind, usize)> =

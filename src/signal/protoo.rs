@@ -3,6 +3,7 @@
 
 use super::error::RequestError;
 use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
+use crate::ipc::LayerPin;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -96,6 +97,18 @@ pub enum Request {
         /// The subscription to close.
         sid: Sid,
     },
+    /// `layer` (a wren extension): pin the highest simulcast layer one of
+    /// the peer's own subscriptions receives, or unpin it.
+    Layer {
+        /// The stream's room.
+        rid: RoomId,
+        /// The stream subscribed to.
+        mid: Mid,
+        /// The subscription.
+        sid: Sid,
+        /// The highest layer wanted; None (`"auto"`): what the link carries.
+        layer: Option<LayerPin>,
+    },
     /// `broadcast`: relay `data` to the room's other peers, as a
     /// `broadcast` notification naming the sender.
     Broadcast {
@@ -117,6 +130,7 @@ impl Request {
             | Request::Unpublish { rid, .. }
             | Request::Subscribe { rid, .. }
             | Request::Unsubscribe { rid, .. }
+            | Request::Layer { rid, .. }
             | Request::Broadcast { rid, .. } => rid,
         }
     }
@@ -200,6 +214,23 @@ struct UnsubscribeBody {
     _sfuid: Option<Value>,
 }
 #[derive(Deserialize)]
+struct LayerBody {
+    rid: RoomId,
+    mid: Mid,
+    sid: Sid,
+    layer: LayerName,
+    #[serde(rename = "sfuid")]
+    _sfuid: Option<Value>,
+}
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum LayerName {
+    Low,
+    Medium,
+    High,
+    Auto,
+}
+#[derive(Deserialize)]
 struct BroadcastBody {
     rid: RoomId,
     data: Value,
@@ -253,6 +284,20 @@ fn decode_request(method: &str, data: Value) -> Result<Request, RequestError> {
                 rid: b.rid,
                 mid: b.mid,
                 sid: b.sid,
+            }
+        }
+        "layer" => {
+            let b: LayerBody = body(data)?;
+            Request::Layer {
+                rid: b.rid,
+                mid: b.mid,
+                sid: b.sid,
+                layer: match b.layer {
+                    LayerName::Low => Some(LayerPin::Low),
+                    LayerName::Medium => Some(LayerPin::Medium),
+                    LayerName::High => Some(LayerPin::High),
+                    LayerName::Auto => None,
+                },
             }
         }
         "broadcast" => {

@@ -33,6 +33,9 @@ usage: wren-bench [OPTIONS]
   --fps N              media: send each publisher's load as N frames a
                        second, a burst of packets each, as a camera does
                        (default 0: packets evenly spaced)
+  --simulcast          media: publishers send three simulcast layers (the
+                       test kit's, ~1.85 Mbit/s in all; --bitrate, --packet-size
+                       and --fps do not apply); subscribers' loss is not counted
   --seconds SECS       length of each load window (default 5)
   --tries N            first-frame: attempts (default 5)
   --json FILE          also write the results as JSON";
@@ -52,6 +55,7 @@ struct Opts {
     bitrate_kbps: u64,
     packet_size: usize,
     fps: u32,
+    simulcast: bool,
     seconds: f64,
     tries: usize,
     json: Option<PathBuf>,
@@ -83,6 +87,7 @@ fn parse() -> Result<Opts, String> {
         bitrate_kbps: 1000,
         packet_size: 1000,
         fps: 0,
+        simulcast: false,
         seconds: 5.0,
         tries: 5,
         json: None,
@@ -109,6 +114,7 @@ fn parse() -> Result<Opts, String> {
             "--bitrate" => o.bitrate_kbps = num(v()?)? as u64,
             "--packet-size" => o.packet_size = num(v()?)? as usize,
             "--fps" => o.fps = num(v()?)? as u32,
+            "--simulcast" => o.simulcast = true,
             "--seconds" => o.seconds = num(v()?)?,
             "--tries" => o.tries = num(v()?)? as usize,
             "--json" => o.json = Some(v()?.into()),
@@ -235,19 +241,25 @@ fn bench(o: &Opts) -> Result<(), String> {
             bps: o.bitrate_kbps * 1000,
             size: o.packet_size,
             fps: o.fps,
+            simulcast: o.simulcast,
         };
         let r = scenarios::media(target, load, o.seconds)?;
         let pacing = match r.fps {
             0 => "evenly spaced".to_string(),
             fps => format!("{fps} frames/s"),
         };
-        rows.push((
+        let title = if r.simulcast {
+            format!(
+                "media: {} simulcast publishers (150/500/1200 kbps layers, 50 frames/s) x {} subscribers",
+                r.publishers, r.subscribers
+            )
+        } else {
             format!(
                 "media: {} publishers x {} subscribers, {} kbps, {} B packets, {pacing}",
                 r.publishers, r.subscribers, r.bitrate_kbps, r.packet_size
-            ),
-            String::new(),
-        ));
+            )
+        };
+        rows.push((title, String::new()));
         rows.push((
             "  offered / forwarded / delivered".into(),
             format!(

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use serde_json::json;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use wren_testkit::peer::{run_all, run_until, Peer};
 use wren_testkit::procfs;
@@ -171,6 +171,8 @@ pub struct MediaReport {
     pub packet_size: usize,
     /// Frames a second of each publisher (0: packets evenly spaced).
     pub fps: u32,
+    /// The publishers sent simulcast (the test kit's three layers).
+    pub simulcast: bool,
     pub seconds: f64,
     /// Packets the publishers sent times the subscribers of each, per second.
     pub offered_pps: f64,
@@ -232,6 +234,8 @@ pub struct MediaLoad {
     pub size: usize,
     /// Frames a second, each a burst of packets (0: packets evenly spaced).
     pub fps: u32,
+    /// Publishers send the test kit's three simulcast layers instead.
+    pub simulcast: bool,
 }
 
 /// P publishers send `bps` of `size`-byte RTP packets; S subscribers each
@@ -243,6 +247,7 @@ pub fn media(t: Target, load: MediaLoad, seconds: f64) -> Result<MediaReport, St
         bps,
         size,
         fps,
+        simulcast,
     } = load;
     let sfu_pids = procfs::children(t.pid);
     let sfu_rss_idle_kib = sfus_rss(&sfu_pids);
@@ -254,7 +259,11 @@ pub fn media(t: Target, load: MediaLoad, seconds: f64) -> Result<MediaReport, St
         for i in 0..publishers {
             let mut c = Session::connect(t.http, &format!("pub-{i}")).await?;
             c.ok("join", json!({"rid": rid})).await?;
-            let mut p = Peer::load_publisher(bps, size, fps);
+            let mut p = if simulcast {
+                Peer::simulcast_publisher_at(Ipv4Addr::LOCALHOST.into())
+            } else {
+                Peer::load_publisher(bps, size, fps)
+            };
             let (a, _) = c.ok("publish", publish_data(rid, &p)).await?;
             p.accept_answer(a["jsep"]["sdp"].as_str().unwrap_or_default());
             mids.push(a["mid"].clone());
@@ -366,7 +375,10 @@ pub fn media(t: Target, load: MediaLoad, seconds: f64) -> Result<MediaReport, St
         offered_pps: offered / elapsed,
         forwarded_pps: fwd as f64 / fwd_secs,
         delivered_pps: recv as f64 / elapsed,
-        loss_percent: if offered > 0.0 {
+        simulcast,
+        // A simulcast publisher counts frames, not packets, and each
+        // subscriber gets one of its layers: no loss figure.
+        loss_percent: if offered > 0.0 && !simulcast {
             (100.0 * (1.0 - recv as f64 / offered)).max(0.0)
         } else {
             0.0

@@ -3,24 +3,34 @@
 //! VP8 frames (str0m packetizes), or, for load, RTP packets of a given size
 //! at a given bitrate. A subscriber counts what it receives.
 
-use std::net::{SocketAddr, UdpSocket};
+use crate::video::VideoPacket;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{
+    Direction, Frequency, MediaKind, MediaTime, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use wren::sfu::keyframe::starts_keyframe;
 
+/// A simulcast publisher's layers: rid and bytes per 20 ms frame (low,
+/// middle, top: ~150 kbit/s, ~500 kbit/s, ~1.2 Mbit/s). Each frame's bytes
+/// after the first are `0x10 + layer`, so a subscriber can tell which layer
+/// it receives.
+pub const LAYERS: [(&str, usize); 3] = [("q", 375), ("h", 1250), ("f", 3000)];
+
 /// What a publisher sends.
 #[derive(Debug, Clone, Copy)]
 enum Sending {
     Nothing,
-    /// A 3 KB VP8 frame and a 60 B Opus frame every `every` (20 ms: a
-    /// camera at 50 frames a second).
+    /// A 3 KB VP8 frame (or one per simulcast layer) and a 60 B Opus
+    /// frame every `every` (20 ms: a camera at 50 frames a second).
     Frames {
         every: Duration,
+        simulcast: bool,
     },
     /// RTP packets of `size` payload bytes at `bps` on the video track:
     /// evenly spaced (`fps` 0), or as `fps` frames a second, each a burst
@@ -61,11 +71,14 @@ pub struct Peer {
     pub first_video_packet: Option<Instant>,
     /// Whether the first video packet received started a key frame.
     pub first_video_key: Option<bool>,
+    /// Every video packet received, when recording (see
+    /// [`Peer::record_video`]).
+    pub video_log: Option<Vec<VideoPacket>>,
     /// Frames publisher: the next frame is a key frame (the first, and one
     /// asked for). Like Chrome, a request less than 300 ms after the last
     /// key frame is ignored.
-    keyframe_wanted: bool,
-    last_keyframe: Option<Instant>,
+    keyframe_wanted: [bool; LAYERS.len()],
+    last_keyframe: [Option<Instant>; LAYERS.len()],
     sending: Sending,
     next_send: Option<Instant>,
     start: Instant,
@@ -85,7 +98,30 @@ impl Peer {
     /// A publisher that sends a frame of each kind every `every`: a
     /// lighter load, for many publishers under an emulator.
     pub fn publisher_every(every: Duration) -> Peer {
-        Peer::new(false, Direction::SendOnly, Sending::Frames { every })
+        let sending = Sending::Frames {
+            every,
+            simulcast: false,
+        };
+        Peer::new(false, Direction::SendOnly, sending)
+    }
+
+    /// A publisher of three simulcast layers ([`LAYERS`]) on `ip`, as
+    /// Chrome sends them with three `sendEncodings`.
+    pub fn simulcast_publisher_at(ip: IpAddr) -> Peer {
+        let sending = Sending::Frames {
+            every: Duration::from_millis(20),
+            simulcast: true,
+        };
+        let config = Rtc::builder().set_rtp_mode(false);
+        Peer::build(config, ip, Direction::SendOnly, sending)
+    }
+
+    /// A subscriber on `ip` that records every video packet.
+    pub fn recording_subscriber_at(ip: IpAddr) -> Peer {
+        let config = Rtc::builder().set_rtp_mode(true);
+        let mut p = Peer::build(config, ip, Direction::RecvOnly, Sending::Nothing);
+        p.video_log = Some(Vec::new());
+        p
     }
 
     /// A publisher of load: `size`-byte RTP payloads at `bps` bits/s,
@@ -139,7 +175,13 @@ impl Peer {
     }
 
     fn with_config(config: RtcConfig, dir: Direction, sending: Sending) -> Peer {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
+        Peer::build(config, Ipv4Addr::LOCALHOST.into(), dir, sending)
+    }
+
+    /// A peer whose socket is bound on `ip` (in the network namespace of
+    /// the calling thread).
+    fn build(config: RtcConfig, ip: IpAddr, dir: Direction, sending: Sending) -> Peer {
+        let socket = UdpSocket::bind((ip, 0)).expect("UDP socket");
         socket.set_nonblocking(true).expect("non-blocking");
         let local = socket.local_addr().expect("bound");
         let now = Instant::now();
@@ -147,13 +189,27 @@ impl Peer {
         rtc.add_local_candidate(Candidate::host(local, "udp").expect("host candidate"));
         let mut api = rtc.sdp_api();
         // Our own m-lines: str0m reports MediaAdded only for remote ones.
+        let simulcast = matches!(
+            sending,
+            Sending::Frames {
+                simulcast: true,
+                ..
+            }
+        )
+        .then(|| {
+            let mut s = Simulcast::new();
+            for (rid, _) in LAYERS {
+                s.add_send_layer(SimulcastLayer::new(rid));
+            }
+            s
+        });
         let tracks = vec![
             (
                 api.add_media(MediaKind::Audio, dir, None, None, None),
                 MediaKind::Audio,
             ),
             (
-                api.add_media(MediaKind::Video, dir, None, None, None),
+                api.add_media(MediaKind::Video, dir, None, None, simulcast),
                 MediaKind::Video,
             ),
         ];
@@ -174,8 +230,9 @@ impl Peer {
             first_keyframe_request: None,
             first_video_packet: None,
             first_video_key: None,
-            keyframe_wanted: true,
-            last_keyframe: None,
+            video_log: None,
+            keyframe_wanted: [true; LAYERS.len()],
+            last_keyframe: [None; LAYERS.len()],
             sending,
             next_send: None,
             start: now,
@@ -271,7 +328,7 @@ impl Peer {
         }
         let interval = match self.sending {
             Sending::Nothing => return,
-            Sending::Frames { every } => every,
+            Sending::Frames { every, .. } => every,
             Sending::Load { bps, size, fps } => match fps {
                 0 => Duration::from_nanos((size as u64 * 8 * 1_000_000_000) / bps.max(1)),
                 fps => Duration::from_nanos(1_000_000_000 / fps as u64),
@@ -284,7 +341,7 @@ impl Peer {
             due += interval;
             budget -= 1;
             match self.sending {
-                Sending::Frames { .. } => self.write_frames(now),
+                Sending::Frames { simulcast, .. } => self.write_frames(now, simulcast),
                 Sending::Load { bps, size, fps } => {
                     // One packet, or a frame's worth with one timestamp.
                     let n = match fps {
@@ -294,9 +351,9 @@ impl Peer {
                     let ts = ((now - self.start).as_micros() as u64 * 90 / 1000) as u32;
                     // Its first packet starts a key frame when one is due
                     // (the first, and one asked for), as a camera's would.
-                    let key = std::mem::take(&mut self.keyframe_wanted);
+                    let key = std::mem::take(&mut self.keyframe_wanted[0]);
                     if key {
-                        self.last_keyframe = Some(now);
+                        self.last_keyframe[0] = Some(now);
                     }
                     for i in 0..n {
                         self.write_load(now, size, ts, key && i == 0, i + 1 == n);
@@ -308,37 +365,58 @@ impl Peer {
         self.next_send = Some(if due <= now { now + interval } else { due });
     }
 
-    fn write_frames(&mut self, now: Instant) {
+    fn write_frames(&mut self, now: Instant, simulcast: bool) {
         self.sent += 1;
         let n = self.sent;
         let elapsed = now - self.start;
-        let key = std::mem::take(&mut self.keyframe_wanted);
-        if key {
-            self.last_keyframe = Some(now);
-        }
+        let layers: Vec<(Option<Rid>, usize)> = if simulcast {
+            LAYERS
+                .iter()
+                .map(|(r, n)| (Some(Rid::from(*r)), *n))
+                .collect()
+        } else {
+            vec![(None, 3000)]
+        };
         for (mid, kind) in self.tracks.clone() {
-            let Some(writer) = self.rtc.writer(mid) else {
-                continue;
+            let encodings = match kind {
+                MediaKind::Audio => vec![(None, 60)],
+                MediaKind::Video => layers.clone(),
             };
-            let (codec, freq, data) = match kind {
-                MediaKind::Audio => (Codec::Opus, Frequency::FORTY_EIGHT_KHZ, vec![0xf8u8; 60]),
-                // A 3 KB "frame": several RTP packets. The VP8 payload
-                // header's first bit is 0 on a key frame.
-                MediaKind::Video => {
-                    let mut d = vec![!key as u8; 3000];
-                    d[1] = n as u8;
-                    (Codec::Vp8, Frequency::NINETY_KHZ, d)
+            for (i, (rid, size)) in encodings.into_iter().enumerate() {
+                let Some(mut writer) = self.rtc.writer(mid) else {
+                    continue;
+                };
+                let (codec, freq, data) = match kind {
+                    MediaKind::Audio => {
+                        (Codec::Opus, Frequency::FORTY_EIGHT_KHZ, vec![0xf8u8; size])
+                    }
+                    // A "frame" of several RTP packets. The VP8 payload
+                    // header's first bit is 0 on a key frame; the fill
+                    // tells the layer.
+                    MediaKind::Video => {
+                        let key = std::mem::take(&mut self.keyframe_wanted[i]);
+                        if key {
+                            self.last_keyframe[i] = Some(now);
+                        }
+                        let mut d = vec![0x10 + i as u8; size];
+                        d[0] = !key as u8;
+                        d[1] = n as u8;
+                        (Codec::Vp8, Frequency::NINETY_KHZ, d)
+                    }
+                };
+                let Some(pt) = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == codec)
+                    .map(|p| p.pt())
+                else {
+                    continue;
+                };
+                if let Some(rid) = rid {
+                    writer = writer.rid(rid);
                 }
-            };
-            let Some(pt) = writer
-                .payload_params()
-                .find(|p| p.spec().codec == codec)
-                .map(|p| p.pt())
-            else {
-                continue;
-            };
-            let ticks = elapsed.as_micros() as u64 * freq.get() as u64 / 1_000_000;
-            let _ = writer.write(pt, now, MediaTime::new(ticks, freq), data);
+                let ticks = elapsed.as_micros() as u64 * freq.get() as u64 / 1_000_000;
+                let _ = writer.write(pt, now, MediaTime::new(ticks, freq), data);
+            }
         }
     }
 
@@ -392,6 +470,16 @@ impl Peer {
                                 pts.push(pt);
                             }
                             self.received_bytes += p.payload.len() as u64;
+                            if let (MediaKind::Video, Some(log)) = (kind, &mut self.video_log) {
+                                log.push(VideoPacket {
+                                    seq: *p.seq_no,
+                                    timestamp: p.header.timestamp,
+                                    key: starts_keyframe(Codec::Vp8, &p.payload),
+                                    layer: p.payload.last().map_or(0, |b| b.wrapping_sub(0x10)),
+                                    bytes: p.payload.len(),
+                                    at: now,
+                                });
+                            }
                             if kind == MediaKind::Video && self.first_video_packet.is_none() {
                                 self.first_video_packet = Some(now);
                                 self.first_video_key =
@@ -399,12 +487,17 @@ impl Peer {
                             }
                         }
                     }
-                    Event::KeyframeRequest(_) => {
+                    Event::KeyframeRequest(r) => {
                         self.keyframe_requests += 1;
                         self.first_keyframe_request.get_or_insert(now);
                         let quiet = Duration::from_millis(300);
-                        if self.last_keyframe.is_none_or(|k| now - k >= quiet) {
-                            self.keyframe_wanted = true;
+                        // A request names its simulcast layer by rid.
+                        let i = r
+                            .rid
+                            .and_then(|rid| LAYERS.iter().position(|(x, _)| Rid::from(*x) == rid))
+                            .unwrap_or(0);
+                        if self.last_keyframe[i].is_none_or(|k| now - k >= quiet) {
+                            self.keyframe_wanted[i] = true;
                         }
                     }
                     _ => {}

@@ -2,7 +2,7 @@
 //! only, or a lone SFU) and waiting until it can carry calls.
 
 use crate::http::{http_get, sfus_up};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -64,14 +64,27 @@ impl Server {
         server
     }
 
+    /// Starts `wren` listening (HTTP, WebSocket and media) on `ip`, in the
+    /// network namespace of the calling thread (a child inherits it: see
+    /// `netlab::Lab::enter`), and waits until it can carry calls.
+    pub fn start_on(ip: IpAddr) -> Server {
+        let server = Server::spawn_on(ip, &[], None);
+        server.wait_healthy();
+        server
+    }
+
     fn spawn_logged(extra: &[&str], log: Option<&Path>) -> Server {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        Server::spawn_on(Ipv4Addr::LOCALHOST.into(), extra, log)
+    }
+
+    fn spawn_on(ip: IpAddr, extra: &[&str], log: Option<&Path>) -> Server {
+        let http = SocketAddr::new(ip, free_tcp_port());
         let media_port = free_udp_port();
         let mut args = vec![
             "--listen".to_string(),
             http.to_string(),
             "--media-ip".into(),
-            "127.0.0.1".into(),
+            ip.to_string(),
             "--media-port".into(),
             media_port.to_string(),
         ];
@@ -199,14 +212,20 @@ pub fn runner() -> &'static [String] {
         if native {
             return Vec::new();
         }
-        let elf = std::fs::read(&bin).expect("the wren binary is readable");
-        let qemu = match elf.get(18..20) {
-            Some([0xb7, 0]) => "qemu-aarch64 -L /usr/aarch64-linux-gnu",
-            Some([0x28, 0]) => "qemu-arm -L /usr/arm-linux-gnueabihf",
-            other => panic!("wren is built for an unknown machine {other:?}"),
-        };
-        qemu.split_whitespace().map(String::from).collect()
+        qemu_for(&bin)
     })
+}
+
+/// The QEMU user emulation that runs `bin`, a binary built for another
+/// machine (aarch64 or armv7), named by its ELF header.
+pub fn qemu_for(bin: &str) -> Vec<String> {
+    let elf = std::fs::read(bin).unwrap_or_else(|e| panic!("{bin} is not readable: {e}"));
+    let qemu = match elf.get(18..20) {
+        Some([0xb7, 0]) => "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+        Some([0x28, 0]) => "qemu-arm -L /usr/arm-linux-gnueabihf",
+        other => panic!("{bin} is built for an unknown machine {other:?}"),
+    };
+    qemu.split_whitespace().map(String::from).collect()
 }
 
 /// The wren binary under test: `WREN_BIN` (e.g. a release build, to

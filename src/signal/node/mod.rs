@@ -350,6 +350,12 @@ impl Node {
             Request::Unpublish { rid, mid } => self.unpublish(&uid, &rid, &mid),
             Request::Subscribe { rid, mid, offer } => self.subscribe(now, asker(rid), mid, offer),
             Request::Unsubscribe { rid, mid, sid } => self.unsubscribe(&uid, &rid, &mid, &sid),
+            Request::Layer {
+                rid,
+                mid,
+                sid,
+                layer,
+            } => self.pin_layer(&uid, &rid, &mid, &sid, layer),
             Request::Broadcast { rid, data } => {
                 let note = protoo::notification(
                     "broadcast",

@@ -6,7 +6,7 @@
 use super::access::TokenBucket;
 use super::{ConnId, Effect, Node, Now, Outcome, Reply, SfuSlot};
 use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
-use crate::ipc::{CallId, SfuStats, ToSfu};
+use crate::ipc::{CallId, LayerPin, SfuStats, ToSfu};
 use crate::limits::*;
 use crate::signal::error::RequestError;
 use crate::signal::protoo::{self, Minfo, RequestId};
@@ -241,6 +241,34 @@ impl Node {
             return Err(RequestError::NotOwner);
         }
         self.close_subscription(i);
+        Ok(Outcome::Ok)
+    }
+
+    /// Pins the highest layer of one of the peer's own subscriptions (the
+    /// same checks as `unsubscribe`); its SFU does the rest.
+    pub(super) fn pin_layer(
+        &mut self,
+        uid: &PeerId,
+        rid: &RoomId,
+        mid: &Mid,
+        sid: &Sid,
+        layer: Option<LayerPin>,
+    ) -> Reply {
+        let sub = self
+            .subs
+            .iter()
+            .find(|s| &s.sid == sid && &s.mid == mid && &s.rid == rid)
+            .ok_or(RequestError::NoSuchSubscription)?;
+        if &sub.uid != uid {
+            return Err(RequestError::NotOwner);
+        }
+        self.effects.push_back(Effect::Sfu {
+            sfu: sub.sfu,
+            msg: ToSfu::PinLayer {
+                sid: sid.clone(),
+                layer,
+            },
+        });
         Ok(Outcome::Ok)
     }
 

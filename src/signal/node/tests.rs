@@ -4,7 +4,7 @@ use super::tables::PendingCall;
 use super::tables::{Peer, Room, Stream, Subscription};
 use super::*;
 use crate::ids::{Mid, RoomId, Sid};
-use crate::ipc::{FromSfu, SfuError};
+use crate::ipc::{FromSfu, LayerPin, SfuError};
 use crate::signal::token::TokenError;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -424,6 +424,55 @@ fn subscribe_and_unsubscribe_go_to_the_stream_sfu() {
         json!({"rid": "r1", "mid": mid, "sid": sid}),
     );
     assert_eq!(error_code(&again, 2), 404);
+    let gone = h.req(
+        2,
+        "layer",
+        json!({"rid": "r1", "mid": mid, "sid": sid, "layer": "low"}),
+    );
+    assert_eq!(
+        error_code(&gone, 2),
+        404,
+        "no layer for a closed subscription"
+    );
+}
+
+#[test]
+fn a_subscriber_pins_the_layer_of_its_own_subscriptions_only() {
+    let mut h = Harness::alice_and_bob_in_r1(1);
+    let mid = h.publish(1, "r1");
+    let fx = h.req(
+        2,
+        "subscribe",
+        json!({"rid": "r1", "mid": mid, "jsep": {"type": "offer", "sdp": "v=0"}}),
+    );
+    let (sfu, call) = sfu_call(&fx);
+    h.node.sfu_message(
+        h.now,
+        sfu,
+        FromSfu::Answer {
+            call,
+            sdp: "v=0\r\nS".into(),
+        },
+    );
+    let sid = response_to(&h.effects(), 2)["data"]["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pin = |layer: &str| json!({"rid": "r1", "mid": mid, "sid": sid, "layer": layer});
+    assert_eq!(error_code(&h.req(1, "layer", pin("low")), 1), 403);
+    assert_eq!(error_code(&h.req(2, "layer", pin("tiny")), 2), 400);
+    let fx = h.req(2, "layer", pin("low"));
+    assert_eq!(response_to(&fx, 2)["ok"], true);
+    let sid = Sid::parse(&sid).unwrap();
+    assert_eq!(
+        sfu_msgs(&fx),
+        vec![ToSfu::PinLayer {
+            sid: sid.clone(),
+            layer: Some(LayerPin::Low)
+        }]
+    );
+    let fx = h.req(2, "layer", pin("auto"));
+    assert_eq!(sfu_msgs(&fx), vec![ToSfu::PinLayer { sid, layer: None }]);
 }
 
 #[test]

@@ -1,0 +1,116 @@
+//! A publisher track's layers: one per simulcast encoding (`rid`), or a
+//! single one for a publisher that sends one encoding. Each layer is its
+//! own RTP stream with its own key frames, so each has its own key-frame
+//! requests and cache, and a measured bitrate by which the layers are
+//! ranked (never by their rid names, which are the client's choice).
+
+use super::keyframe::{KeyframeCache, KeyframeRequests};
+use super::packet::Media;
+use crate::limits::{LAYER_IDLE, RATE_WINDOW};
+use std::time::Instant;
+use str0m::media::Rid;
+use str0m::rtp::Ssrc;
+
+/// One encoding of a publisher's track.
+#[derive(Debug)]
+pub struct Layer {
+    /// None: the track is not simulcast.
+    pub rid: Option<Rid>,
+    /// The SSRC its media comes from now (a restarted encoder brings a
+    /// new one; packets of an older one are no longer forwarded).
+    pub source: Option<Ssrc>,
+    pub keyframes: KeyframeRequests,
+    /// The latest key frame and what followed it (video).
+    pub cache: KeyframeCache<Media>,
+    pub rate: RateMeter,
+}
+
+impl Layer {
+    pub fn new(rid: Option<Rid>) -> Layer {
+        Layer {
+            rid,
+            source: None,
+            keyframes: KeyframeRequests::default(),
+            cache: KeyframeCache::default(),
+            rate: RateMeter::default(),
+        }
+    }
+
+    /// Notes a packet on its way through: its bytes, key frames seen, the
+    /// cache (video).
+    pub fn observe(&mut self, now: Instant, m: &Media, video: bool) {
+        self.rate.add(now, m.payload.len());
+        if video && self.cache.observe(now, m.key, m.timestamp, || m.clone()) {
+            self.keyframes.on_keyframe(now);
+        }
+    }
+
+    /// Whether the publisher sends it now (a browser stops its upper
+    /// layers when its own uplink or our cap is short).
+    pub fn active(&self, now: Instant) -> bool {
+        self.rate
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    }
+}
+
+/// A layer's bitrate, measured over windows of `RATE_WINDOW`. The last
+/// figure is kept when the layer stops: what it will cost if it resumes.
+#[derive(Debug, Default)]
+pub struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    /// Bits per second; 0 until the first window ends.
+    bps: u64,
+    last: Option<Instant>,
+}
+
+impl RateMeter {
+    pub fn add(&mut self, now: Instant, bytes: usize) {
+        self.last = Some(now);
+        let start = *self.window_start.get_or_insert(now);
+        self.bytes += bytes as u64;
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            let sample = self.bytes * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
+            // Smoothed over about two windows: key frames come in bursts.
+            self.bps = if self.bps == 0 {
+                sample
+            } else {
+                (self.bps + sample) / 2
+            };
+            self.window_start = Some(now);
+            self.bytes = 0;
+        }
+    }
+
+    /// Bits per second (payload), 0 if not measured yet.
+    pub fn bps(&self) -> u64 {
+        self.bps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_rate_is_measured_per_window_and_kept_when_the_layer_stops() {
+        let t0 = Instant::now();
+        let mut r = RateMeter::default();
+        // 1250 bytes every 10 ms: 1 Mbit/s.
+        for i in 0..=100 {
+            r.add(t0 + Duration::from_millis(10 * i), 1250);
+        }
+        let bps = r.bps();
+        assert!((950_000..=1_100_000).contains(&bps), "{bps}");
+        // It stops: the figure stays, the layer is idle.
+        let mut l = Layer::new(None);
+        l.rate = r;
+        let later = t0 + Duration::from_secs(1) + LAYER_IDLE;
+        assert!(!l.active(later));
+        assert_eq!(l.rate.bps(), bps);
+        assert!(l.active(t0 + Duration::from_millis(1100)));
+    }
+}
