@@ -101,13 +101,7 @@ test('Firefox and Chromium call each other through wren: VP8 and Opus both ways'
 
 test('Firefox mutes and stops its camera without renegotiating: Chromium gets silence, then no frames, then both back', { timeout: 90_000 }, lab.diagnosed(async () => {
   const room = `ff-controls-${process.pid}`;
-  // One layer here: Firefox starts its simulcast layers one by one as its
-  // bandwidth estimate grows, and today's SFU switches a subscriber to each
-  // new layer without asking for a key frame, so the subscriber freezes for
-  // seconds at a time until its own key-frame request (measured; README
-  // "Browser matrix"). Per-subscriber layer selection replaces that; what is
-  // tested here is the client's mute and camera off in Firefox.
-  await firefox.goto(lab.pageUrl(room, 'firefox-controls', { simulcast: '0' }));
+  await firefox.goto(lab.pageUrl(room, 'firefox-controls'));
   const firefoxMid = await published(firefox, 'firefox');
   await chromium.goto(lab.pageUrl(room, 'chromium-controls', { publish: '0' }));
   await mediaFrom(chromium, firefoxMid, 'chromium');
