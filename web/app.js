@@ -38,6 +38,14 @@ const SIMULCAST_LAYERS = [
 // The tile grid: tiles keep this aspect and the gap between them (px).
 const TILE_ASPECT = 16 / 9;
 const TILE_GAP = 8;
+// The highest simulcast layer worth receiving for a tile this many device
+// pixels wide (the wren `layer` request, PROTOCOL.md): a 720p camera's
+// layers are 320, 640 and 1280 wide, so a thumbnail needs no more than the
+// lowest. Above the last width the SFU chooses by the link alone ("auto").
+const LAYER_FOR_WIDTH = [
+  { maxWidth: 400, layer: 'low' },
+  { maxWidth: 800, layer: 'medium' },
+];
 
 const wren = {
   state: 'idle', // 'idle' | 'connecting' | 'joined'
@@ -555,6 +563,7 @@ async function subscribe(pub) {
   const tile = ui.addTile(pub.mid, screen ? `${pub.uid} (screen)` : pub.uid, { local: false, screen });
   const sub = {
     mid: pub.mid, uid: pub.uid, pc, sid: null, answeredAt: null, firstFrameAt: null, tile, inbound: true, prevFrames: null,
+    screen, video: Boolean(pub.minfo?.video), layer: 'auto', // layer: the highest one asked for
   };
   wren.subs.set(pub.mid, sub);
   if (pub.minfo?.audio) pc.addTransceiver('audio', { direction: 'recvonly' });
@@ -565,6 +574,7 @@ async function subscribe(pub) {
       ui.attach(tile.video, new MediaStream([track]));
       tile.video.requestVideoFrameCallback(() => {
         sub.firstFrameAt = performance.now();
+        pinLayer(sub);
       });
     } else {
       // Audio gets an element of its own: the video element stays muted, and
@@ -590,6 +600,25 @@ async function subscribe(pub) {
     closeSub(pub.mid);
     fail(err);
   }
+}
+
+// Asks the SFU for no larger a layer than the subscription's tile shows
+// (only when that changes). A screen share is one full-size layer: left alone.
+// Only once video is flowing: this SFU forgets a pin that arrives before the
+// subscription's media started (measured: one sent right after the
+// subscribe answer was lost, the same one sent later held); until then the
+// SFU starts every subscriber on its lowest layer anyway.
+function pinLayer(sub) {
+  if (!sub.sid || !sub.video || sub.screen || sub.firstFrameAt === null || wren.state !== 'joined') return;
+  const width = sub.tile.el.getBoundingClientRect().width * (window.devicePixelRatio || 1);
+  if (width === 0) return;
+  const layer = LAYER_FOR_WIDTH.find((step) => width <= step.maxWidth)?.layer ?? 'auto';
+  if (layer === sub.layer) return;
+  sub.layer = layer;
+  wren.signaling.request('layer', { rid: wren.rid, mid: sub.mid, sid: sub.sid, layer }).catch((err) => {
+    // Gone meanwhile (404): nothing to pin.
+    if (wren.subs.get(sub.mid) === sub) fail(err);
+  });
 }
 
 // The server has closed (or will close) the subscription itself: on
@@ -849,6 +878,7 @@ const ui = {
     ui.videos.style.setProperty('--tile-w', `${tileWidth}px`);
     ui.videos.style.setProperty('--tile-h', `${Math.floor(tileWidth / TILE_ASPECT)}px`);
     ui.videos.style.setProperty('--gap', `${TILE_GAP}px`);
+    for (const sub of wren.subs.values()) pinLayer(sub);
   },
 
   attach(media, stream) {
