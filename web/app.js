@@ -609,7 +609,8 @@ async function subscribe(pub) {
 // subscribe answer was lost, the same one sent later held); until then the
 // SFU starts every subscriber on its lowest layer anyway.
 function pinLayer(sub) {
-  if (!sub.sid || !sub.video || sub.screen || sub.firstFrameAt === null || wren.state !== 'joined') return;
+  // No signaling: the socket closed and cleanup is removing the tiles (each removal relays out).
+  if (!sub.sid || !sub.video || sub.screen || sub.firstFrameAt === null || !wren.signaling) return;
   const width = sub.tile.el.getBoundingClientRect().width * (window.devicePixelRatio || 1);
   if (width === 0) return;
   const layer = LAYER_FOR_WIDTH.find((step) => width <= step.maxWidth)?.layer ?? 'auto';
