@@ -6,6 +6,8 @@ set -euo pipefail
 want=(gcc make pkg-config ca-certificates)
 if [ "${1:-}" = "test" ]; then
     want+=(chromium fonts-liberation systemd jq)
+    # The Firefox browser tests: Debian's Firefox, run in network namespaces (ip netns).
+    want+=(firefox-esr iproute2)
     # The ARM stage: cross gcc and QEMU user emulation.
     want+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf
         libc6-dev-armhf-cross qemu-user)

@@ -2,7 +2,7 @@
 # Sets up a fresh Debian machine and runs every test of wren, fast tier
 # first (formatting, the declared rust-version, lints, docs, unit tests),
 # then the slow one: end-to-end tests against the real binary (WebSockets,
-# str0m peers, SFU processes), the headless-Chromium call tests, the shipped
+# str0m peers, SFU processes), the headless Chromium and Firefox tests, the shipped
 # systemd units and config, and the whole Rust suite again for aarch64 and
 # armv7 under QEMU user emulation.
 set -euo pipefail
@@ -28,12 +28,13 @@ cargo test --workspace --lib --bins
 # The slow tier: the real binary, real peers, browsers, fuzzing, ARM.
 step "end-to-end tests (real wren, WebSockets, str0m peers)"
 cargo test --workspace --test '*'
-step "browser tests (chromium + playwright-core)"
-cargo build --bin wren
+step "browser tests (chromium + playwright-core, firefox-esr + puppeteer-core)"
+# The Firefox tests run the browsers in a network lab (wren-netlab, from the test kit).
+cargo build -p wren -p wren-testkit --bin wren --bin wren-netlab
 (
     cd tests/browser
     npm ci --no-audit --no-fund --loglevel=error
-    WREN_BIN="$target_dir/debug/wren" npm test
+    WREN_BIN="$target_dir/debug/wren" WREN_NETLAB="$target_dir/debug/wren-netlab" npm test
 )
 step "fuzzing (cargo-fuzz, ${FUZZ_SECONDS:-15}s a target)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-15}"

@@ -1,11 +1,15 @@
 'use strict';
 
-// The wren web client: join a room, publish camera + mic, watch everyone else.
+// The wren web client: join a room, publish camera + mic (in simulcast where
+// the camera is big enough) and optionally the screen, watch everyone else.
 // Three parts: a protoo-style signaling helper, the room logic, the UI.
-// The room state is `window.wren`, which is also what the browser test reads.
+// The room state is `window.wren`, which is also what the browser tests read;
+// each tile carries its measured video size and frame rate as data-width,
+// data-height and data-fps.
 
 const REQUEST_TIMEOUT_MS = 15000; // longer than the server's SFU timeout, so its 504 arrives first
 const KEEPALIVE_MS = 10000; // the server drops a peer that is silent for 30 s
+const STATS_MS = 1000; // how often the tiles' resolution and frame rate are refreshed
 const ID_RE = /^[A-Za-z0-9_.@:-]{1,64}$/; // what the server accepts as uid and rid
 const LOG_MAX = 500;
 // The SFU has one UDP port for everything: bundle every track onto one transport.
@@ -15,6 +19,33 @@ const PC_CONFIG = { bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
 const VIDEO_CODECS = { vp8: 'video/VP8', vp9: 'video/VP9', h264: 'video/H264' };
 // Not codecs but companions of one: they stay on offer whichever codec is chosen.
 const REPAIR_CODECS = ['video/rtx', 'video/red', 'video/ulpfec'];
+// Ask for 720p: big enough for three simulcast layers, and what laptops have.
+const CAMERA = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+// `minfo.videotype` is passed through to subscribers unchanged (PROTOCOL.md);
+// this client marks a screen share with 1 so that others show it uncropped.
+const VIDEOTYPE_CAMERA = 0;
+const VIDEOTYPE_SCREEN = 1;
+// Simulcast layers, smallest first, as browsers list them. A layer is only
+// worth sending when its shorter side is at least `minShort` pixels at the
+// camera's size: a 360p camera gets two layers, a 720p one three, and a
+// camera under 270p one (a 90p layer is useless). maxBitrate is about what
+// VP8 needs at that size and 30 fps.
+const SIMULCAST_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, minShort: 540 },
+  { rid: 'h', scaleResolutionDownBy: 2, minShort: 270 },
+  { rid: 'f', scaleResolutionDownBy: 1, minShort: 0 },
+];
+// The tile grid: tiles keep this aspect and the gap between them (px).
+const TILE_ASPECT = 16 / 9;
+const TILE_GAP = 8;
+// The highest simulcast layer worth receiving for a tile this many device
+// pixels wide (the wren `layer` request, PROTOCOL.md): a 720p camera's
+// layers are 320, 640 and 1280 wide, so a thumbnail needs no more than the
+// lowest. Above the last width the SFU chooses by the link alone ("auto").
+const LAYER_FOR_WIDTH = [
+  { maxWidth: 400, layer: 'low' },
+  { maxWidth: 800, layer: 'medium' },
+];
 
 const wren = {
   state: 'idle', // 'idle' | 'connecting' | 'joined'
@@ -23,12 +54,22 @@ const wren = {
   signaling: null,
   peers: new Map(), // uid -> bizid, the other peers in the room
   pubs: new Map(), // mid -> {mid, uid, rid, sfuid, minfo}, the other peers' streams
-  subs: new Map(), // mid -> {mid, uid, pc, sid, answeredAt, firstFrameAt}
-  publisherPc: null,
-  published: null, // {mid, sfuid} of our own stream once the server accepted it
+  subs: new Map(), // mid -> {mid, uid, pc, sid, answeredAt, firstFrameAt, tile, stats}
+  // Our own publishes: the camera + mic, and the screen. Each is
+  // {key, pc, stream, published: {mid, sfuid} | null, layers: [rid...], tile, stats}.
+  camera: null,
+  screen: null,
+  get publisherPc() { return this.camera?.pc ?? null; },
+  get published() { return this.camera?.published ?? null; },
+  get localStream() { return this.camera?.stream ?? null; },
+  micMuted: false, // the microphone track is disabled (it keeps sending silence)
+  cameraOff: false, // the camera track is stopped and the sender sends nothing
   videoCodec: null, // mime type to publish video with (URL parameter vcodec), or null
-  localStream: null,
+  simulcast: true, // URL parameter simulcast=0 publishes one layer
+  offers: 0, // SDP offers made, publishes and subscribes alike: mute and camera off make none
+  mediaProblem: null, // {reason, message} when the page cannot use the camera/mic
   keepaliveTimer: null,
+  statsTimer: null,
   log: [], // recent signaling traffic and errors: {t, kind, data}
 };
 window.wren = wren;
@@ -172,6 +213,7 @@ async function join(rid, uid, withMedia) {
   wren.keepaliveTimer = setInterval(() => {
     wren.signaling.request('keepalive', { rid }).catch(fail);
   }, KEEPALIVE_MS);
+  wren.statsTimer = setInterval(refreshStats, STATS_MS);
   ui.showState();
   ui.renderPeers();
   ui.chatLog.replaceChildren();
@@ -196,7 +238,10 @@ async function leave() {
 function cleanup() {
   clearInterval(wren.keepaliveTimer);
   wren.keepaliveTimer = null;
-  stopPublishing();
+  clearInterval(wren.statsTimer);
+  wren.statsTimer = null;
+  stopPublication('camera');
+  stopPublication('screen');
   for (const mid of [...wren.subs.keys()]) closeSub(mid);
   wren.pubs.clear();
   wren.peers.clear();
@@ -248,62 +293,160 @@ function addPub(pub) {
 }
 
 function removePub(mid) {
-  if (mid === wren.published?.mid) {
-    // The server dropped our own stream (its media connection failed).
-    stopPublishing();
-    ui.publishToggle.checked = false;
-    fail('The server stopped our stream');
+  for (const key of ['camera', 'screen']) {
+    if (mid !== wren[key]?.published?.mid) continue;
+    // The server dropped one of our own streams (its media connection failed).
+    stopPublication(key);
+    if (key === 'camera') ui.publishToggle.checked = false;
+    fail(key === 'camera' ? 'The server stopped our stream' : 'The server stopped our screen share');
     return;
   }
   wren.pubs.delete(mid);
   closeSub(mid);
 }
 
-async function publish() {
+// ---------------------------------------------------------------------------
+// Publishing: the camera + mic, and the screen, each a publish of its own.
+
+// Camera and microphone; where one of them is missing, whichever exists
+// (a laptop without a camera still gets to speak). Rejects with the
+// browser's error (NotAllowedError, NotFoundError, ...) when neither works.
+async function getCameraAndMic() {
+  let notFound;
+  for (const constraints of [{ audio: true, video: CAMERA }, { audio: true }, { video: CAMERA }]) {
+    try {
+      return await navigator.mediaDevices.getUserMedia(constraints);
+    } catch (err) {
+      // Only a missing device is worth another try with less: a refusal
+      // or a busy camera would be refused again.
+      if (err.name !== 'NotFoundError') throw err;
+      notFound = err;
+    }
+  }
+  throw notFound;
+}
+
+async function publishCamera() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    ui.publishToggle.checked = false;
+    return mediaFailure(noMediaDevicesError());
+  }
   let stream;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    stream = await getCameraAndMic();
   } catch (err) {
     ui.publishToggle.checked = false;
-    return fail(`Camera/microphone: ${err.message}`);
+    return mediaFailure(err);
   }
   if (wren.state !== 'joined') {
     stream.getTracks().forEach((track) => track.stop());
     return;
   }
+  ui.clearMediaProblem();
+  if (stream.getVideoTracks().length === 0) ui.notice('No camera found: publishing the microphone only.');
+  if (stream.getAudioTracks().length === 0) ui.notice('No microphone found: publishing the camera only.');
+  wren.cameraOff = false;
+  for (const track of stream.getAudioTracks()) track.enabled = !wren.micMuted;
+  const pub = await publishStream('camera', stream, {
+    label: `${wren.uid} (you)`,
+    videotype: VIDEOTYPE_CAMERA,
+    simulcast: wren.simulcast,
+  });
+  if (!pub) ui.publishToggle.checked = false;
+}
+
+// Publishes `stream` as a stream of its own in the room, kept as wren[key].
+// Resolves to the publication once the SFU's answer is applied; to null when
+// it failed (reported) or was stopped meanwhile.
+async function publishStream(key, stream, { label, videotype, simulcast }) {
   const pc = new RTCPeerConnection(PC_CONFIG);
-  wren.localStream = stream;
-  wren.publisherPc = pc;
-  const tile = ui.addTile('local', `${wren.uid} (you)`, true);
+  const tile = ui.addTile(key, label, { local: true, screen: videotype === VIDEOTYPE_SCREEN });
+  const pub = { key, pc, stream, published: null, layers: [], tile, prevFrames: null };
+  wren[key] = pub;
   ui.attach(tile.video, stream);
-  watchConnection(pc, 'Publishing', tile);
+  watchConnection(pc, key === 'screen' ? 'Sharing the screen' : 'Publishing', tile);
+  ui.showState();
   try {
     for (const track of stream.getTracks()) {
-      const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      const transceiver = addSender(pc, track, stream, simulcast);
       if (track.kind === 'video' && wren.videoCodec) offerOnly(transceiver, wren.videoCodec);
     }
     // No waiting for ICE gathering: the ICE-lite SFU learns our address from our checks.
-    await pc.setLocalDescription();
-    const minfo = {
-      audio: stream.getAudioTracks().length > 0,
-      video: stream.getVideoTracks().length > 0,
-      audiotype: 0,
-      videotype: 0,
-    };
+    await makeOffer(pc);
     const answer = await wren.signaling.request('publish', {
       rid: wren.rid,
       jsep: { type: 'offer', sdp: pc.localDescription.sdp },
-      minfo,
+      minfo: {
+        audio: stream.getAudioTracks().length > 0,
+        video: stream.getVideoTracks().length > 0,
+        audiotype: 0,
+        videotype,
+      },
     });
-    if (wren.publisherPc !== pc) return;
-    wren.published = { mid: answer.mid, sfuid: answer.sfuid };
+    if (wren[key] !== pub) return null;
+    pub.published = { mid: answer.mid, sfuid: answer.sfuid };
     await pc.setRemoteDescription(answer.jsep);
+    // What the browser agreed to send: the rids it kept (none without simulcast).
+    pub.layers = (videoSender(pc)?.getParameters().encodings ?? []).map((e) => e.rid).filter(Boolean);
+    tile.el.dataset.layers = String(Math.max(1, pub.layers.length));
+    ui.showState();
+    return pub;
   } catch (err) {
-    if (wren.publisherPc !== pc) return;
-    stopPublishing();
-    ui.publishToggle.checked = false;
+    if (wren[key] !== pub) return null;
+    stopPublication(key);
     fail(err);
+    return null;
   }
+}
+
+// A sendonly transceiver for `track`: video in simulcast when asked and the
+// camera is big enough for it. A browser that refuses the encodings (they
+// throw) gets one layer instead; one that silently sends fewer is fine too:
+// the SFU answers for exactly the rids offered.
+function addSender(pc, track, stream, simulcast) {
+  const init = { direction: 'sendonly', streams: [stream] };
+  const sendEncodings = track.kind === 'video' && simulcast ? simulcastEncodings(track) : null;
+  if (sendEncodings) {
+    try {
+      return pc.addTransceiver(track, { ...init, sendEncodings });
+    } catch (err) {
+      log('info', `simulcast refused (${err.name}: ${err.message}): publishing one layer`);
+    }
+  }
+  return pc.addTransceiver(track, init);
+}
+
+// The simulcast encodings for a camera track, or null for one layer.
+function simulcastEncodings(track) {
+  const { width = 0, height = 0 } = track.getSettings();
+  const short = Math.min(width, height);
+  const layers = SIMULCAST_LAYERS.filter((layer) => short >= layer.minShort);
+  if (layers.length < 2) return null;
+  return layers.map(({ rid, scaleResolutionDownBy }) => ({
+    rid,
+    scaleResolutionDownBy,
+    maxBitrate: layerBitrate(short / scaleResolutionDownBy),
+  }));
+}
+
+// Bits per second for a layer whose shorter side is `short` pixels.
+function layerBitrate(short) {
+  if (short <= 180) return 150_000;
+  if (short <= 360) return 500_000;
+  if (short <= 540) return 1_000_000;
+  return 2_000_000;
+}
+
+function videoSender(pc) {
+  // receiver.track exists (and has the kind) even while the sender has no track.
+  return pc.getTransceivers().find((t) => t.receiver.track.kind === 'video')?.sender ?? null;
+}
+
+// Every offer this page makes goes through here, so tests can tell that
+// muting or stopping the camera renegotiated nothing.
+async function makeOffer(pc) {
+  wren.offers += 1;
+  await pc.setLocalDescription();
 }
 
 // Restricts the transceiver's offer to one video codec (all its profiles)
@@ -318,39 +461,120 @@ function offerOnly(transceiver, mimeType) {
 
 // Asks first, then closes the connection: the SFU removes a stream whose
 // connection closes, and an unpublish arriving after that would get a 404.
-async function unpublish() {
-  if (wren.published) {
+async function unpublish(key) {
+  const published = wren[key]?.published;
+  if (published) {
     try {
-      await wren.signaling.request('unpublish', { rid: wren.rid, ...wren.published });
+      await wren.signaling.request('unpublish', { rid: wren.rid, ...published });
     } catch (err) {
       fail(err);
     }
   }
-  stopPublishing();
+  stopPublication(key);
 }
 
-function stopPublishing() {
-  wren.publisherPc?.close();
-  wren.publisherPc = null;
-  wren.published = null;
-  wren.localStream?.getTracks().forEach((track) => track.stop());
-  wren.localStream = null;
-  ui.removeTile('local');
+function stopPublication(key) {
+  const pub = wren[key];
+  if (!pub) return;
+  wren[key] = null;
+  pub.pc.close();
+  pub.stream.getTracks().forEach((track) => track.stop());
+  ui.removeTile(key);
+  if (key === 'camera') wren.cameraOff = false;
+  ui.showState();
 }
+
+// Mute: the track stays and sends silence, so unmuting is instant and no
+// offer is made. The SFU and the other side see an ordinary audio stream.
+function setMicMuted(muted) {
+  wren.micMuted = muted;
+  for (const track of wren.localStream?.getAudioTracks() ?? []) track.enabled = !muted;
+  ui.showState();
+}
+
+// Camera off: the sender is given no track (replaceTrack renegotiates
+// nothing) and the camera is released, so its light goes off; on again
+// takes a new camera track. A disabled track instead would keep the camera
+// on and still send black frames.
+async function setCameraOff(off) {
+  const pub = wren.camera;
+  const sender = pub && videoSender(pub.pc);
+  if (!sender || off === wren.cameraOff) return;
+  try {
+    if (off) {
+      const track = sender.track;
+      await sender.replaceTrack(null);
+      track?.stop();
+      if (track) pub.stream.removeTrack(track);
+      wren.cameraOff = true;
+    } else {
+      const fresh = await navigator.mediaDevices.getUserMedia({ video: CAMERA });
+      const [track] = fresh.getVideoTracks();
+      if (wren.camera !== pub) {
+        track.stop();
+        return;
+      }
+      await sender.replaceTrack(track);
+      pub.stream.addTrack(track);
+      ui.attach(pub.tile.video, pub.stream);
+      wren.cameraOff = false;
+    }
+  } catch (err) {
+    mediaFailure(err);
+  }
+}
+
+async function startSharing() {
+  let stream;
+  try {
+    if (!navigator.mediaDevices?.getDisplayMedia) throw noMediaDevicesError('screen sharing');
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+  } catch (err) {
+    // Cancelling the browser's picker is a NotAllowedError too: not a failure.
+    if (err.name === 'NotAllowedError') return ui.status('Screen sharing was cancelled.');
+    return fail(`Screen sharing: ${err.message}`);
+  }
+  if (wren.state !== 'joined' || wren.screen) {
+    stream.getTracks().forEach((track) => track.stop());
+    return;
+  }
+  const [track] = stream.getVideoTracks();
+  // Text has to stay legible: the encoder keeps resolution and drops frame rate.
+  if ('contentHint' in track) track.contentHint = 'detail';
+  // The browser's own "Stop sharing" button ends the track.
+  track.addEventListener('ended', () => {
+    if (wren.screen?.stream === stream) switchSharing(false);
+  });
+  // One layer: a screen is read, not glanced at, and is sent at full size.
+  await publishStream('screen', stream, {
+    label: `${wren.uid} (your screen)`,
+    videotype: VIDEOTYPE_SCREEN,
+    simulcast: false,
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Subscribing.
 
 async function subscribe(pub) {
   if (wren.subs.has(pub.mid)) return;
   const pc = new RTCPeerConnection(PC_CONFIG);
-  const sub = { mid: pub.mid, uid: pub.uid, pc, sid: null, answeredAt: null, firstFrameAt: null };
+  const screen = pub.minfo?.videotype === VIDEOTYPE_SCREEN;
+  const tile = ui.addTile(pub.mid, screen ? `${pub.uid} (screen)` : pub.uid, { local: false, screen });
+  const sub = {
+    mid: pub.mid, uid: pub.uid, pc, sid: null, answeredAt: null, firstFrameAt: null, tile, inbound: true, prevFrames: null,
+    screen, video: Boolean(pub.minfo?.video), layer: 'auto', // layer: the highest one asked for
+  };
   wren.subs.set(pub.mid, sub);
-  const tile = ui.addTile(pub.mid, pub.uid, false);
   if (pub.minfo?.audio) pc.addTransceiver('audio', { direction: 'recvonly' });
   if (pub.minfo?.video) pc.addTransceiver('video', { direction: 'recvonly' });
+  else tile.el.classList.add('audio-only');
   pc.ontrack = ({ track }) => {
     if (track.kind === 'video') {
       ui.attach(tile.video, new MediaStream([track]));
       tile.video.requestVideoFrameCallback(() => {
         sub.firstFrameAt = performance.now();
+        pinLayer(sub);
       });
     } else {
       // Audio gets an element of its own: the video element stays muted, and
@@ -360,7 +584,7 @@ async function subscribe(pub) {
   };
   watchConnection(pc, `Receiving ${pub.uid}`, tile);
   try {
-    await pc.setLocalDescription();
+    await makeOffer(pc);
     const answer = await wren.signaling.request('subscribe', {
       rid: wren.rid,
       mid: pub.mid,
@@ -378,6 +602,26 @@ async function subscribe(pub) {
   }
 }
 
+// Asks the SFU for no larger a layer than the subscription's tile shows
+// (only when that changes). A screen share is one full-size layer: left alone.
+// Only once video is flowing: this SFU forgets a pin that arrives before the
+// subscription's media started (measured: one sent right after the
+// subscribe answer was lost, the same one sent later held); until then the
+// SFU starts every subscriber on its lowest layer anyway.
+function pinLayer(sub) {
+  // No signaling: the socket closed and cleanup is removing the tiles (each removal relays out).
+  if (!sub.sid || !sub.video || sub.screen || sub.firstFrameAt === null || !wren.signaling) return;
+  const width = sub.tile.el.getBoundingClientRect().width * (window.devicePixelRatio || 1);
+  if (width === 0) return;
+  const layer = LAYER_FOR_WIDTH.find((step) => width <= step.maxWidth)?.layer ?? 'auto';
+  if (layer === sub.layer) return;
+  sub.layer = layer;
+  wren.signaling.request('layer', { rid: wren.rid, mid: sub.mid, sid: sub.sid, layer }).catch((err) => {
+    // Gone meanwhile (404): nothing to pin.
+    if (wren.subs.get(sub.mid) === sub) fail(err);
+  });
+}
+
 // The server has closed (or will close) the subscription itself: on
 // stream-remove, on leave and on a closed socket. No unsubscribe needed.
 function closeSub(mid) {
@@ -391,6 +635,49 @@ function watchConnection(pc, what, tile) {
     tile.el.dataset.connection = pc.connectionState;
     if (pc.connectionState === 'failed') fail(`${what}: the media connection failed`);
   };
+}
+
+// ---------------------------------------------------------------------------
+// Tile statistics: the resolution and frame rate each tile shows.
+
+async function refreshStats() {
+  const owners = [...wren.subs.values(), wren.camera, wren.screen].filter(Boolean);
+  await Promise.all(owners.map((owner) => measureVideo(owner, owner.inbound ? 'inbound-rtp' : 'outbound-rtp')));
+}
+
+// Reads the video a connection receives (inbound-rtp) or sends
+// (outbound-rtp: one report per simulcast layer; the tile shows the largest
+// layer being sent) and puts it on its tile. The frame rate is the change of
+// the frame counter since the last reading: framesPerSecond is missing in
+// some browsers and absent on the first reading of others.
+async function measureVideo(owner, type) {
+  let report;
+  try {
+    report = await owner.pc.getStats();
+  } catch {
+    return; // closed meanwhile
+  }
+  const prev = owner.prevFrames ?? new Map();
+  const next = new Map();
+  let best = null;
+  let sending = 0;
+  report.forEach((r) => {
+    if (r.type !== type || r.kind !== 'video') return;
+    const frames = (type === 'inbound-rtp' ? r.framesDecoded : r.framesEncoded) ?? 0;
+    next.set(r.id, { frames, t: r.timestamp });
+    const before = prev.get(r.id);
+    const fps = before && r.timestamp > before.t
+      ? ((frames - before.frames) * 1000) / (r.timestamp - before.t)
+      : (r.framesPerSecond ?? 0);
+    const layer = { width: r.frameWidth ?? 0, height: r.frameHeight ?? 0, fps, frames };
+    if (fps > 0) sending += 1;
+    // A paused layer keeps its last size: prefer layers that are moving.
+    const rank = (l) => (l.fps > 0 ? 1e9 : 0) + l.width * l.height;
+    if (!best || rank(layer) > rank(best)) best = layer;
+  });
+  owner.prevFrames = next;
+  if (owner.pc.connectionState === 'closed') return;
+  ui.showVideoStats(owner.tile, best, type === 'outbound-rtp' ? sending : null);
 }
 
 async function sendChat(text) {
@@ -412,6 +699,35 @@ function fail(err) {
   ui.status(message, true);
 }
 
+// Browsers leave navigator.mediaDevices undefined outside a secure context
+// (https://, or http://localhost): say so rather than fail on a TypeError.
+function noMediaDevicesError(what = 'the camera and microphone') {
+  const err = new Error(window.isSecureContext
+    ? `This browser offers no access to ${what} (navigator.mediaDevices is missing).`
+    : `This page is not a secure context (${location.origin}), so the browser offers no camera, microphone or screen sharing here. `
+      + 'Open it over https:// (start wren with --tls-cert and --tls-key) or as http://localhost. You can still join and watch.');
+  err.name = window.isSecureContext ? 'NotSupportedError' : 'InsecureContextError';
+  return err;
+}
+
+// A refused or missing camera/microphone: a message on the page that says
+// what happened and what to do, not only an entry in the console.
+function mediaFailure(err) {
+  const reasons = {
+    InsecureContextError: ['insecure', err.message],
+    NotSupportedError: ['unsupported', err.message],
+    NotAllowedError: ['denied', 'Camera and microphone access was refused. Allow them for this site in the browser '
+      + '(the camera icon in the address bar or the site settings), then tick "Publish camera + mic" again.'],
+    SecurityError: ['denied', `Camera and microphone access is blocked on this page: ${err.message}`],
+    NotFoundError: ['not-found', 'No camera or microphone was found. Connect one, then tick "Publish camera + mic" again.'],
+    NotReadableError: ['unreadable', 'The camera or microphone could not be started: another application may be using it.'],
+    AbortError: ['unreadable', 'The camera or microphone could not be started: another application may be using it.'],
+  };
+  const [reason, message] = reasons[err.name] ?? ['other', `Camera/microphone: ${err.name}: ${err.message}`];
+  log('error', `${err.name}: ${err.message}`);
+  ui.showMediaProblem(reason, message);
+}
+
 // ---------------------------------------------------------------------------
 // UI.
 
@@ -424,24 +740,59 @@ const ui = {
   joinButton: $('join'),
   leaveButton: $('leave'),
   statusLine: $('status'),
+  mediaProblem: $('media-problem'),
   videos: $('videos'),
+  micButton: $('mic'),
+  cameraButton: $('camera'),
+  shareButton: $('share'),
   peerList: $('peers'),
   chatLog: $('chat-log'),
   chatInput: $('chat-input'),
   chatSend: $('chat-send'),
+  busy: { publish: false, camera: false, share: false }, // an operation of that control is running
 
   showState() {
     const joined = wren.state === 'joined';
     const idle = wren.state === 'idle';
+    const noMedia = !navigator.mediaDevices?.getUserMedia;
     ui.roomInput.disabled = ui.nameInput.disabled = ui.joinButton.disabled = !idle;
     ui.leaveButton.disabled = ui.chatInput.disabled = ui.chatSend.disabled = !joined;
-    ui.publishToggle.disabled = wren.state === 'connecting';
+    ui.publishToggle.disabled = wren.state === 'connecting' || ui.busy.publish || noMedia;
+
+    const camera = wren.camera;
+    ui.micButton.disabled = !joined || !camera || camera.stream.getAudioTracks().length === 0;
+    ui.micButton.setAttribute('aria-pressed', String(wren.micMuted));
+    ui.micButton.textContent = wren.micMuted ? 'Unmute' : 'Mute';
+    ui.cameraButton.disabled = !joined || !camera || ui.busy.camera || !videoSender(camera.pc);
+    ui.cameraButton.setAttribute('aria-pressed', String(wren.cameraOff));
+    ui.cameraButton.textContent = wren.cameraOff ? 'Start camera' : 'Stop camera';
+    ui.shareButton.disabled = !joined || ui.busy.share || !navigator.mediaDevices?.getDisplayMedia;
+    ui.shareButton.setAttribute('aria-pressed', String(wren.screen !== null));
+    ui.shareButton.textContent = wren.screen ? 'Stop sharing' : 'Share screen';
+    const localTile = ui.tile('camera');
+    localTile?.classList.toggle('mic-muted', wren.micMuted);
+    localTile?.classList.toggle('camera-off', wren.cameraOff);
     document.body.dataset.state = wren.state;
   },
 
   status(text, isError = false) {
     ui.statusLine.textContent = text;
     ui.statusLine.classList.toggle('error', isError);
+  },
+
+  // `reason` goes to data-reason: insecure, unsupported, denied, not-found, unreadable, other.
+  showMediaProblem(reason, message) {
+    wren.mediaProblem = { reason, message };
+    ui.mediaProblem.dataset.reason = reason;
+    ui.mediaProblem.textContent = message;
+    ui.mediaProblem.hidden = false;
+  },
+
+  clearMediaProblem() {
+    wren.mediaProblem = null;
+    delete ui.mediaProblem.dataset.reason;
+    ui.mediaProblem.textContent = '';
+    ui.mediaProblem.hidden = true;
   },
 
   renderPeers() {
@@ -456,24 +807,79 @@ const ui = {
     );
   },
 
-  // A tile is one stream: a video, an audio element and the owner's name.
-  addTile(key, label, isLocal) {
+  // A tile is one stream: a video, an audio element, the owner's name and
+  // the video's measured size and frame rate. `key` is the stream's mid, or
+  // 'camera' / 'screen' for our own (data-mid "local" / "screen").
+  addTile(key, label, { local, screen }) {
     const el = document.createElement('figure');
-    el.className = isLocal ? 'tile local' : 'tile';
-    el.dataset.mid = key;
+    el.className = 'tile';
+    el.classList.toggle('local', local);
+    el.classList.toggle('screen', screen);
+    el.dataset.mid = key === 'camera' ? 'local' : key;
     const video = document.createElement('video');
     video.autoplay = video.playsInline = video.muted = true;
     const audio = document.createElement('audio');
     audio.autoplay = true;
     const caption = document.createElement('figcaption');
     caption.textContent = label;
-    el.append(video, audio, caption);
+    const stats = document.createElement('span');
+    stats.className = 'stats';
+    stats.textContent = 'connecting…';
+    el.append(video, audio, caption, stats);
     ui.videos.append(el);
-    return { el, video, audio };
+    ui.layout();
+    return { el, video, audio, stats };
+  },
+
+  tile(key) {
+    return ui.videos.querySelector(`[data-mid="${CSS.escape(key === 'camera' ? 'local' : key)}"]`);
   },
 
   removeTile(key) {
-    ui.videos.querySelector(`[data-mid="${CSS.escape(key)}"]`)?.remove();
+    ui.tile(key)?.remove();
+    ui.layout();
+  },
+
+  // `video` is {width, height, fps, frames} or null (no video report yet);
+  // `layers` is how many simulcast layers are being sent (our own streams).
+  showVideoStats(tile, video, layers) {
+    const { el, stats } = tile;
+    const fps = video ? Math.round(video.fps) : 0;
+    el.dataset.width = String(video?.width ?? 0);
+    el.dataset.height = String(video?.height ?? 0);
+    el.dataset.fps = String(fps);
+    if (layers !== null) el.dataset.layersSending = String(layers);
+    let text;
+    if (!video || video.frames === 0) text = el.classList.contains('audio-only') ? 'audio only' : 'no video yet';
+    else if (fps === 0) text = 'video paused';
+    else text = `${video.width}×${video.height} · ${fps} fps`;
+    if (layers > 1) text = `${layers} layers · ${text}`;
+    stats.textContent = text;
+  },
+
+  // Chooses the grid's columns for the tile count so that the tiles, all of
+  // one aspect, are as large as the area allows: for each column count the
+  // tile width is bounded by the area's width and, through the rows it
+  // needs, by its height; the best count wins. Runs on every tile change
+  // and resize.
+  layout() {
+    const n = ui.videos.querySelectorAll('.tile').length;
+    const { width, height } = ui.videos.getBoundingClientRect();
+    if (n === 0 || width === 0 || height === 0) return;
+    let best = { cols: 1, tileWidth: 0 };
+    for (let cols = 1; cols <= n; cols += 1) {
+      const rows = Math.ceil(n / cols);
+      const byWidth = (width - TILE_GAP * (cols - 1)) / cols;
+      const byHeight = ((height - TILE_GAP * (rows - 1)) / rows) * TILE_ASPECT;
+      const tileWidth = Math.min(byWidth, byHeight);
+      if (tileWidth > best.tileWidth) best = { cols, tileWidth };
+    }
+    const tileWidth = Math.max(0, Math.floor(best.tileWidth));
+    ui.videos.style.setProperty('--cols', String(best.cols));
+    ui.videos.style.setProperty('--tile-w', `${tileWidth}px`);
+    ui.videos.style.setProperty('--tile-h', `${Math.floor(tileWidth / TILE_ASPECT)}px`);
+    ui.videos.style.setProperty('--gap', `${TILE_GAP}px`);
+    for (const sub of wren.subs.values()) pinLayer(sub);
   },
 
   attach(media, stream) {
@@ -507,23 +913,39 @@ const ui = {
     li.scrollIntoView({ block: 'nearest' });
   },
 };
+// The tests lay out tiles through the same code the page uses.
+wren.ui = ui;
 
-// One publish or unpublish at a time: the toggle is disabled while one runs.
-async function switchPublishing(on) {
-  ui.publishToggle.disabled = true;
-  await (on ? publish() : unpublish());
+// One operation per control at a time: its button is disabled while it runs.
+async function busyWith(control, operation) {
+  ui.busy[control] = true;
   ui.showState();
+  try {
+    await operation();
+  } finally {
+    ui.busy[control] = false;
+    ui.showState();
+  }
 }
+
+const switchPublishing = (on) => busyWith('publish', () => (on ? publishCamera() : unpublish('camera')));
+const switchSharing = (on) => busyWith('share', () => (on ? startSharing() : unpublish('screen')));
 
 function init() {
   const params = new URLSearchParams(location.search);
   ui.roomInput.value = params.get('room') || 'demo';
   ui.nameInput.value = params.get('name') || `user-${1000 + Math.floor(Math.random() * 9000)}`;
   ui.publishToggle.checked = params.get('publish') !== '0';
+  wren.simulcast = params.get('simulcast') !== '0';
   const vcodec = params.get('vcodec');
   if (vcodec) {
     wren.videoCodec = VIDEO_CODECS[vcodec.toLowerCase()] ?? null;
     if (!wren.videoCodec) fail(`Unknown vcodec ${vcodec}: use one of ${Object.keys(VIDEO_CODECS).join(', ')}`);
+  }
+  // Said at once, before anyone presses Join and wonders where the camera is.
+  if (!navigator.mediaDevices?.getUserMedia) {
+    ui.publishToggle.checked = false;
+    mediaFailure(noMediaDevicesError());
   }
   const joinFromForm = () => join(ui.roomInput.value.trim(), ui.nameInput.value.trim(), ui.publishToggle.checked);
 
@@ -535,11 +957,15 @@ function init() {
   ui.publishToggle.addEventListener('change', () => {
     if (wren.state === 'joined') switchPublishing(ui.publishToggle.checked);
   });
+  ui.micButton.addEventListener('click', () => setMicMuted(!wren.micMuted));
+  ui.cameraButton.addEventListener('click', () => busyWith('camera', () => setCameraOff(!wren.cameraOff)));
+  ui.shareButton.addEventListener('click', () => switchSharing(!wren.screen));
   $('chat-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const text = ui.chatInput.value.trim();
     if (text && (await sendChat(text))) ui.chatInput.value = '';
   });
+  new ResizeObserver(() => ui.layout()).observe(ui.videos);
 
   ui.showState();
   if (params.get('autojoin') === '1') joinFromForm();

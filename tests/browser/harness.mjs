@@ -4,6 +4,7 @@
 // Environment:
 //   WREN_BIN        the server binary (default: target/debug/wren)
 //   WREN_LOG_LEVEL  its --log-level (default: the binary's own, info)
+//   WREN_NETLAB     the network lab binary of the Firefox tests (lab.mjs)
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -16,11 +17,11 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const WREN_BIN = process.env.WREN_BIN ?? join(REPO, 'target/debug/wren');
+export const REPO = fileURLToPath(new URL('../..', import.meta.url));
+export const WREN_BIN = process.env.WREN_BIN ?? join(REPO, 'target/debug/wren');
 // URL path -> the file in web/ the binary compiled in for it.
-const WEB_ASSETS = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
-const CHROMIUM_FLAGS = [
+export const WEB_ASSETS = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
+export const CHROMIUM_FLAGS = [
   '--headless',
   '--no-sandbox',
   '--disable-gpu',
@@ -40,6 +41,12 @@ export const MEDIA_TIMEOUT_MS = 20_000;
 export const UI_TIMEOUT_MS = 10_000;
 
 // One browser and (at a time) one wren server, plus what their pages logged.
+//
+// Options change how Chromium starts, for the tests of a browser that is not
+// the usual fake-everything one: `flags` are added, `dropFlags` removed
+// (e.g. without --use-fake-device-for-media-stream there is no camera), and
+// `host` is the name pages load the server by (another name than 127.0.0.1
+// makes the page an insecure context; map it with --host-resolver-rules).
 export class Harness {
   tmp = null;
   context = null;
@@ -48,13 +55,20 @@ export class Harness {
   pageErrors = [];
   pageConsole = [];
 
+  constructor({ flags = [], dropFlags = [], host = '127.0.0.1' } = {}) {
+    const unknown = dropFlags.filter((flag) => !CHROMIUM_FLAGS.includes(flag));
+    if (unknown.length > 0) throw new Error(`dropFlags names flags the harness does not set: ${unknown.join(' ')}`);
+    this.flags = [...CHROMIUM_FLAGS.filter((flag) => !dropFlags.includes(flag)), ...flags];
+    this.host = host;
+  }
+
   async launch() {
     this.tmp = await mkdtemp(join(tmpdir(), 'wren-browser-'));
     // A persistent context is how Playwright takes a --user-data-dir of ours.
     this.context = await chromium.launchPersistentContext(join(this.tmp, 'profile'), {
       executablePath: '/usr/bin/chromium',
       headless: true,
-      args: CHROMIUM_FLAGS,
+      args: this.flags,
       env: { ...process.env, TMPDIR: this.tmp },
       timeout: 30_000,
     });
@@ -80,7 +94,7 @@ export class Harness {
   // The web client joining `room` as `name` on load; `params` are more URL parameters.
   pageUrl(room, name, params = {}) {
     const query = new URLSearchParams({ room, name, autojoin: '1', ...params });
-    return `http://127.0.0.1:${this.wren.port}/?${query}`;
+    return `http://${this.host}:${this.wren.port}/?${query}`;
   }
 
   // Starts the server and resolves once it can carry calls (within 10 s):
@@ -222,4 +236,99 @@ async function freePort(kind) {
   const { port } = server.address();
   await new Promise((resolve) => server.close(resolve));
   return port;
+}
+
+// Evaluates `fn(arg)` in the page every 250 ms until it returns something
+// truthy, and resolves to that. Works with Playwright's and Puppeteer's pages
+// alike (their waitForFunction signatures differ). `what` names the wait in
+// the failure, with the last value seen.
+export async function poll(page, fn, arg, { timeout = MEDIA_TIMEOUT_MS, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  while (Date.now() < deadline) {
+    last = await page.evaluate(fn, arg);
+    if (last) return last;
+    await delay(250);
+  }
+  assert.fail(`${what}: not within ${timeout} ms (last: ${JSON.stringify(last)})`);
+}
+
+// The page's subscriber connection for `mid`, as the tests compare it: what
+// it decoded and received so far.
+export async function inboundStats(page, mid) {
+  return page.evaluate(async (mid) => {
+    const sub = window.wren.subs.get(mid);
+    if (!sub) return null;
+    const stats = await sub.pc.getStats();
+    const inbound = {};
+    stats.forEach((report) => {
+      if (report.type === 'inbound-rtp') inbound[report.kind] = report;
+    });
+    return {
+      connection: sub.pc.connectionState,
+      framesDecoded: inbound.video?.framesDecoded ?? 0,
+      frameWidth: inbound.video?.frameWidth ?? 0,
+      frameHeight: inbound.video?.frameHeight ?? 0,
+      videoCodec: stats.get(inbound.video?.codecId)?.mimeType ?? null,
+      audioPackets: inbound.audio?.packetsReceived ?? 0,
+      totalSamplesReceived: inbound.audio?.totalSamplesReceived ?? 0,
+      totalAudioEnergy: inbound.audio?.totalAudioEnergy ?? 0,
+      audioCodec: stats.get(inbound.audio?.codecId)?.mimeType ?? null,
+    };
+  }, mid);
+}
+
+// Polls until the page decoded video frames of `mid` (no audio needed: a
+// screen share has none). Resolves to the stats.
+export async function waitForVideo(page, mid) {
+  return poll(page, async (mid) => {
+    const sub = window.wren.subs.get(mid);
+    if (!sub) return null;
+    let frames = 0;
+    (await sub.pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') frames = r.framesDecoded ?? 0;
+    });
+    return frames > 0 && { framesDecoded: frames };
+  }, mid, { what: `video frames of ${mid}` });
+}
+
+// How much the page's subscription to `mid` received over `ms`: the change
+// of decoded frames and of audio energy (the sum of squared sample levels,
+// 0 for silence).
+export async function receivedOver(page, mid, ms) {
+  const before = await inboundStats(page, mid);
+  await delay(ms);
+  const after = await inboundStats(page, mid);
+  return {
+    frames: after.framesDecoded - before.framesDecoded,
+    audioEnergy: after.totalAudioEnergy - before.totalAudioEnergy,
+    audioPackets: after.audioPackets - before.audioPackets,
+  };
+}
+
+// What would change if the page renegotiated its camera publish: the offers
+// it made, the publish requests it sent, and the SDP of the connection.
+export async function negotiationState(page) {
+  return page.evaluate(() => ({
+    offers: window.wren.offers,
+    publishRequests: window.wren.log.filter((e) => e.kind === 'send' && e.data.method === 'publish').length,
+    localSdp: window.wren.publisherPc?.localDescription?.sdp ?? null,
+    signalingState: window.wren.publisherPc?.signalingState ?? null,
+  }));
+}
+
+// The data attributes a tile shows its video with.
+export async function tileVideo(page, mid) {
+  return page.evaluate((mid) => {
+    const el = document.querySelector(`.tile[data-mid="${CSS.escape(mid)}"]`);
+    if (!el) return null;
+    const num = (v) => (v === undefined ? null : Number(v));
+    return {
+      width: num(el.dataset.width),
+      height: num(el.dataset.height),
+      fps: num(el.dataset.fps),
+      layersSending: num(el.dataset.layersSending),
+      text: el.querySelector('.stats')?.textContent ?? null,
+    };
+  }, mid);
 }
