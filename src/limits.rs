@@ -169,9 +169,12 @@ pub const RATE_WINDOW: Duration = Duration::from_millis(500);
 /// pauses upper layers when its uplink is short); slow enough for a
 /// 5 fps screen share.
 pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
+/// Sooner when the track's other layers went on meanwhile: they are one
+/// camera's, and send their frames together.
+pub const LAYER_QUIET: Duration = Duration::from_millis(300);
 /// How often each subscriber's layers are chosen again (besides every
 /// new estimate), and a publisher's cap recomputed.
-pub const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
+pub const ALLOCATE_EVERY: Duration = Duration::from_millis(250);
 /// A better layer must fit the estimate with this much to spare...
 pub const UPGRADE_HEADROOM_PCT: u64 = 15;
 /// ...for this long before a subscriber is moved up to it.

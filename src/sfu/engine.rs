@@ -201,6 +201,7 @@ impl Sfu {
             LayerPin::Medium => Ceiling::Mid,
             LayerPin::High => Ceiling::High,
         });
+        sub.ceiling = ceiling;
         for t in sub.tracks.iter_mut() {
             t.ceiling = ceiling;
         }

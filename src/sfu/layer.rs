@@ -6,7 +6,7 @@
 
 use super::keyframe::{KeyframeCache, KeyframeRequests};
 use super::packet::Media;
-use crate::limits::{LAYER_IDLE, RATE_WINDOW};
+use crate::limits::{LAYER_IDLE, LAYER_QUIET, RATE_WINDOW};
 use std::time::Instant;
 use str0m::media::Rid;
 use str0m::rtp::Ssrc;
@@ -46,11 +46,25 @@ impl Layer {
     }
 
     /// Whether the publisher sends it now (a browser stops its upper
-    /// layers when its own uplink or our cap is short).
-    pub fn active(&self, now: Instant) -> bool {
-        self.rate
-            .last
-            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    /// layers when its own uplink or our cap is short), given when the
+    /// track's latest packet of any layer came (`latest`). Silent for
+    /// `LAYER_IDLE`, or for `LAYER_QUIET` while another layer of the track
+    /// went on: the layers of one camera send their frames together, so a
+    /// subscriber on a stopped layer is moved within a fraction of a second
+    /// (a screen share that sends nothing when nothing changes is not).
+    pub fn active(&self, now: Instant, latest: Option<Instant>) -> bool {
+        let Some(last) = self.rate.last else {
+            return false;
+        };
+        let silent = now.saturating_duration_since(last);
+        let others_went_on =
+            latest.is_some_and(|l| l.saturating_duration_since(last) >= LAYER_QUIET);
+        silent < LAYER_IDLE && !(silent >= LAYER_QUIET && others_went_on)
+    }
+
+    /// When its latest packet came.
+    pub fn last_packet(&self) -> Option<Instant> {
+        self.rate.last
     }
 }
 
@@ -109,8 +123,13 @@ mod tests {
         let mut l = Layer::new(None);
         l.rate = r;
         let later = t0 + Duration::from_secs(1) + LAYER_IDLE;
-        assert!(!l.active(later));
+        assert!(!l.active(later, None));
         assert_eq!(l.rate.bps(), bps);
-        assert!(l.active(t0 + Duration::from_millis(1100)));
+        let soon = t0 + Duration::from_millis(1000) + LAYER_QUIET;
+        assert!(l.active(soon, None), "alone and quiet: still on");
+        assert!(
+            !l.active(soon, Some(soon)),
+            "quiet while another layer went on: stopped"
+        );
     }
 }

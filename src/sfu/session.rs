@@ -1,6 +1,7 @@
 //! One WebRTC session: a str0m `Rtc` and what it is for, a publisher with
 //! its up-tracks or a subscriber with its down-tracks.
 
+use super::adapt::Ceiling;
 use super::track::{DownTrack, UpTrack};
 use crate::ids::{Mid, Sid};
 use crate::limits::MAX_SSRCS_PER_PUBLISHER;
@@ -54,6 +55,9 @@ pub struct Subscriber {
     /// The latest REMB its browser sent (a receiver's own estimate: how a
     /// single-layer publisher is capped).
     pub remb: Option<u64>,
+    /// The highest layer the client pinned (the `layer` request), kept for
+    /// tracks not added yet: a pin may come before the connection.
+    pub ceiling: Option<Ceiling>,
 }
 
 #[derive(Debug)]
@@ -83,6 +87,7 @@ impl Role {
             started: false,
             estimate: None,
             remb: None,
+            ceiling: None,
         })
     }
 }
@@ -222,7 +227,8 @@ impl Session {
                 p.tracks.push(t);
             }
             Role::Subscriber(s) => {
-                let t = DownTrack::new(&s.tracks, mid, kind);
+                let mut t = DownTrack::new(&s.tracks, mid, kind);
+                t.ceiling = s.ceiling;
                 s.tracks.push(t);
             }
         }

@@ -130,6 +130,9 @@ struct Peer {
     keyframe_rids: Vec<Option<Rid>>,
     /// The caps (REMB) the SFU sent, bits per second.
     caps: Vec<u64>,
+    /// Simulcast publisher: layers it stopped sending (a browser drops its
+    /// top layer when its uplink is short).
+    stopped: Vec<usize>,
     /// Subscriber: the REMB it sends every 500 ms, as a browser's
     /// receive-side estimator does.
     remb: Option<u64>,
@@ -193,6 +196,7 @@ impl Peer {
             last_keyframe: vec![None; if simulcast { LAYERS.len() } else { 1 }],
             keyframe_rids: Vec::new(),
             caps: Vec::new(),
+            stopped: Vec::new(),
             remb: None,
             next_remb: None,
             next_frame: None,
@@ -256,6 +260,9 @@ impl Peer {
                 MediaKind::Video => layers.clone(),
             };
             for (i, (rid, size)) in encodings.into_iter().enumerate() {
+                if kind == MediaKind::Video && self.stopped.contains(&i) {
+                    continue;
+                }
                 let Some(mut writer) = self.rtc.writer(mid) else {
                     continue;
                 };
@@ -1032,4 +1039,46 @@ fn a_subscriber_without_remb_leaves_its_publisher_uncapped() {
     net.peers[a].remb = Some(300_000);
     net.run(Duration::from_secs(15));
     assert!(net.peers[p].caps.is_empty(), "{:?}", net.peers[p].caps);
+}
+
+#[test]
+fn a_pin_sent_before_the_subscriber_connects_holds() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    net.publish_simulcast(&mid);
+    let sid = ids("a").1;
+    let a = net.subscribe(&sid, &mid);
+    // At once, before its session has a track (a client asking as soon as
+    // its subscribe is answered).
+    net.sfu.pin_layer(net.now, &sid, Some(LayerPin::Low));
+    net.run(Duration::from_secs(12));
+    assert_eq!(
+        layers_since(&net.peers[a], net.now - Duration::from_secs(12)),
+        [0]
+    );
+}
+
+#[test]
+fn a_subscriber_whose_layer_stops_is_moved_to_one_still_sent() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish_simulcast(&mid);
+    let a = net.subscribe(&ids("a").1, &mid);
+    let on_top = |n: &Net| n.peers[a].videos().last().is_some_and(|r| r.layer == 2);
+    assert!(net.run_until(Duration::from_secs(15), on_top));
+    net.run(Duration::from_secs(1));
+    // The publisher drops its top layer (its uplink fell short).
+    net.peers[p].stopped.push(2);
+    let stopped = net.now;
+    let moved = |n: &Net| n.peers[a].videos().last().is_some_and(|r| r.layer == 1);
+    assert!(
+        net.run_until(Duration::from_secs(3), moved),
+        "a stayed on the stopped layer"
+    );
+    let took = net.now - stopped;
+    net.run(Duration::from_secs(2));
+    let (frames, longest) = frames_since(&net.peers[a], stopped - Duration::from_millis(100));
+    println!("moved after {took:?}; longest gap {longest:?}, {frames} frames");
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    assert!(longest < Duration::from_secs(1), "froze {longest:?}");
 }

@@ -68,11 +68,12 @@ impl UpTrack {
 
     /// The layers as the allocator sees them.
     pub fn views(&self, now: Instant) -> Vec<LayerView> {
+        let latest = self.layers.iter().filter_map(|l| l.last_packet()).max();
         self.layers
             .iter()
             .map(|l| LayerView {
                 bps: l.rate.bps(),
-                active: l.active(now),
+                active: l.active(now, latest),
             })
             .collect()
     }
