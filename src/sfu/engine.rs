@@ -591,12 +591,22 @@ impl Sfu {
                 minimum += track.target.map_or(0, |t| next_up(layers, t));
             }
             take = take.zip(takes).map(|(a, b)| a.max(b));
-            if sub.estimate.is_some() {
-                // Probe toward the next layer up (padding fills what media
-                // does not), never past what the whole stream needs.
+            // Probe toward the next layer up (padding fills what media does
+            // not), never past what the whole stream needs. Told only when
+            // it changes by a tenth: each call re-arms str0m's estimator
+            // and pacer timers, and one every allocation delayed its probes
+            // (measured: a lifted limit then took over 15 s to climb back in
+            // 4 of 30 simulated runs).
+            let wanted = (minimum.min(whole), whole.max(1));
+            let moved = |a: u64, b: u64| a.abs_diff(b) * 10 > b;
+            let changed = sub
+                .bwe_set
+                .is_none_or(|(m, d)| moved(wanted.0, m) || moved(wanted.1, d));
+            if sub.estimate.is_some() && changed {
+                sub.bwe_set = Some(wanted);
                 s.rtc
                     .bwe()
-                    .set_bitrate(Bitrate::bps(minimum.min(whole)), Bitrate::bps(whole.max(1)));
+                    .set_bitrate(Bitrate::bps(wanted.0), Bitrate::bps(wanted.1));
             }
             self.mark(id);
         }

@@ -58,6 +58,8 @@ pub struct Subscriber {
     /// The highest layer the client pinned (the `layer` request), kept for
     /// tracks not added yet: a pin may come before the connection.
     pub ceiling: Option<Ceiling>,
+    /// What its estimator was last told to probe for (minimum, desired).
+    pub bwe_set: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -88,6 +90,7 @@ impl Role {
             estimate: None,
             remb: None,
             ceiling: None,
+            bwe_set: None,
         })
     }
 }

@@ -1079,6 +1079,8 @@ fn a_subscriber_whose_layer_stops_is_moved_to_one_still_sent() {
     net.run(Duration::from_secs(2));
     let (frames, longest) = frames_since(&net.peers[a], stopped - Duration::from_millis(100));
     println!("moved after {took:?}; longest gap {longest:?}, {frames} frames");
-    assert!(took < Duration::from_millis(900), "{took:?}");
-    assert!(longest < Duration::from_secs(1), "froze {longest:?}");
+    // Quiet for LAYER_QUIET, seen at the next allocation (every
+    // ALLOCATE_EVERY), then the lower layer's key frame: 0.5–0.9 s here.
+    assert!(took < Duration::from_millis(1200), "{took:?}");
+    assert!(longest < Duration::from_millis(1200), "froze {longest:?}");
 }
