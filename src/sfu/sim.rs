@@ -857,16 +857,22 @@ fn frames_since(p: &Peer, since: Instant) -> (usize, Duration) {
     (frames, longest)
 }
 
-#[test]
-fn each_subscriber_gets_the_simulcast_layer_its_link_carries() {
+/// A simulcast publisher and subscribers a and b, b's link carrying 400
+/// kbit/s (the top layer is ~1.2 Mbit/s, the middle ~500 kbit/s): the
+/// network and the indices of the publisher, a and b.
+fn simulcast_call_with_b_limited() -> (Net, usize, usize, usize) {
     let mut net = Net::new();
     let (mid, _) = ids("alice");
     let p = net.publish_simulcast(&mid);
     let a = net.subscribe(&ids("a").1, &mid);
     let b = net.subscribe(&ids("b").1, &mid);
-    // The top layer is ~1.2 Mbit/s, the middle ~500 kbit/s; b's link
-    // carries 400 kbit/s.
     net.peers[b].down.rate = 400_000;
+    (net, p, a, b)
+}
+
+#[test]
+fn each_subscriber_gets_the_simulcast_layer_its_link_carries() {
+    let (mut net, p, a, b) = simulcast_call_with_b_limited();
     net.run(Duration::from_secs(15));
     let settled = net.now - Duration::from_secs(4);
     println!(
@@ -901,19 +907,14 @@ fn each_subscriber_gets_the_simulcast_layer_its_link_carries() {
 
 #[test]
 fn a_subscriber_whose_limit_is_lifted_climbs_back_to_the_top_layer() {
-    let mut net = Net::new();
-    let (mid, _) = ids("alice");
-    let p = net.publish_simulcast(&mid);
-    let a = net.subscribe(&ids("a").1, &mid);
-    let b = net.subscribe(&ids("b").1, &mid);
-    net.peers[b].down.rate = 400_000;
+    let (mut net, p, a, b) = simulcast_call_with_b_limited();
     net.run(Duration::from_secs(10));
     assert_eq!(
         layers_since(&net.peers[b], net.now - Duration::from_secs(2)),
         [0]
     );
-    // While every... only a is well served: the publisher is capped at
-    // what a takes, never below it.
+    // Only a is well served: the publisher is never capped below what a
+    // takes (checked at the end).
     let lifted = net.now;
     net.peers[b].down.rate = 0;
     let top = |n: &Net| {

@@ -102,7 +102,20 @@ impl Harness {
 
     /// Publishes through the fake SFU answer; returns the mid.
     fn publish(&mut self, conn: u64, rid: &str) -> String {
-        let fx = self.req(conn, "publish", publish_data(rid));
+        let data = self.answered(conn, "publish", publish_data(rid));
+        data["mid"].as_str().unwrap().to_string()
+    }
+
+    /// `conn` subscribes to `mid` in `rid` and its SFU answers; the sid.
+    fn subscribe(&mut self, conn: u64, rid: &str, mid: &str) -> String {
+        let offer = json!({"rid": rid, "mid": mid, "jsep": {"type": "offer", "sdp": "v=0"}});
+        let data = self.answered(conn, "subscribe", offer);
+        data["sid"].as_str().unwrap().to_string()
+    }
+
+    /// A publish or subscribe request the SFU answers; the response data.
+    fn answered(&mut self, conn: u64, method: &str, data: Value) -> Value {
+        let fx = self.req(conn, method, data);
         let (sfu, call) = sfu_call(&fx);
         self.node.sfu_message(
             self.now,
@@ -115,7 +128,7 @@ impl Harness {
         let fx = self.effects();
         let resp = response_to(&fx, conn);
         assert_eq!(resp["ok"], true, "{resp}");
-        resp["data"]["mid"].as_str().unwrap().to_string()
+        resp["data"].clone()
     }
 }
 
@@ -440,24 +453,7 @@ fn subscribe_and_unsubscribe_go_to_the_stream_sfu() {
 fn a_subscriber_pins_the_layer_of_its_own_subscriptions_only() {
     let mut h = Harness::alice_and_bob_in_r1(1);
     let mid = h.publish(1, "r1");
-    let fx = h.req(
-        2,
-        "subscribe",
-        json!({"rid": "r1", "mid": mid, "jsep": {"type": "offer", "sdp": "v=0"}}),
-    );
-    let (sfu, call) = sfu_call(&fx);
-    h.node.sfu_message(
-        h.now,
-        sfu,
-        FromSfu::Answer {
-            call,
-            sdp: "v=0\r\nS".into(),
-        },
-    );
-    let sid = response_to(&h.effects(), 2)["data"]["sid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = h.subscribe(2, "r1", &mid);
     let pin = |layer: &str| json!({"rid": "r1", "mid": mid, "sid": sid, "layer": layer});
     assert_eq!(error_code(&h.req(1, "layer", pin("low")), 1), 403);
     assert_eq!(error_code(&h.req(2, "layer", pin("tiny")), 2), 400);
@@ -491,21 +487,7 @@ fn leave_unpublishes_closes_subscriptions_then_says_peer_leave() {
     let mut h = Harness::alice_and_bob_in_r1(1);
     let mid = h.publish(1, "r1");
     let mid_b = h.publish(2, "r1");
-    let fx = h.req(
-        1,
-        "subscribe",
-        json!({"rid": "r1", "mid": mid_b, "jsep": {"type": "offer", "sdp": "v=0"}}),
-    );
-    let (sfu, call) = sfu_call(&fx);
-    h.node.sfu_message(
-        h.now,
-        sfu,
-        FromSfu::Answer {
-            call,
-            sdp: "v=0".into(),
-        },
-    );
-    h.effects();
+    h.subscribe(1, "r1", &mid_b);
 
     let fx = h.req(1, "leave", json!({"rid": "r1"}));
     assert_eq!(response_to(&fx, 1)["data"], json!({}));
