@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomFillSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -331,4 +332,37 @@ export async function tileVideo(page, mid) {
       text: el.querySelector('.stats')?.textContent ?? null,
     };
   }, mid);
+}
+
+// Writes a Y4M (4:2:0) clip for Chromium's --use-file-for-fake-video-capture
+// (the capture size is the file's, whatever the page asks for; Chromium
+// loops it): a bright bar moving across grey, so that every frame differs
+// and the encoder keeps sending. With `noise`, each frame also carries
+// random 4x4 luma blocks of that amplitude (0-127), new every frame, in a
+// centred box `noiseBox` of the picture's width and height (1: all of it):
+// detail that costs bits at every size, as a camera's picture does, where
+// the bar alone costs a few kbit/s.
+export async function writeY4m(path, { width, height, frames = 30, noise = 0, noiseBox = 1 }) {
+  const parts = [Buffer.from(`YUV4MPEG2 W${width} H${height} F30:1 Ip A1:1 C420jpeg\n`)];
+  const bar = Math.max(8, Math.round(width / 16));
+  const random = Buffer.alloc(Math.ceil(width / 4) * Math.ceil(height / 4));
+  for (let f = 0; f < frames; f += 1) {
+    const luma = Buffer.alloc(width * height, 60);
+    if (noise > 0) {
+      randomFillSync(random);
+      const across = Math.ceil(width / 4);
+      const [boxW, boxH] = [Math.round(width * noiseBox), Math.round(height * noiseBox)];
+      const [left, top] = [Math.round((width - boxW) / 2), Math.round((height - boxH) / 2)];
+      for (let row = top; row < top + boxH; row += 1) {
+        for (let col = left; col < left + boxW; col += 1) {
+          luma[row * width + col] = 128 - noise + ((random[(row >> 2) * across + (col >> 2)] * 2 * noise) >> 8);
+        }
+      }
+    }
+    for (let row = 0; row < height; row += 1) {
+      for (let col = 0; col < bar; col += 1) luma[row * width + ((col + f * Math.round(width / 40)) % width)] = 220;
+    }
+    parts.push(Buffer.from('FRAME\n'), luma, Buffer.alloc((width / 2) * (height / 2) * 2, 128));
+  }
+  await writeFile(path, Buffer.concat(parts));
 }

@@ -5,7 +5,8 @@
 // in a namespace without a default route it sends no ICE check at all.
 //
 // Needs root (network namespaces). Environment, beside harness.mjs's:
-//   WREN_NETLAB   the lab binary (default: target/debug/wren-netlab)
+//   WREN_NETLAB    the lab binary (default: target/debug/wren-netlab)
+//   WREN_LOG_FILE  also write wren's output there, lines timed (ms since it started)
 //
 // The lab's contract: `wren-netlab up --clients N` prints one JSON line
 //   {"prefix", "server": {"ns", "ip"}, "clients": [{"ns", "ip"}, ...]}
@@ -16,6 +17,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -62,6 +64,12 @@ export class Lab {
     assert.ok(!done, `wren-netlab gave no answer to "${line}" (${value ?? 'exited'}):\n${this.output()}`);
     assert.ok(!value.startsWith('error'), `wren-netlab refused "${line}": ${value}`);
     return value;
+  }
+
+  // Client `i`'s link counters (1-based, as in `shape`): {up, down}, each
+  // {bytes, packets, offered_bytes, offered_packets} since the lab started.
+  async stats(i) {
+    return JSON.parse(await this.command(`stats ${i}`));
   }
 
   // Closing stdin is the lab's signal to tear everything down.
@@ -176,10 +184,19 @@ export class LabHarness {
       ...(process.env.WREN_LOG_LEVEL ? ['--log-level', process.env.WREN_LOG_LEVEL] : []),
     ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: this.tmp } });
     let output = '';
-    proc.stdout.on('data', (chunk) => { output += chunk; });
-    proc.stderr.on('data', (chunk) => { output += chunk; });
+    // WREN_LOG_FILE: the whole output also goes there, each line after the
+    // milliseconds since wren started (for reading a run's log afterwards).
+    const file = process.env.WREN_LOG_FILE ? createWriteStream(process.env.WREN_LOG_FILE, { flags: 'a' }) : null;
+    const started = Date.now();
+    const record = (chunk) => {
+      output += chunk;
+      file?.write(String(chunk).split('\n').filter(Boolean).map((l) => `${Date.now() - started} ${l}\n`).join(''));
+    };
+    proc.stdout.on('data', record);
+    proc.stderr.on('data', record);
+    proc.once('exit', () => file?.end());
     await new Promise((resolve, reject) => proc.once('spawn', resolve).once('error', reject));
-    this.wren = { proc, output: () => output };
+    this.wren = { proc, output: () => output, started };
     const { healthy, assets } = await nodeIn(ns, HEALTH_SCRIPT, [this.origin, JSON.stringify(Object.keys(WEB_ASSETS))]);
     assert.ok(healthy, `wren in ${ns} did not answer /healthz with 200 within 10 s:\n${output}`);
     for (const [path, file] of Object.entries(WEB_ASSETS)) {
@@ -188,9 +205,10 @@ export class LabHarness {
     }
   }
 
-  // A headless Chromium in client namespace `i` (0-based). Playwright talks
-  // to it over a pipe, so it can live in another namespace.
-  async chromium(i, name) {
+  // A headless Chromium in client namespace `i` (0-based), with `flags`
+  // added to the usual ones. Playwright talks to it over a pipe, so it can
+  // live in another namespace.
+  async chromium(i, name, { flags = [] } = {}) {
     const ns = this.lab.clients[i].ns;
     const wrapper = await this.wrapper(`chromium-${i}`, ns, '/usr/bin/chromium');
     const context = await chromium.launchPersistentContext(join(this.tmp, `chromium-${i}`), {
@@ -198,7 +216,7 @@ export class LabHarness {
       headless: true,
       // The lab's server is plain http on a LAN address: without this the
       // page is no secure context and has no camera.
-      args: [...CHROMIUM_FLAGS, `--unsafely-treat-insecure-origin-as-secure=${this.origin}`],
+      args: [...CHROMIUM_FLAGS, `--unsafely-treat-insecure-origin-as-secure=${this.origin}`, ...flags],
       env: { ...process.env, TMPDIR: this.tmp },
       timeout: 30_000,
     });

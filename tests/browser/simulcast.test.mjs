@@ -11,10 +11,10 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Harness, poll, waitForPublished, waitForVideo } from './harness.mjs';
+import { Harness, poll, waitForPublished, waitForVideo, writeY4m } from './harness.mjs';
 
 const WIDTH = 640;
 const HEIGHT = 360;
@@ -23,24 +23,10 @@ const FRAMES = 30; // one second, looped by Chromium
 let dir;
 let h;
 
-// A Y4M (4:2:0) clip: a bright bar moving across grey, so that every frame
-// differs and the encoder keeps sending.
-async function writeClip(path) {
-  const parts = [Buffer.from(`YUV4MPEG2 W${WIDTH} H${HEIGHT} F30:1 Ip A1:1 C420jpeg\n`)];
-  for (let f = 0; f < FRAMES; f += 1) {
-    const luma = Buffer.alloc(WIDTH * HEIGHT, 60);
-    for (let row = 0; row < HEIGHT; row += 1) {
-      for (let col = 0; col < 40; col += 1) luma[row * WIDTH + ((col + f * 16) % WIDTH)] = 220;
-    }
-    parts.push(Buffer.from('FRAME\n'), luma, Buffer.alloc((WIDTH / 2) * (HEIGHT / 2) * 2, 128));
-  }
-  await writeFile(path, Buffer.concat(parts));
-}
-
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'wren-simulcast-'));
   const clip = join(dir, 'camera.y4m');
-  await writeClip(clip);
+  await writeY4m(clip, { width: WIDTH, height: HEIGHT, frames: FRAMES });
   h = new Harness({ flags: [`--use-file-for-fake-video-capture=${clip}`] });
   await h.launch();
   await h.startWren();
