@@ -530,8 +530,13 @@ impl Sfu {
             }
             return;
         }
-        let tracks: Vec<(Slot, Vec<LayerView>)> =
+        let mut tracks: Vec<(Slot, Vec<LayerView>)> =
             up.tracks.iter().map(|t| (t.slot, t.views(now))).collect();
+        for ((_, views), costs) in tracks.iter_mut().zip(&up.cap.costs) {
+            for (v, &c) in views.iter_mut().zip(costs) {
+                v.bps = v.bps.max(c);
+            }
+        }
         let subscribers = match only {
             Some(id) => vec![id],
             None => up.subscribers.clone(),
@@ -640,6 +645,9 @@ impl Sfu {
         let send = match p.cap.sent {
             Some((sent, _)) if cap >= sent => {
                 p.cap.lower_since = None;
+                if cap > sent {
+                    p.cap.costs.clear();
+                }
                 true
             }
             _ => {
@@ -670,6 +678,20 @@ impl Sfu {
         if let Some(rx) = s.rtc.direct_api().stream_rx(&ssrc) {
             log::debug!("session {publisher:?}: capped at {value} bit/s");
             rx.request_remb(Bitrate::bps(value));
+            let lowered = p.cap.sent.is_none_or(|(sent, _)| value < sent);
+            if lowered {
+                // What each layer cost before this cap throttles it.
+                for (i, t) in p.tracks.iter().enumerate() {
+                    if p.cap.costs.len() <= i {
+                        p.cap.costs.push(Vec::new());
+                    }
+                    let costs = &mut p.cap.costs[i];
+                    costs.resize(t.layers.len(), 0);
+                    for (c, l) in costs.iter_mut().zip(&t.layers) {
+                        *c = (*c).max(l.rate.bps());
+                    }
+                }
+            }
             p.cap.sent = Some((value, now));
             if value == cap {
                 p.cap.lower_since = None;

@@ -133,6 +133,12 @@ struct Peer {
     /// Simulcast publisher: layers it stopped sending (a browser drops its
     /// top layer when its uplink is short).
     stopped: Vec<usize>,
+    /// Simulcast publisher: bytes per frame of each layer under the cap
+    /// (REMB) it was sent, as Chrome was seen to share a cap out: from the
+    /// lowest layer up, whole while they fit; the first that does not fit
+    /// kept at a quarter of its rate (its minimum, over the cap), the
+    /// rest stopped. None: uncapped.
+    capped_sizes: Option<Vec<usize>>,
     /// Subscriber: the REMB it sends every 500 ms, as a browser's
     /// receive-side estimator does.
     remb: Option<u64>,
@@ -197,6 +203,7 @@ impl Peer {
             keyframe_rids: Vec::new(),
             caps: Vec::new(),
             stopped: Vec::new(),
+            capped_sizes: None,
             remb: None,
             next_remb: None,
             next_frame: None,
@@ -249,7 +256,11 @@ impl Peer {
         let layers: Vec<(Option<Rid>, usize)> = if self.simulcast {
             LAYERS
                 .iter()
-                .map(|(r, n)| (Some(Rid::from(*r)), *n))
+                .enumerate()
+                .map(|(i, (r, n))| {
+                    let n = self.capped_sizes.as_ref().map_or(*n, |c| c[i]);
+                    (Some(Rid::from(*r)), n)
+                })
                 .collect()
         } else {
             vec![(None, 3000)]
@@ -260,7 +271,7 @@ impl Peer {
                 MediaKind::Video => layers.clone(),
             };
             for (i, (rid, size)) in encodings.into_iter().enumerate() {
-                if kind == MediaKind::Video && self.stopped.contains(&i) {
+                if kind == MediaKind::Video && (self.stopped.contains(&i) || size == 0) {
                     continue;
                 }
                 let Some(mut writer) = self.rtc.writer(mid) else {
@@ -347,6 +358,29 @@ impl Peer {
                     }
                     Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
                         self.caps.push(estimate.as_u64());
+                        if self.simulcast {
+                            // Bytes per 20 ms frame left for video after
+                            // audio's ~24 kbit/s.
+                            let mut left =
+                                estimate.as_u64().saturating_sub(24_000) as usize / 8 / 50;
+                            let sizes = LAYERS
+                                .iter()
+                                .map(|(_, n)| {
+                                    let size = if left >= *n {
+                                        left -= n;
+                                        *n
+                                    } else if left > 0 {
+                                        // Kept at its minimum, over the cap.
+                                        left = 0;
+                                        n / 4
+                                    } else {
+                                        0
+                                    };
+                                    size
+                                })
+                                .collect();
+                            self.capped_sizes = Some(sizes);
+                        }
                     }
                     _ => {}
                 },
@@ -1084,4 +1118,37 @@ fn a_subscriber_whose_layer_stops_is_moved_to_one_still_sent() {
     // ALLOCATE_EVERY), then the lower layer's key frame: 0.5–0.9 s here.
     assert!(took < Duration::from_millis(1200), "{took:?}");
     assert!(longest < Duration::from_millis(1200), "froze {longest:?}");
+}
+
+#[test]
+fn a_layer_throttled_by_the_cap_does_not_look_cheap_enough_to_raise_it() {
+    // Both subscribers behind 320 kbit/s; the publisher shares its cap out
+    // as Chrome does, throttling the layer that does not fit whole. At the
+    // ~220 kbit/s cap the middle layer (500 kbit/s whole) is throttled to
+    // ~50 kbit/s, under both estimates: measured alone, it would be chosen,
+    // raising the cap so that it goes back to 500 kbit/s, and so on.
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish_simulcast(&mid);
+    let subs: Vec<usize> = (0..2)
+        .map(|i| net.subscribe(&ids(&format!("s{i}")).1, &mid))
+        .collect();
+    for &s in &subs {
+        net.peers[s].down.rate = 320_000;
+    }
+    net.run(Duration::from_secs(14));
+    let first = net.peers[p].caps.len();
+    assert!(first > 0, "capped after 10 s of weak subscribers");
+    let capped_at = net.now;
+    net.run(Duration::from_secs(16));
+    let caps = &net.peers[p].caps[first - 1..];
+    println!("caps {caps:?}");
+    assert!(
+        caps.iter().all(|&c| c <= 320_000),
+        "the cap went back up: {caps:?}"
+    );
+    for &s in &subs {
+        let layers = layers_since(&net.peers[s], capped_at + Duration::from_secs(1));
+        assert_eq!(layers, [0], "subscriber {s} moved to a throttled layer");
+    }
 }
