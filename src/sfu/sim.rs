@@ -366,7 +366,7 @@ impl Peer {
                             let sizes = LAYERS
                                 .iter()
                                 .map(|(_, n)| {
-                                    let size = if left >= *n {
+                                    if left >= *n {
                                         left -= n;
                                         *n
                                     } else if left > 0 {
@@ -375,8 +375,7 @@ impl Peer {
                                         n / 4
                                     } else {
                                         0
-                                    };
-                                    size
+                                    }
                                 })
                                 .collect();
                             self.capped_sizes = Some(sizes);
