@@ -645,7 +645,12 @@ impl Sfu {
         let send = match p.cap.sent {
             Some((sent, _)) if cap >= sent => {
                 p.cap.lower_since = None;
-                if cap > sent {
+                // Raised over what every layer cost: nothing is throttled
+                // any more, measurements are true again. (A small raise
+                // is not enough: it would let a throttled layer, measured
+                // cheap, be chosen.)
+                let all: u64 = p.cap.costs.iter().flatten().sum();
+                if cap >= all {
                     p.cap.costs.clear();
                 }
                 true

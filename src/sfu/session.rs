@@ -43,7 +43,7 @@ pub struct Cap {
     /// under the cap the browser throttles its upper layers, and a layer
     /// measured at a throttled rate must not look cheap enough to choose
     /// (which would raise the cap again, and so on). Cleared when the cap
-    /// is raised.
+    /// is raised over all of them.
     pub costs: Vec<Vec<u64>>,
 }
 
