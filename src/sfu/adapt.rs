@@ -108,12 +108,16 @@ impl Choice {
 }
 
 /// What a track costs the publisher for one subscriber: the layer that
-/// subscriber's link would carry (sent now or not: a layer the publisher
-/// paused under its cap must be able to come back) and every cheaper one
-/// (a browser sends its layers from the lowest up). None while a layer is
-/// not measured.
+/// subscriber receives (`target`) while its link carries it, or a better
+/// one its link carries with the upgrade headroom (sent now or not: a
+/// layer the publisher paused under its cap must be able to come back),
+/// and every cheaper one (a browser sends its layers from the lowest up).
+/// The headroom keeps an estimate that wobbles over a paused layer's cost
+/// from lifting the cap and dropping it again. None while a layer is not
+/// measured.
 pub fn wanted_cost(
     layers: &[LayerView],
+    target: Option<usize>,
     budget: Option<u64>,
     ceiling: Option<Ceiling>,
 ) -> Option<u64> {
@@ -124,11 +128,15 @@ pub fn wanted_cost(
     rates.sort_unstable();
     let top = ceiling.map_or(rates.len() - 1, |c| c.rank(rates.len()));
     let rates = &rates[..=top];
-    let n = rates
-        .iter()
-        .rposition(|&r| budget.is_none_or(|b| r <= b))
+    let fits = |r: u64| budget.is_none_or(|b| r <= b);
+    let fits_well = |r: u64| budget.is_none_or(|b| r * 100 <= b * (100 - UPGRADE_HEADROOM_PCT));
+    let current = target
+        .and_then(|t| layers.get(t))
+        .and_then(|l| rates.iter().rposition(|&r| r == l.bps))
+        .filter(|&n| fits(rates[n]))
         .unwrap_or(0);
-    Some(rates[..=n].iter().sum())
+    let better = rates.iter().rposition(|&r| fits_well(r)).unwrap_or(0);
+    Some(rates[..=current.max(better)].iter().sum())
 }
 
 /// The rate of the layer ranked just above `target` among those sent (its
@@ -239,16 +247,24 @@ mod tests {
     #[test]
     fn a_subscriber_costs_its_layer_and_every_cheaper_one() {
         let mut l = layers(&[500_000, 150_000, 1_200_000]);
-        assert_eq!(wanted_cost(&l, Some(700_000), None), Some(650_000));
-        assert_eq!(wanted_cost(&l, None, None), Some(1_850_000));
-        assert_eq!(wanted_cost(&l, None, Some(Ceiling::Low)), Some(150_000));
-        assert_eq!(wanted_cost(&l, Some(10), None), Some(150_000));
+        assert_eq!(wanted_cost(&l, None, Some(800_000), None), Some(650_000));
+        assert_eq!(wanted_cost(&l, None, None, None), Some(1_850_000));
+        assert_eq!(
+            wanted_cost(&l, None, None, Some(Ceiling::Low)),
+            Some(150_000)
+        );
+        assert_eq!(wanted_cost(&l, None, Some(10), None), Some(150_000));
+        // The layer received counts while it fits; a better one only with
+        // the headroom (500k needs 589k).
+        assert_eq!(wanted_cost(&l, Some(0), Some(550_000), None), Some(650_000));
+        assert_eq!(wanted_cost(&l, Some(1), Some(550_000), None), Some(150_000));
+        assert_eq!(wanted_cost(&l, Some(1), Some(600_000), None), Some(650_000));
         // A paused layer still counts (it must be able to come back)...
         l[2].active = false;
-        assert_eq!(wanted_cost(&l, None, None), Some(1_850_000));
+        assert_eq!(wanted_cost(&l, None, None, None), Some(1_850_000));
         // ...but an unmeasured one makes the cost unknown.
         l[0].bps = 0;
-        assert_eq!(wanted_cost(&l, None, None), None);
+        assert_eq!(wanted_cost(&l, None, None, None), None);
     }
 
     #[test]

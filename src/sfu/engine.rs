@@ -591,7 +591,7 @@ impl Sfu {
                     track.target = choice;
                 }
                 takes = takes
-                    .zip(wanted_cost(layers, budget, track.ceiling))
+                    .zip(wanted_cost(layers, track.target, budget, track.ceiling))
                     .map(|(a, b)| a + b);
                 minimum += track.target.map_or(0, |t| next_up(layers, t));
             }
