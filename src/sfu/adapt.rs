@@ -107,20 +107,18 @@ impl Choice {
     }
 }
 
-/// What a track costs the publisher for one subscriber: the layer that
-/// subscriber receives (`target`) while its link carries it, or a better
-/// one its link carries with the upgrade headroom (sent now or not: a
-/// layer the publisher paused under its cap must be able to come back),
-/// and every cheaper one (a browser sends its layers from the lowest up).
-/// The headroom keeps an estimate that wobbles over a paused layer's cost
-/// from lifting the cap and dropping it again. None while a layer is not
-/// measured.
-pub fn wanted_cost(
+/// What a track costs the publisher for one subscriber, now and wanted:
+/// the layer that subscriber receives (`target`) while its link carries
+/// it; and a better one its link carries with the upgrade headroom (sent
+/// now or not: a layer the publisher paused under its cap must be able to
+/// come back). Each with every cheaper layer (a browser sends its layers
+/// from the lowest up). None while a layer is not measured.
+pub fn layer_costs(
     layers: &[LayerView],
     target: Option<usize>,
     budget: Option<u64>,
     ceiling: Option<Ceiling>,
-) -> Option<u64> {
+) -> Option<(u64, u64)> {
     if layers.iter().any(|l| l.bps == 0) {
         return None;
     }
@@ -136,7 +134,8 @@ pub fn wanted_cost(
         .filter(|&n| fits(rates[n]))
         .unwrap_or(0);
     let better = rates.iter().rposition(|&r| fits_well(r)).unwrap_or(0);
-    Some(rates[..=current.max(better)].iter().sum())
+    let cost = |n: usize| rates[..=n].iter().sum();
+    Some((cost(current), cost(current.max(better))))
 }
 
 /// The rate of the layer ranked just above `target` among those sent (its
@@ -244,27 +243,34 @@ mod tests {
         assert_eq!(t, Some(0));
     }
 
+    /// The wanted cost (the one that can lift a cap).
+    fn want(l: &[LayerView], t: Option<usize>, b: Option<u64>, c: Option<Ceiling>) -> Option<u64> {
+        layer_costs(l, t, b, c).map(|c| c.1)
+    }
+
     #[test]
     fn a_subscriber_costs_its_layer_and_every_cheaper_one() {
         let mut l = layers(&[500_000, 150_000, 1_200_000]);
-        assert_eq!(wanted_cost(&l, None, Some(800_000), None), Some(650_000));
-        assert_eq!(wanted_cost(&l, None, None, None), Some(1_850_000));
-        assert_eq!(
-            wanted_cost(&l, None, None, Some(Ceiling::Low)),
-            Some(150_000)
-        );
-        assert_eq!(wanted_cost(&l, None, Some(10), None), Some(150_000));
+        assert_eq!(want(&l, None, Some(800_000), None), Some(650_000));
+        assert_eq!(want(&l, None, None, None), Some(1_850_000));
+        assert_eq!(want(&l, None, None, Some(Ceiling::Low)), Some(150_000));
+        assert_eq!(want(&l, None, Some(10), None), Some(150_000));
         // The layer received counts while it fits; a better one only with
         // the headroom (500k needs 589k).
-        assert_eq!(wanted_cost(&l, Some(0), Some(550_000), None), Some(650_000));
-        assert_eq!(wanted_cost(&l, Some(1), Some(550_000), None), Some(150_000));
-        assert_eq!(wanted_cost(&l, Some(1), Some(600_000), None), Some(650_000));
+        assert_eq!(want(&l, Some(0), Some(550_000), None), Some(650_000));
+        assert_eq!(want(&l, Some(1), Some(550_000), None), Some(150_000));
+        assert_eq!(
+            layer_costs(&l, Some(1), Some(600_000), None),
+            Some((150_000, 650_000)),
+            "now the layer received, wanted the better one"
+        );
+        assert_eq!(want(&l, Some(1), Some(600_000), None), Some(650_000));
         // A paused layer still counts (it must be able to come back)...
         l[2].active = false;
-        assert_eq!(wanted_cost(&l, None, None, None), Some(1_850_000));
+        assert_eq!(want(&l, None, None, None), Some(1_850_000));
         // ...but an unmeasured one makes the cost unknown.
         l[0].bps = 0;
-        assert_eq!(wanted_cost(&l, None, None, None), None);
+        assert_eq!(want(&l, None, None, None), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! connection), the loop in `Sfu::propagate` hands them to the sessions
 //! they concern and marks those for draining, until nothing is left.
 
-use super::adapt::{next_up, wanted_cost, Ceiling, LayerView};
+use super::adapt::{layer_costs, next_up, Ceiling, LayerView};
 use super::codec::{rtc_config, Link};
 use super::deadlines::Deadlines;
 use super::fasthash::FastMap;
@@ -22,6 +22,7 @@ use crate::ids::{Mid, Sid};
 use crate::ipc::{FromSfu, LayerPin, SfuError, SfuStats};
 use crate::limits::{
     Limits, ALLOCATE_EVERY, CAP_EVERY, CAP_LOWER_HOLD, CAP_MARGIN_PCT, MAX_SFU_SESSIONS,
+    UPGRADE_HOLD,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -525,7 +526,7 @@ impl Sfu {
         };
         if !up.simulcast() {
             if only.is_none() {
-                let take = remb_take(&self.sessions, &up.subscribers);
+                let take = remb_take(&self.sessions, &up.subscribers).map(|t| (t, t));
                 self.cap_publisher(now, publisher, take);
             }
             return;
@@ -553,9 +554,10 @@ impl Sfu {
             .map(|l| l.bps)
             .sum();
         let mut switches: Vec<(Slot, usize)> = Vec::new();
-        // What the best-served subscriber takes; None: unknown (a layer
-        // not measured yet), no cap.
-        let mut take: Option<u64> = Some(0);
+        // What the best-served subscriber takes, now and wanted (a better
+        // layer its estimate carries); None: unknown (a layer not
+        // measured yet), no cap.
+        let mut take: Option<(u64, u64)> = Some((0, 0));
         for id in subscribers {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
@@ -567,7 +569,7 @@ impl Sfu {
             let budget = sub
                 .estimate
                 .map(|e| e.saturating_sub(fixed) / layered.max(1));
-            let (mut takes, mut minimum) = (Some(fixed), fixed);
+            let (mut takes, mut minimum) = (Some((fixed, fixed)), fixed);
             for (slot, layers) in tracks.iter().filter(|(_, l)| l.len() > 1) {
                 let Some(track) = sub.tracks.iter_mut().find(|t| t.slot == *slot) else {
                     continue;
@@ -591,11 +593,13 @@ impl Sfu {
                     track.target = choice;
                 }
                 takes = takes
-                    .zip(wanted_cost(layers, track.target, budget, track.ceiling))
-                    .map(|(a, b)| a + b);
+                    .zip(layer_costs(layers, track.target, budget, track.ceiling))
+                    .map(|((now, want), (n, w))| (now + n, want + w));
                 minimum += track.target.map_or(0, |t| next_up(layers, t));
             }
-            take = take.zip(takes).map(|(a, b)| a.max(b));
+            take = take
+                .zip(takes)
+                .map(|((now, want), (n, w))| (now.max(n), want.max(w)));
             // Probe toward the next layer up (padding fills what media does
             // not), never past what the whole stream needs. Told only when
             // it changes by a tenth: each call re-arms str0m's estimator
@@ -629,15 +633,30 @@ impl Sfu {
     /// carries; for one layer, the highest REMB of its subscribers. A raised cap goes at once; a lower one only
     /// once it has held for a while (a subscriber's estimate dips), and it
     /// is repeated every `CAP_EVERY`.
-    fn cap_publisher(&mut self, now: Instant, publisher: SessionId, take: Option<u64>) {
+    fn cap_publisher(&mut self, now: Instant, publisher: SessionId, take: Option<(u64, u64)>) {
         let Some(s) = self.sessions.get_mut(&publisher) else {
             return;
         };
         let Role::Publisher(p) = &mut s.role else {
             return;
         };
-        let Some(take) = take.filter(|_| !p.subscribers.is_empty()) else {
+        let Some((take_now, take_wanted)) = take.filter(|_| !p.subscribers.is_empty()) else {
             return;
+        };
+        // What a subscriber receives is covered at once; a better layer
+        // that would have to come back only once it has been wanted for
+        // the upgrade hold (an estimate wobbling over its cost must not
+        // lift the cap and drop it again).
+        let take = if take_wanted > take_now {
+            let since = *p.cap.wanted_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= UPGRADE_HOLD {
+                take_wanted
+            } else {
+                take_now
+            }
+        } else {
+            p.cap.wanted_since = None;
+            take_now
         };
         let cap = take * (100 + CAP_MARGIN_PCT) / 100;
         // No cap yet counts as an infinite one: the first must hold too

@@ -39,6 +39,8 @@ pub struct Cap {
     pub sent: Option<(u64, Instant)>,
     /// Since when a lower cap than the one sent has held.
     pub lower_since: Option<Instant>,
+    /// Since when a subscriber has wanted a better layer than it receives.
+    pub wanted_since: Option<Instant>,
     /// Each layer's bitrate (per track) from before a lowered cap went out:
     /// under the cap the browser throttles its upper layers, and a layer
     /// measured at a throttled rate must not look cheap enough to choose
