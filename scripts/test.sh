@@ -27,7 +27,10 @@ cargo test --workspace --lib --bins
 
 # The slow tier: the real binary, real peers, browsers, fuzzing, ARM.
 step "end-to-end tests (real wren, WebSockets, str0m peers)"
-cargo test --workspace --test '*'
+cargo test --workspace --test '*' -- --skip simulcast_through_shaped_links
+step "network lab (tests/lab.rs: wren and str0m peers in namespaces, shaped links)"
+# Its own step, its table printed.
+cargo test --test lab -- --nocapture
 step "browser tests (chromium + playwright-core, firefox-esr + puppeteer-core)"
 # The Firefox tests run the browsers in a network lab (wren-netlab, from the test kit).
 cargo build -p wren -p wren-testkit --bin wren --bin wren-netlab
