@@ -78,9 +78,8 @@ impl Choice {
         let top = ceiling.map_or(ranked.len() - 1, |c| c.rank(ranked.len()));
         let ranked = &ranked[..=top];
         let bps = |i: usize| layers[i].bps;
-        let fits = |i: usize| budget.is_none_or(|b| bps(i) <= b);
-        let fits_well =
-            |i: usize| budget.is_none_or(|b| bps(i) * 100 <= b * (100 - UPGRADE_HEADROOM_PCT));
+        let fits = |i: usize| fits(bps(i), budget);
+        let fits_well = |i: usize| fits_well(bps(i), budget);
         // The best layer that fits, or the lowest if none does.
         let best_fitting = ranked.iter().rposition(|&i| fits(i)).unwrap_or(0);
         let Some(current) = target.and_then(|t| ranked.iter().position(|&i| i == t)) else {
@@ -126,14 +125,15 @@ pub fn layer_costs(
     rates.sort_unstable();
     let top = ceiling.map_or(rates.len() - 1, |c| c.rank(rates.len()));
     let rates = &rates[..=top];
-    let fits = |r: u64| budget.is_none_or(|b| r <= b);
-    let fits_well = |r: u64| budget.is_none_or(|b| r * 100 <= b * (100 - UPGRADE_HEADROOM_PCT));
     let current = target
         .and_then(|t| layers.get(t))
         .and_then(|l| rates.iter().rposition(|&r| r == l.bps))
-        .filter(|&n| fits(rates[n]))
+        .filter(|&n| fits(rates[n], budget))
         .unwrap_or(0);
-    let better = rates.iter().rposition(|&r| fits_well(r)).unwrap_or(0);
+    let better = rates
+        .iter()
+        .rposition(|&r| fits_well(r, budget))
+        .unwrap_or(0);
     let cost = |n: usize| rates[..=n].iter().sum();
     Some((cost(current), cost(current.max(better))))
 }
@@ -148,6 +148,16 @@ pub fn next_up(layers: &[LayerView], target: usize) -> u64 {
         .copied()
         .unwrap_or(target);
     layers.get(next).map_or(0, |l| l.bps)
+}
+
+/// Whether `bps` fits a link that carries `budget` (None: no limit).
+fn fits(bps: u64, budget: Option<u64>) -> bool {
+    budget.is_none_or(|b| bps <= b)
+}
+
+/// Whether it fits with the headroom an upgrade needs.
+fn fits_well(bps: u64, budget: Option<u64>) -> bool {
+    budget.is_none_or(|b| bps * 100 <= b * (100 - UPGRADE_HEADROOM_PCT))
 }
 
 /// The layers being sent, lowest first: by measured bitrate, or by the

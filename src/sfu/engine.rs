@@ -519,7 +519,8 @@ impl Sfu {
 
     /// Chooses again the layer each subscriber of `publisher` receives (or
     /// only `only`'s), asks for the key frames the switches need, and
-    /// updates the publisher's cap. Nothing to do without simulcast.
+    /// updates the publisher's cap. Without simulcast there is no layer to
+    /// choose: only the cap, from the subscribers' REMBs.
     fn allocate(&mut self, now: Instant, publisher: SessionId, only: Option<SessionId>) {
         let Some(Role::Publisher(up)) = self.sessions.get(&publisher).map(|s| &s.role) else {
             return;
@@ -628,11 +629,12 @@ impl Sfu {
     }
 
     /// Tells a publisher (REMB) not to send more than its best-served
-    /// subscriber takes (`take`, bits per second, None: unknown), with a
-    /// margin: for simulcast, the layers that subscriber's estimate
-    /// carries; for one layer, the highest REMB of its subscribers. A raised cap goes at once; a lower one only
-    /// once it has held for a while (a subscriber's estimate dips), and it
-    /// is repeated every `CAP_EVERY`.
+    /// subscriber takes (`take`: now and wanted, bits per second; None:
+    /// unknown), with a margin: for simulcast, the layers that subscriber's
+    /// estimate carries; for one layer, the highest REMB of its
+    /// subscribers. A raised cap goes at once; a lower one only once it
+    /// has held for a while (a subscriber's estimate dips), and it is
+    /// repeated every `CAP_EVERY`.
     fn cap_publisher(&mut self, now: Instant, publisher: SessionId, take: Option<(u64, u64)>) {
         let Some(s) = self.sessions.get_mut(&publisher) else {
             return;

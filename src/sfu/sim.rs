@@ -440,6 +440,13 @@ impl Net {
         self.peers.len() - 1
     }
 
+    /// `n` subscribers of `mid` (s0, s1, ...); their indices.
+    fn subscribers(&mut self, n: usize, mid: &Mid) -> Vec<usize> {
+        (0..n)
+            .map(|i| self.subscribe(&ids(&format!("s{i}")).1, mid))
+            .collect()
+    }
+
     /// A subscriber of `mid`, answered by the SFU; its index.
     fn subscribe(&mut self, sid: &Sid, mid: &Mid) -> usize {
         let mut p = Peer::new(self.now, self.peers.len() as u8 + 1, Direction::RecvOnly);
@@ -618,9 +625,7 @@ fn key_frame_requests_are_coalesced_so_the_publisher_honours_each() {
     let mut net = Net::new();
     let (mid, _) = ids("alice");
     let p = net.publish(&mid);
-    let subs: Vec<usize> = (0..3)
-        .map(|i| net.subscribe(&ids(&format!("s{i}")).1, &mid))
-        .collect();
+    let subs: Vec<usize> = net.subscribers(3, &mid);
     assert!(net.run_until(Duration::from_secs(5), |n| subs
         .iter()
         .all(|&s| n.peers[s].videos().count() > 10)));
@@ -752,9 +757,7 @@ fn a_publisher_that_goes_away_takes_its_subscribers_and_is_reported() {
     let mut net = Net::new();
     let (mid, _) = ids("alice");
     let p = net.publish(&mid);
-    let subs: Vec<usize> = (0..2)
-        .map(|i| net.subscribe(&ids(&format!("s{i}")).1, &mid))
-        .collect();
+    let subs: Vec<usize> = net.subscribers(2, &mid);
     assert!(net.run_until(Duration::from_secs(5), |n| subs
         .iter()
         .all(|&s| n.peers[s].videos().count() > 0)));
@@ -977,9 +980,7 @@ fn a_publisher_whose_subscribers_are_all_weak_is_capped_to_what_they_take() {
     let mut net = Net::new();
     let (mid, _) = ids("alice");
     let p = net.publish_simulcast(&mid);
-    let subs: Vec<usize> = (0..2)
-        .map(|i| net.subscribe(&ids(&format!("s{i}")).1, &mid))
-        .collect();
+    let subs: Vec<usize> = net.subscribers(2, &mid);
     for &s in &subs {
         net.peers[s].down.rate = 400_000;
     }
@@ -1043,9 +1044,7 @@ fn a_single_layer_publisher_is_capped_at_its_subscribers_best_remb() {
     let mut net = Net::new();
     let (mid, _) = ids("alice");
     let p = net.publish(&mid);
-    let subs: Vec<usize> = (0..2)
-        .map(|i| net.subscribe(&ids(&format!("s{i}")).1, &mid))
-        .collect();
+    let subs: Vec<usize> = net.subscribers(2, &mid);
     net.peers[subs[0]].remb = Some(300_000);
     net.peers[subs[1]].remb = Some(200_000);
     net.run(Duration::from_secs(8));
@@ -1129,9 +1128,7 @@ fn a_layer_throttled_by_the_cap_does_not_look_cheap_enough_to_raise_it() {
     let mut net = Net::new();
     let (mid, _) = ids("alice");
     let p = net.publish_simulcast(&mid);
-    let subs: Vec<usize> = (0..2)
-        .map(|i| net.subscribe(&ids(&format!("s{i}")).1, &mid))
-        .collect();
+    let subs: Vec<usize> = net.subscribers(2, &mid);
     for &s in &subs {
         net.peers[s].down.rate = 320_000;
     }
