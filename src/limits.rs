@@ -182,6 +182,12 @@ pub const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
 pub const UPGRADE_HEADROOM_PCT: u64 = 15;
 /// ...for this long before a subscriber is moved up to it.
 pub const UPGRADE_HOLD: Duration = Duration::from_secs(3);
+/// VP8 temporal layers a subscriber can be sent fewer of (TID 0..=3).
+pub const MAX_TEMPORAL_LAYERS: usize = 4;
+/// Runs of skipped packets (dropped frames) a subscriber track remembers,
+/// to number a late packet from before them: at 15 dropped frames a
+/// second, the last 4 s.
+pub const MAX_SKIP_RUNS: usize = 64;
 /// Where a subscriber's estimate starts (str0m's TWCC estimator): a
 /// middle layer, so that a weak link is not flooded at the start.
 pub const BWE_INITIAL_BPS: u64 = 600_000;

@@ -66,6 +66,20 @@ impl Choice {
         budget: Option<u64>,
         ceiling: Option<Ceiling>,
     ) -> Option<usize> {
+        self.choose_with(now, layers, target, budget, ceiling, UPGRADE_HEADROOM_PCT)
+    }
+
+    /// `choose`, with the headroom (percent of the budget) a better layer
+    /// must leave.
+    pub fn choose_with(
+        &mut self,
+        now: Instant,
+        layers: &[LayerView],
+        target: Option<usize>,
+        budget: Option<u64>,
+        ceiling: Option<Ceiling>,
+        headroom_pct: u64,
+    ) -> Option<usize> {
         let ranked = rank(layers);
         if ranked.is_empty() {
             self.better_since = None;
@@ -79,7 +93,7 @@ impl Choice {
         let ranked = &ranked[..=top];
         let bps = |i: usize| layers[i].bps;
         let fits = |i: usize| fits(bps(i), budget);
-        let fits_well = |i: usize| fits_well(bps(i), budget);
+        let fits_well = |i: usize| fits_with(bps(i), budget, headroom_pct);
         // The best layer that fits, or the lowest if none does.
         let best_fitting = ranked.iter().rposition(|&i| fits(i)).unwrap_or(0);
         let Some(current) = target.and_then(|t| ranked.iter().position(|&i| i == t)) else {
@@ -157,7 +171,12 @@ fn fits(bps: u64, budget: Option<u64>) -> bool {
 
 /// Whether it fits with the headroom an upgrade needs.
 fn fits_well(bps: u64, budget: Option<u64>) -> bool {
-    budget.is_none_or(|b| bps * 100 <= b * (100 - UPGRADE_HEADROOM_PCT))
+    fits_with(bps, budget, UPGRADE_HEADROOM_PCT)
+}
+
+/// Whether it fits, leaving `headroom_pct` of the budget.
+fn fits_with(bps: u64, budget: Option<u64>, headroom_pct: u64) -> bool {
+    budget.is_none_or(|b| bps * 100 <= b * (100 - headroom_pct))
 }
 
 /// The layers being sent, lowest first: by measured bitrate, or by the

@@ -526,8 +526,9 @@ impl Sfu {
             return;
         };
         if !up.simulcast() {
+            let take = remb_take(&self.sessions, &up.subscribers).map(|t| (t, t));
+            self.allocate_temporal(now, publisher, only);
             if only.is_none() {
-                let take = remb_take(&self.sessions, &up.subscribers).map(|t| (t, t));
                 self.cap_publisher(now, publisher, take);
             }
             return;
@@ -625,6 +626,69 @@ impl Sfu {
         }
         if only.is_none() {
             self.cap_publisher(now, publisher, take);
+        }
+    }
+
+    /// For a publisher of one encoding per track: the VP8 temporal layers
+    /// each subscriber of `publisher` (or only `only`) receives, from its
+    /// estimate, else its REMB (None: all of them). A receive-side REMB
+    /// reads at most about 1.5 times what arrives (libwebrtc's rate
+    /// control caps it so), so it cannot show the headroom a simulcast
+    /// upgrade waits for: here a layer up is taken once it fits for the
+    /// upgrade hold.
+    fn allocate_temporal(&mut self, now: Instant, publisher: SessionId, only: Option<SessionId>) {
+        let Some(Role::Publisher(up)) = self.sessions.get(&publisher).map(|s| &s.role) else {
+            return;
+        };
+        let tracks: Vec<(Slot, Vec<LayerView>)> = up
+            .tracks
+            .iter()
+            .map(|t| (t.slot, t.layers[0].temporal.views(now)))
+            .collect();
+        let layered = tracks.iter().filter(|(_, v)| v.len() > 1).count() as u64;
+        let fixed: u64 = up
+            .tracks
+            .iter()
+            .zip(&tracks)
+            .filter(|(_, (_, v))| v.len() < 2)
+            .map(|(t, _)| t.layers[0].rate.bps())
+            .sum();
+        let subscribers = match only {
+            Some(id) => vec![id],
+            None => up.subscribers.clone(),
+        };
+        for id in subscribers {
+            let Some(Role::Subscriber(sub)) = self.sessions.get_mut(&id).map(|s| &mut s.role)
+            else {
+                continue;
+            };
+            let budget = sub
+                .estimate
+                .or(sub.remb)
+                .map(|b| b.saturating_sub(fixed) / layered.max(1));
+            for (slot, views) in &tracks {
+                let Some(track) = sub.tracks.iter_mut().find(|t| t.slot == *slot) else {
+                    continue;
+                };
+                let target = match views.len() {
+                    0 | 1 => None,
+                    n => {
+                        let top = n - 1;
+                        let at = track.temporal.target.map_or(top, |t| (t as usize).min(top));
+                        let choice =
+                            track
+                                .choice
+                                .choose_with(now, views, Some(at), budget, None, 0);
+                        choice.filter(|&c| c < top).map(|c| c as u8)
+                    }
+                };
+                if target != track.temporal.target {
+                    log::debug!(
+                        "session {id:?}: temporal layers up to {target:?} (budget {budget:?})"
+                    );
+                    track.temporal.target = target;
+                }
+            }
         }
     }
 
@@ -773,7 +837,7 @@ impl Sfu {
             let Some(track) = down.tracks.iter_mut().find(|t| t.slot == slot) else {
                 continue;
             };
-            if !track.accepts(now, li, &m) {
+            if !track.accepts(now, li, &m) || !track.keeps(&m) {
                 continue;
             }
             if track.write(&mut sub.rtc, now, &m) {

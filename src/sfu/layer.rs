@@ -6,6 +6,7 @@
 
 use super::keyframe::{KeyframeCache, KeyframeRequests};
 use super::packet::Media;
+use super::temporal::TemporalRates;
 use crate::limits::{LAYER_IDLE, LAYER_QUIET, RATE_WINDOW};
 use std::time::Instant;
 use str0m::media::Rid;
@@ -23,6 +24,8 @@ pub struct Layer {
     /// The latest key frame and what followed it (video).
     pub cache: KeyframeCache<Media>,
     pub rate: RateMeter,
+    /// VP8 temporal layers, if the encoding has them.
+    pub temporal: TemporalRates,
 }
 
 impl Layer {
@@ -33,6 +36,7 @@ impl Layer {
             keyframes: KeyframeRequests::default(),
             cache: KeyframeCache::default(),
             rate: RateMeter::default(),
+            temporal: TemporalRates::default(),
         }
     }
 
@@ -40,6 +44,7 @@ impl Layer {
     /// cache (video).
     pub fn observe(&mut self, now: Instant, m: &Media, video: bool) {
         self.rate.add(now, m.payload.len());
+        self.temporal.observe(now, m);
         if video && self.cache.observe(now, m.key, m.timestamp, || m.clone()) {
             self.keyframes.on_keyframe(now);
         }
@@ -101,6 +106,11 @@ impl RateMeter {
     /// Bits per second (payload), 0 if not measured yet.
     pub fn bps(&self) -> u64 {
         self.bps
+    }
+
+    /// When its latest bytes came.
+    pub fn last(&self) -> Option<Instant> {
+        self.last
     }
 }
 

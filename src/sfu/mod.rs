@@ -33,6 +33,7 @@ mod session;
 mod shell;
 #[cfg(test)]
 mod sim;
+mod temporal;
 mod track;
 
 use crate::ids::NodeId;

@@ -28,10 +28,52 @@ pub struct Media {
     /// VP8: its payload descriptor (picture ids are rewritten per
     /// subscriber on a layer switch).
     pub vp8: Option<Vp8Descriptor>,
+    /// VP8 with temporal layers: the frame's layer.
+    pub temporal: Option<Temporal>,
+}
+
+/// A frame's temporal layer, from the VP8 payload descriptor (RFC 7741
+/// 4.2: the T bit, then TID and Y). A frame of layer n refers only to
+/// frames of layers up to n, so a subscriber can be sent layers 0..=n.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Temporal {
+    pub tid: u8,
+    /// Y: it refers only to layer-0 frames (a switch up may start here).
+    pub sync: bool,
+}
+
+impl Temporal {
+    /// The temporal layer of a VP8 payload, if its descriptor has one.
+    pub fn of_vp8(payload: &[u8]) -> Option<Temporal> {
+        let first = *payload.first()?;
+        if first & 0x80 == 0 {
+            return None;
+        }
+        let ext = *payload.get(1)?;
+        if ext & 0x20 == 0 {
+            return None;
+        }
+        let mut at = 2;
+        if ext & 0x80 != 0 {
+            // PictureID: one byte, two when its M bit is set.
+            at += if payload.get(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if ext & 0x40 != 0 {
+            at += 1; // TL0PICIDX
+        }
+        let t = *payload.get(at)?;
+        Some(Temporal {
+            tid: t >> 6,
+            sync: t & 0x20 != 0,
+        })
+    }
 }
 
 impl Media {
     pub fn new(pkt: &RtpPacket, params: PayloadParams) -> Media {
+        let vp8 = (params.spec().codec == Codec::Vp8)
+            .then(|| Vp8Descriptor::parse(&pkt.payload).ok())
+            .flatten();
         Media {
             source: pkt.header.ssrc,
             seq: *pkt.seq_no,
@@ -42,13 +84,45 @@ impl Media {
             ext: forwardable_extensions(&pkt.header.ext_vals),
             arrived: pkt.timestamp,
             key: starts_keyframe(params.spec().codec, &pkt.payload),
-            vp8: (params.spec().codec == Codec::Vp8)
-                .then(|| Vp8Descriptor::parse(&pkt.payload).ok())
-                .flatten(),
+            vp8,
+            temporal: vp8.and_then(|_| Temporal::of_vp8(&pkt.payload)),
         }
     }
 
     pub fn clock_rate(&self) -> u32 {
         self.params.spec().clock_rate.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_temporal_layer_is_read_past_the_optional_fields() {
+        // X, I with a 15-bit picture id, L, T: TID 2, Y.
+        let full = [0x90, 0xe0, 0x81, 0x23, 0x07, 0b1010_0000, 0x9d];
+        assert_eq!(
+            Temporal::of_vp8(&full),
+            Some(Temporal { tid: 2, sync: true })
+        );
+        // X, T only: TID 1.
+        assert_eq!(
+            Temporal::of_vp8(&[0x80, 0x20, 0b0100_0000, 0]),
+            Some(Temporal {
+                tid: 1,
+                sync: false
+            })
+        );
+        // A 7-bit picture id, then T: TID 0.
+        assert_eq!(
+            Temporal::of_vp8(&[0x80, 0xa0, 0x05, 0x00, 0]).map(|t| t.tid),
+            Some(0)
+        );
+        // No X, or X without T: no layer; cut short: none either.
+        assert_eq!(Temporal::of_vp8(&[0x10, 0x9d]), None);
+        assert_eq!(Temporal::of_vp8(&[0x80, 0x80, 0x05, 0]), None);
+        assert_eq!(Temporal::of_vp8(&[0x80, 0xe0, 0x81]), None);
+        assert_eq!(Temporal::of_vp8(&[]), None);
     }
 }

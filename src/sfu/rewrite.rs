@@ -13,7 +13,12 @@
 //! - Packets older than the current source's first forwarded one (late
 //!   retransmissions of what came before) are not forwarded: their numbers
 //!   would collide with numbers already used.
+//! - Packets the subscriber is not sent (frames of a temporal layer its
+//!   link does not carry) are skipped: the numbers after them close the
+//!   gap, so its receiver neither asks for them nor waits for them.
 
+use crate::limits::MAX_SKIP_RUNS;
+use std::collections::VecDeque;
 use std::time::Instant;
 use str0m::media::Pt;
 use str0m::rtp::Ssrc;
@@ -31,8 +36,12 @@ struct State {
     seq_offset: u64,
     /// Added to the source's RTP timestamp (wrapping).
     ts_offset: u32,
-    /// The first sequence number forwarded from the current source.
+    /// The source's first sequence number still mapped (its first
+    /// forwarded one, or past the oldest skip forgotten).
     floor: u64,
+    /// The source's newest sequence number seen (forwarded or skipped).
+    newest: u64,
+    skips: Skips,
     /// The highest sequence number forwarded so far, its timestamp, and
     /// when it was forwarded.
     highest: u64,
@@ -73,7 +82,9 @@ impl Rewriter {
                 s.source = source;
                 s.seq_offset = first.wrapping_sub(seq);
                 s.ts_offset = s.highest_ts.wrapping_add(ticks as u32).wrapping_sub(ts);
-                s.floor = first;
+                s.floor = seq;
+                s.newest = seq;
+                s.skips = Skips::default();
                 s
             }
             None => {
@@ -82,19 +93,20 @@ impl Rewriter {
                     source,
                     seq_offset: first.wrapping_sub(seq),
                     ts_offset: 0,
-                    floor: first,
+                    floor: seq,
+                    newest: seq,
+                    skips: Skips::default(),
                     highest: first,
                     highest_ts: ts,
                     highest_at: now,
                 })
             }
         };
-        let out = seq.wrapping_add(s.seq_offset);
-        // Below the floor, or so far above the highest that it can only be
-        // the wrapped result of a packet from before the floor.
-        if out < s.floor || out > s.floor + (1 << 62) {
+        if seq < s.floor {
             return None;
         }
+        s.newest = s.newest.max(seq);
+        let out = seq.wrapping_add(s.skips.offset(seq, s.seq_offset));
         let timestamp = ts.wrapping_add(s.ts_offset);
         if out >= s.highest {
             s.highest = out;
@@ -105,6 +117,62 @@ impl Rewriter {
             seq: out,
             timestamp,
         })
+    }
+
+    /// Leaves packet `seq` of `source` out: the packets after it are
+    /// numbered as if it had never been. (One that is not the newest of
+    /// its source was overtaken by a later one already numbered: its gap
+    /// stays, as for a packet lost on the way.)
+    pub fn skip(&mut self, source: Ssrc, seq: u64) {
+        let Some(s) = self.state.as_mut().filter(|s| s.source == source) else {
+            return; // Nothing numbered from this source yet.
+        };
+        if seq <= s.newest {
+            return;
+        }
+        s.newest = seq;
+        s.seq_offset = s.seq_offset.wrapping_sub(1);
+        if let Some(floor) = s.skips.push(seq) {
+            s.floor = s.floor.max(floor);
+        }
+    }
+}
+
+/// The runs of numbers left out of one source's stream: each lowers the
+/// offset of every number after it by its length, and a late packet from
+/// before a run keeps the offset it had. Runs are few (one per dropped
+/// frame, its packets being consecutive); the oldest are forgotten.
+#[derive(Debug, Default)]
+struct Skips {
+    /// (first skipped, last skipped), oldest first.
+    runs: VecDeque<(u64, u64)>,
+}
+
+impl Skips {
+    /// The offset for source number `n`, given the offset for numbers
+    /// after every run: one more for each run at or after `n`.
+    fn offset(&self, n: u64, after_all: u64) -> u64 {
+        let later: u64 = self
+            .runs
+            .iter()
+            .rev()
+            .take_while(|r| r.0 > n)
+            .map(|r| r.1 - r.0 + 1)
+            .sum();
+        after_all.wrapping_add(later)
+    }
+
+    /// Records that `n`, the newest number, is skipped. Returns the first
+    /// number still mapped when the oldest run had to be forgotten.
+    fn push(&mut self, n: u64) -> Option<u64> {
+        match self.runs.back_mut() {
+            Some(run) if run.1 + 1 == n => run.1 = n,
+            _ => self.runs.push_back((n, n)),
+        }
+        if self.runs.len() > MAX_SKIP_RUNS {
+            return self.runs.pop_front().map(|r| r.1 + 1);
+        }
+        None
     }
 }
 
@@ -121,12 +189,31 @@ pub struct Vp8Ids {
 #[derive(Debug)]
 struct Vp8State {
     source: Ssrc,
-    /// Added to the source's picture id (15 bits) and TL0PICIDX.
+    /// Added to the source's picture id (15 bits; after every skipped
+    /// picture) and TL0PICIDX.
     pid_offset: u16,
     tl0_offset: u8,
     last_pid: u16,
     last_tl0: u8,
+    /// The source's newest picture id seen, unwrapped.
+    newest: u64,
+    /// Pictures left out (a temporal layer not sent), unwrapped.
+    skips: Skips,
 }
+
+/// Where a 15-bit picture id falls relative to `near` (unwrapped):
+/// within 2^14 either way.
+fn unwrap_pid(near: u64, pid: u16) -> u64 {
+    let ahead = pid.wrapping_sub(near as u16) & PID_MASK;
+    if ahead < 0x4000 {
+        near + ahead as u64
+    } else {
+        near.saturating_sub((0x8000 - ahead) as u64)
+    }
+}
+
+/// Unwrapped picture ids start here, far from 0 either way.
+const PID_BASE: u64 = 1 << 32;
 
 const PID_MASK: u16 = 0x7fff;
 
@@ -151,6 +238,8 @@ impl Vp8Ids {
                 s.pid_offset =
                     picture_id.map_or(0, |p| s.last_pid.wrapping_add(1).wrapping_sub(p) & PID_MASK);
                 s.tl0_offset = tl0.map_or(0, |t| s.last_tl0.wrapping_add(1).wrapping_sub(t));
+                s.newest = PID_BASE + picture_id.unwrap_or(0) as u64;
+                s.skips = Skips::default();
                 s
             }
             None => self.state.insert(Vp8State {
@@ -159,9 +248,17 @@ impl Vp8Ids {
                 tl0_offset: 0,
                 last_pid: picture_id.unwrap_or(0),
                 last_tl0: tl0.unwrap_or(0),
+                newest: PID_BASE + picture_id.unwrap_or(0) as u64,
+                skips: Skips::default(),
             }),
         };
-        let pid = picture_id.map(|p| p.wrapping_add(s.pid_offset) & PID_MASK);
+        let pid = picture_id.map(|p| {
+            let n = unwrap_pid(s.newest, p);
+            s.newest = s.newest.max(n);
+            let offset = s.skips.offset(n, s.pid_offset as u64) as u16;
+            p.wrapping_add(offset) & PID_MASK
+        });
+        let changed = s.pid_offset != 0 || s.tl0_offset != 0 || !s.skips.runs.is_empty();
         let tl0 = tl0.map(|t| t.wrapping_add(s.tl0_offset));
         if let Some(p) = pid {
             // Newer (in 15-bit serial arithmetic) than the last: it is the
@@ -176,8 +273,25 @@ impl Vp8Ids {
         Vp8Out {
             picture_id: pid,
             tl0_pic_idx: tl0,
-            changed: s.pid_offset != 0 || s.tl0_offset != 0,
+            changed,
         }
+    }
+
+    /// Leaves picture `picture_id` of `source` out: the pictures after it
+    /// are numbered as if it had never been (a receiver waits for a
+    /// picture id it has not seen before it decodes what follows). Each
+    /// picture counts once, however many packets it has.
+    pub fn skip(&mut self, source: Ssrc, picture_id: u16) {
+        let Some(s) = self.state.as_mut().filter(|s| s.source == source) else {
+            return;
+        };
+        let n = unwrap_pid(s.newest, picture_id);
+        if n <= s.newest {
+            return;
+        }
+        s.newest = n;
+        s.pid_offset = s.pid_offset.wrapping_sub(1) & PID_MASK;
+        s.skips.push(n);
     }
 }
 
@@ -335,6 +449,67 @@ mod tests {
         v.rewrite(b, Some(99), Some(6));
         let out = v.rewrite(a, Some(5), None);
         assert_eq!(out.picture_id, Some(3), "one past 2, not past 32_767");
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap_and_late_ones_keep_their_place() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::default();
+        let a = Ssrc::from(1);
+        let seq = |r: &mut Rewriter, n: u64| r.rewrite(a, n, 0, t0, VIDEO).map(|o| o.seq);
+        assert_eq!(seq(&mut r, 100), Some(100));
+        // 101 and 102 (one frame) are left out, 103 arrives late.
+        r.skip(a, 101);
+        r.skip(a, 102);
+        assert_eq!(seq(&mut r, 104), Some(102), "after the skipped run");
+        assert_eq!(seq(&mut r, 103), Some(101), "late, after the run too");
+        r.skip(a, 105);
+        assert_eq!(seq(&mut r, 106), Some(103));
+        // A skip that was overtaken changes nothing: its gap stays.
+        r.skip(a, 99);
+        assert_eq!(seq(&mut r, 107), Some(104));
+        // A new source starts without the old one's skips.
+        let b = Ssrc::from(2);
+        assert_eq!(r.rewrite(b, 9, 0, t0, VIDEO).map(|o| o.seq), Some(105));
+        r.skip(a, 108);
+        assert_eq!(r.rewrite(b, 10, 0, t0, VIDEO).map(|o| o.seq), Some(106));
+    }
+
+    #[test]
+    fn a_packet_from_before_the_skips_remembered_is_not_forwarded() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::default();
+        let a = Ssrc::from(1);
+        r.rewrite(a, 1000, 0, t0, VIDEO).unwrap();
+        // Every other packet skipped: one run each.
+        let mut n = 1000;
+        for _ in 0..=MAX_SKIP_RUNS {
+            n += 2;
+            r.skip(a, n - 1);
+            r.rewrite(a, n, 0, t0, VIDEO).unwrap();
+        }
+        assert_eq!(r.rewrite(a, 1000, 0, t0, VIDEO), None, "its offset is lost");
+        let newest = r.rewrite(a, n, 0, t0, VIDEO).unwrap().seq;
+        assert_eq!(newest, 1000 + MAX_SKIP_RUNS as u64 + 1);
+        assert_eq!(r.rewrite(a, n - 2, 0, t0, VIDEO).unwrap().seq, newest - 1);
+    }
+
+    #[test]
+    fn skipped_vp8_pictures_leave_no_gap_across_the_wrap() {
+        let mut v = Vp8Ids::default();
+        let a = Ssrc::from(1);
+        let pid = |v: &mut Vp8Ids, p: u16| v.rewrite(a, Some(p), Some(3)).picture_id;
+        assert_eq!(pid(&mut v, 32_766), Some(32_766));
+        v.skip(a, 32_767);
+        v.skip(a, 32_767); // its second packet: counted once
+        let out = v.rewrite(a, Some(0), Some(3));
+        assert_eq!((out.picture_id, out.changed), (Some(32_767), true));
+        assert_eq!(pid(&mut v, 1), Some(0));
+        v.skip(a, 2);
+        assert_eq!(pid(&mut v, 3), Some(1));
+        // A retransmission of picture 0 keeps its number.
+        assert_eq!(pid(&mut v, 0), Some(32_767));
+        assert_eq!(pid(&mut v, 32_766), Some(32_766));
     }
 
     #[test]

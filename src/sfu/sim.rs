@@ -6,6 +6,7 @@
 
 use super::engine::Sfu;
 use super::keyframe::starts_keyframe;
+use super::packet::Temporal;
 use crate::ids::{Mid, PeerId, Sid};
 use crate::ipc::{FromSfu, LayerPin};
 use crate::limits::Limits;
@@ -20,6 +21,7 @@ use str0m::media::{
     Simulcast, SimulcastLayer,
 };
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 const STEP: Duration = Duration::from_millis(1);
@@ -100,7 +102,14 @@ struct Received {
     layer: u8,
     /// RTP timestamp: one per frame.
     ts: u32,
+    /// VP8: the temporal layer and picture id, if it has them.
+    tid: Option<u8>,
+    pid: Option<u16>,
 }
+
+/// A temporal-layer publisher's frames: the layer of each in turn, and
+/// the bytes of a frame of each layer (~100, ~60 and ~60 kbit/s).
+const TEMPORAL: [(u8, usize); 4] = [(0, 1000), (2, 300), (1, 600), (2, 300)];
 
 /// A simulcast publisher's layers: rid and bytes per 20 ms frame (low,
 /// middle, top: ~150 kbit/s, ~500 kbit/s, ~1.2 Mbit/s).
@@ -121,6 +130,11 @@ struct Peer {
     sends: bool,
     /// Simulcast: one encoding per entry of `LAYERS`, else one of 3 KB.
     simulcast: bool,
+    /// One encoding with VP8 temporal layers (`TEMPORAL`), written as RTP
+    /// (str0m's packetizer writes no layer ids).
+    temporal: bool,
+    /// Its next sequence number per track, as RTP (`temporal`).
+    next_seq: [u64; 2],
     frames: u64,
     /// Per layer (one without simulcast).
     keyframe_wanted: Vec<bool>,
@@ -156,11 +170,15 @@ impl Peer {
     }
 
     fn with_layers(now: Instant, n: u8, dir: Direction, simulcast: bool) -> Peer {
+        Peer::build(now, n, dir, simulcast, false)
+    }
+
+    fn build(now: Instant, n: u8, dir: Direction, simulcast: bool, temporal: bool) -> Peer {
         let addr: SocketAddr = format!("10.0.1.{n}:5000").parse().unwrap();
         // Publishers in frame mode (str0m packetizes), subscribers in RTP
         // mode (we see every packet's header).
         let mut rtc = Rtc::builder()
-            .set_rtp_mode(dir == Direction::RecvOnly)
+            .set_rtp_mode(dir == Direction::RecvOnly || temporal)
             .build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut api = rtc.sdp_api();
@@ -196,6 +214,8 @@ impl Peer {
             connected: false,
             sends: dir == Direction::SendOnly,
             simulcast,
+            temporal,
+            next_seq: [1, 1],
             frames: 0,
             keyframe_wanted: vec![true; if simulcast { LAYERS.len() } else { 1 }],
             keyframes_sent: Vec::new(),
@@ -235,7 +255,11 @@ impl Peer {
             let due = *self.next_frame.get_or_insert(now);
             if due <= now {
                 self.next_frame = Some(due + Duration::from_millis(20));
-                self.write_frame(now);
+                if self.temporal {
+                    self.write_temporal_frame(now);
+                } else {
+                    self.write_frame(now);
+                }
             }
         }
         if let Some(bps) = self.remb.filter(|_| self.connected) {
@@ -248,6 +272,57 @@ impl Peer {
             }
         }
         self.drain(now);
+    }
+
+    /// One 20 ms frame of each track, as RTP: VP8 with a payload
+    /// descriptor that carries the picture id, TL0PICIDX and temporal
+    /// layer (the L1T3 pattern 0 2 1 2, a key frame on layer 0).
+    fn write_temporal_frame(&mut self, now: Instant) {
+        let frame = self.frames;
+        self.frames += 1;
+        let key = std::mem::take(&mut self.keyframe_wanted[0]);
+        if key {
+            self.keyframes_sent.push(now);
+            self.last_keyframe[0] = Some(now);
+        }
+        let (tid, size) = TEMPORAL[if key { 0 } else { frame as usize % 4 }];
+        let pid = (frame & 0x7fff) as u16;
+        let tl0 = (frame / 4) as u8;
+        let mut video = vec![
+            0x90,
+            0xe0,
+            0x80 | (pid >> 8) as u8,
+            pid as u8,
+            tl0,
+            tid << 6,
+            !key as u8,
+        ];
+        video.resize(size, 0x10);
+        for (i, (mid, kind)) in self.tracks.clone().into_iter().enumerate() {
+            let (codec, rate, payload) = match kind {
+                MediaKind::Audio => (Codec::Opus, 48_000, vec![0xf8u8; 60]),
+                MediaKind::Video => (Codec::Vp8, 90_000, video.clone()),
+            };
+            let Some(pt) = self
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+            else {
+                continue;
+            };
+            let seq = self.next_seq[i];
+            self.next_seq[i] += 1;
+            let time = (frame * 20 * rate / 1000) as u32;
+            let mut api = self.rtc.direct_api();
+            if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+                tx.write_rtp(
+                    RtpWrite::new(pt, SeqNo::from(seq), time, now, payload)
+                        .marker(true)
+                        .nackable(kind == MediaKind::Video),
+                );
+            }
+        }
     }
 
     fn write_frame(&mut self, now: Instant) {
@@ -341,6 +416,10 @@ impl Peer {
                                 at: now,
                                 layer: p.payload.last().map_or(0, |b| b.wrapping_sub(0x10)),
                                 ts: p.header.timestamp,
+                                tid: Temporal::of_vp8(&p.payload).map(|t| t.tid),
+                                pid: Vp8Descriptor::parse(&p.payload)
+                                    .ok()
+                                    .and_then(|d| d.picture_id()),
                             });
                         }
                     }
@@ -434,6 +513,17 @@ impl Net {
     fn publish_simulcast(&mut self, mid: &Mid) -> usize {
         let n = self.peers.len() as u8 + 1;
         let mut p = Peer::with_layers(self.now, n, Direction::SendOnly, true);
+        let answer = self.sfu.publish(self.now, mid.clone(), &p.offer).unwrap();
+        p.accept(&answer);
+        self.peers.push(p);
+        self.peers.len() - 1
+    }
+
+    /// A publisher sending one VP8 encoding with three temporal layers;
+    /// its index.
+    fn publish_temporal(&mut self, mid: &Mid) -> usize {
+        let n = self.peers.len() as u8 + 1;
+        let mut p = Peer::build(self.now, n, Direction::SendOnly, false, true);
         let answer = self.sfu.publish(self.now, mid.clone(), &p.offer).unwrap();
         p.accept(&answer);
         self.peers.push(p);
@@ -1147,4 +1237,66 @@ fn a_layer_throttled_by_the_cap_does_not_look_cheap_enough_to_raise_it() {
         let layers = layers_since(&net.peers[s], capped_at + Duration::from_secs(1));
         assert_eq!(layers, [0], "subscriber {s} moved to a throttled layer");
     }
+}
+
+/// The temporal layers each packet received since `since` came from, and
+/// whether its sequence numbers and picture ids ran without a gap.
+fn temporal_since(p: &Peer, since: Instant) -> (Vec<u8>, bool, bool) {
+    let got: Vec<&Received> = p.videos().filter(|r| r.at >= since).collect();
+    let mut tids: Vec<u8> = got.iter().filter_map(|r| r.tid).collect();
+    tids.sort_unstable();
+    tids.dedup();
+    let mut seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let seq_gapless = seqs.windows(2).all(|w| w[1] == w[0] + 1);
+    let mut pids: Vec<u16> = got.iter().filter_map(|r| r.pid).collect();
+    pids.dedup();
+    let pid_gapless = pids.windows(2).all(|w| w[1] == (w[0] + 1) & 0x7fff);
+    (tids, seq_gapless, pid_gapless)
+}
+
+#[test]
+fn a_subscriber_on_a_weak_link_is_sent_fewer_temporal_layers_without_a_gap() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish_temporal(&mid);
+    let subs = net.subscribers(2, &mid);
+    let (a, b) = (subs[0], subs[1]);
+    // Audio ~24k; the video's layers 100k, 160k with layer 1, 220k all.
+    net.peers[a].remb = Some(2_000_000);
+    net.peers[b].remb = Some(200_000);
+    net.run(Duration::from_secs(4));
+    let since = net.now;
+    let keyframes = net.peers[p].keyframes_sent.len();
+    net.run(Duration::from_secs(4));
+    let (tids, seqs, pids) = temporal_since(&net.peers[a], since);
+    assert_eq!((tids, seqs, pids), (vec![0, 1, 2], true, true), "A: all");
+    let (tids, seqs, pids) = temporal_since(&net.peers[b], since);
+    assert_eq!(
+        (tids, seqs, pids),
+        (vec![0, 1], true, true),
+        "B: layers 0 and 1, numbered without a gap"
+    );
+    // B's link narrows further: layer 0 only, at once.
+    net.peers[b].remb = Some(110_000);
+    net.run(Duration::from_secs(2));
+    let since = net.now;
+    net.run(Duration::from_secs(2));
+    let (tids, seqs, pids) = temporal_since(&net.peers[b], since);
+    assert_eq!((tids, seqs, pids), (vec![0], true, true), "B: layer 0");
+    // It recovers: all layers again after the upgrade hold.
+    net.peers[b].remb = Some(2_000_000);
+    net.run(Duration::from_secs(5));
+    let since = net.now;
+    net.run(Duration::from_secs(2));
+    let (tids, seqs, pids) = temporal_since(&net.peers[b], since);
+    assert_eq!((tids, seqs, pids), (vec![0, 1, 2], true, true), "B: all");
+    assert_eq!(
+        net.peers[p].keyframes_sent.len(),
+        keyframes,
+        "no switch needed a key frame"
+    );
+    let (tids, _, _) = temporal_since(&net.peers[a], since);
+    assert_eq!(tids, [0, 1, 2], "A undisturbed");
 }

@@ -10,6 +10,7 @@ use super::codec::subscriber_pt;
 use super::layer::Layer;
 pub use super::packet::Media;
 use super::rewrite::{PtMap, Rewriter, Vp8Ids};
+use super::temporal::TemporalFilter;
 use crate::limits::{MAX_LAYERS, VIDEO_START_PATIENCE};
 use std::time::Instant;
 use str0m::media::{MediaKind, Mid as TrackMid, Rid};
@@ -98,6 +99,8 @@ pub struct DownTrack {
     pub choice: Choice,
     /// The client's wish (the pin-layer request), if any.
     pub ceiling: Option<Ceiling>,
+    /// The VP8 temporal layers it is sent (a single-layer publisher).
+    pub temporal: TemporalFilter,
     /// Since when it has waited for a key frame of `target` to start; past
     /// `VIDEO_START_PATIENCE` any packet of it will do (a codec whose key
     /// frames we do not recognise still gets through).
@@ -117,6 +120,7 @@ impl DownTrack {
             target: Some(0),
             choice: Choice::default(),
             ceiling: None,
+            temporal: TemporalFilter::default(),
             waiting_since: None,
         }
     }
@@ -145,6 +149,20 @@ impl DownTrack {
             self.current = Some(layer);
             self.waiting_since = None;
             return true;
+        }
+        false
+    }
+
+    /// Whether a packet this track accepted is sent, by the temporal
+    /// layers it receives. One left out is skipped in the numbering (its
+    /// sequence number, its picture id), so the subscriber sees no gap.
+    pub fn keeps(&mut self, m: &Media) -> bool {
+        if self.temporal.keeps(m) {
+            return true;
+        }
+        self.rewriter.skip(m.source, m.seq);
+        if let Some(p) = m.vp8.and_then(|d| d.picture_id()) {
+            self.vp8.skip(m.source, p);
         }
         false
     }

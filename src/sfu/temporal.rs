@@ -1,0 +1,217 @@
+//! VP8 temporal layers, for publishers that send one encoding: a
+//! subscriber whose link does not carry the whole stream is sent its
+//! lower temporal layers only (fewer frames per second, the same
+//! picture), as Janus VideoRoom and mediasoup do for VP8 without
+//! simulcast. A frame of temporal layer n refers only to frames of layers
+//! up to n, so layers 0..=n decode on their own; the packets and picture
+//! ids of the frames left out are skipped by the subscriber's numbering
+//! (`rewrite`), so its receiver sees an unbroken stream.
+//!
+//! - Down at the next frame: a frame is kept or left out whole.
+//! - Up at the next layer-0 frame (or key frame), which every layer's
+//!   next frames may refer to.
+
+use super::adapt::LayerView;
+use super::layer::RateMeter;
+use super::packet::Media;
+use crate::limits::{LAYER_IDLE, MAX_TEMPORAL_LAYERS};
+use std::time::Instant;
+
+/// What each temporal layer of one encoding costs.
+#[derive(Debug, Default)]
+pub struct TemporalRates {
+    meters: [RateMeter; MAX_TEMPORAL_LAYERS],
+}
+
+impl TemporalRates {
+    pub fn observe(&mut self, now: Instant, m: &Media) {
+        if let Some(t) = m.temporal {
+            self.meters[(t.tid as usize).min(MAX_TEMPORAL_LAYERS - 1)].add(now, m.payload.len());
+        }
+    }
+
+    /// The choices a subscriber has, as the allocator sees them: layers
+    /// 0..=n for each layer n sent lately, each with the cost of all it
+    /// includes. Fewer than two: nothing to choose (no temporal layers).
+    pub fn views(&self, now: Instant) -> Vec<LayerView> {
+        let sent = |m: &RateMeter| {
+            m.last()
+                .is_some_and(|l| now.saturating_duration_since(l) < LAYER_IDLE)
+        };
+        let Some(top) = self.meters.iter().rposition(sent) else {
+            return Vec::new();
+        };
+        let mut total = 0;
+        self.meters[..=top]
+            .iter()
+            .map(|m| {
+                total += m.bps();
+                LayerView {
+                    bps: if m.bps() == 0 { 0 } else { total },
+                    active: sent(m),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Which frames one subscriber track is sent.
+#[derive(Debug, Default)]
+pub struct TemporalFilter {
+    /// The highest layer it should receive (None: all).
+    pub target: Option<u8>,
+    /// The highest layer it receives now (None: all): `target` once a
+    /// frame allowed the switch.
+    applied: Option<u8>,
+    /// The latest pictures decided, to treat their every packet (late
+    /// ones, retransmissions) alike: (picture id, kept).
+    recent: [Option<(u16, bool)>; 8],
+    next: usize,
+}
+
+impl TemporalFilter {
+    /// Whether packet `m` of the track's current layer is sent.
+    pub fn keeps(&mut self, m: &Media) -> bool {
+        let Some(t) = m.temporal else {
+            return true;
+        };
+        let pid = m.vp8.and_then(|d| d.picture_id());
+        if let Some(p) = pid {
+            if let Some((_, kept)) = self.recent.iter().flatten().find(|(q, _)| *q == p) {
+                return *kept;
+            }
+        }
+        // A picture not seen yet: the place to switch.
+        let up = self
+            .target
+            .is_none_or(|t| self.applied.is_some_and(|a| t > a));
+        if !up || t.tid == 0 || m.key {
+            self.applied = self.target;
+        }
+        let kept = self.applied.is_none_or(|a| t.tid <= a);
+        if let Some(p) = pid {
+            self.recent[self.next] = Some((p, kept));
+            self.next = (self.next + 1) % self.recent.len();
+        }
+        kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sfu::packet::Temporal;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
+    use str0m::media::{Frequency, Pt};
+    use str0m::rtp::{ExtensionValues, Ssrc, Vp8Descriptor};
+
+    /// A one-packet VP8 frame: picture `pid`, temporal layer `tid`.
+    fn frame(pid: u16, tid: u8, key: bool) -> Media {
+        let payload: Arc<[u8]> = Arc::from(vec![
+            0x90,
+            0xe0,
+            0x80 | (pid >> 8) as u8,
+            pid as u8,
+            0,
+            tid << 6,
+            if key { 0x00 } else { 0x01 },
+            0,
+        ]);
+        let params = PayloadParams::new(
+            Pt::from(96),
+            None,
+            CodecSpec {
+                codec: Codec::Vp8,
+                clock_rate: Frequency::NINETY_KHZ,
+                channels: None,
+                format: FormatParams::default(),
+            },
+        );
+        Media {
+            source: Ssrc::from(1),
+            seq: pid as u64,
+            timestamp: 0,
+            marker: true,
+            params,
+            vp8: Vp8Descriptor::parse(&payload).ok(),
+            temporal: Temporal::of_vp8(&payload),
+            payload,
+            ext: ExtensionValues::default(),
+            arrived: Instant::now(),
+            key,
+        }
+    }
+
+    /// The L1T3 pattern: 0 2 1 2, 0 2 1 2...
+    const PATTERN: [u8; 4] = [0, 2, 1, 2];
+
+    fn kept(f: &mut TemporalFilter, pids: std::ops::Range<u16>) -> Vec<u8> {
+        pids.map(|p| (p, PATTERN[p as usize % 4]))
+            .filter(|&(p, tid)| f.keeps(&frame(p, tid, false)))
+            .map(|(_, tid)| tid)
+            .collect()
+    }
+
+    #[test]
+    fn down_at_the_next_frame_up_at_the_next_base_frame() {
+        let mut f = TemporalFilter::default();
+        assert_eq!(kept(&mut f, 0..4), [0, 2, 1, 2], "all by default");
+        f.target = Some(0);
+        assert_eq!(kept(&mut f, 4..8), [0]);
+        f.target = Some(1);
+        // Layer 1 starts at the next layer-0 picture (12), not before.
+        assert!(kept(&mut f, 9..12).is_empty());
+        assert_eq!(kept(&mut f, 12..16), [0, 1]);
+        f.target = None;
+        assert_eq!(kept(&mut f, 17..20), [1]);
+        assert_eq!(kept(&mut f, 20..24), [0, 2, 1, 2]);
+        // A key frame starts the switch up too.
+        f.target = Some(0);
+        kept(&mut f, 24..28);
+        f.target = None;
+        assert!(f.keeps(&frame(29, 2, true)));
+    }
+
+    #[test]
+    fn every_packet_of_a_picture_gets_its_first_packets_verdict() {
+        let mut f = TemporalFilter {
+            target: Some(1),
+            ..Default::default()
+        };
+        assert!(!f.keeps(&frame(6, 2, false)));
+        assert!(f.keeps(&frame(7, 1, false)));
+        // The target moves; a late packet of picture 6 is still dropped,
+        // one of 7 still sent.
+        f.target = None;
+        assert!(!f.keeps(&frame(6, 2, false)));
+        assert!(f.keeps(&frame(7, 1, false)));
+    }
+
+    #[test]
+    fn each_choice_costs_its_layers_and_those_below() {
+        let t0 = Instant::now();
+        let mut r = TemporalRates::default();
+        assert!(r.views(t0).is_empty());
+        // 100 pictures a second in the 0 2 1 2 pattern, 1000 bytes each
+        // on layer 0, 500 on 1 and 250 on 2.
+        for i in 0..200u16 {
+            let tid = PATTERN[i as usize % 4];
+            let mut m = frame(i, tid, false);
+            m.payload = Arc::from(vec![0u8; [1000, 500, 250][tid as usize]]);
+            r.observe(t0 + Duration::from_millis(10 * i as u64), &m);
+        }
+        let bps: Vec<u64> = r
+            .views(t0 + Duration::from_secs(2))
+            .iter()
+            .map(|v| v.bps)
+            .collect();
+        assert_eq!(bps.len(), 3);
+        let within = |v: u64, want: u64| v.abs_diff(want) * 10 < want;
+        assert!(within(bps[0], 200_000), "{bps:?}");
+        assert!(within(bps[1], 300_000), "{bps:?}");
+        assert!(within(bps[2], 400_000), "{bps:?}");
+        assert!(r.views(t0 + Duration::from_secs(10)).is_empty(), "stopped");
+    }
+}
