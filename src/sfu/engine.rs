@@ -17,6 +17,7 @@ use super::deadlines::Deadlines;
 use super::fasthash::FastMap;
 use super::keyframe::Ask;
 use super::session::{Happening, Role, Session, SessionId};
+use super::temporal::{remb_budget, StepUp};
 use super::track::{Media, Slot};
 use crate::ids::{Mid, Sid};
 use crate::ipc::{FromSfu, LayerPin, SfuError, SfuStats};
@@ -662,10 +663,8 @@ impl Sfu {
             else {
                 continue;
             };
-            let budget = sub
-                .estimate
-                .or(sub.remb)
-                .map(|b| b.saturating_sub(fixed) / layered.max(1));
+            let share = |b: u64| b.saturating_sub(fixed) / layered.max(1);
+            let (estimate, remb) = (sub.estimate.map(share), sub.remb.map(share));
             for (slot, views) in &tracks {
                 let Some(track) = sub.tracks.iter_mut().find(|t| t.slot == *slot) else {
                     continue;
@@ -675,16 +674,24 @@ impl Sfu {
                     n => {
                         let top = n - 1;
                         let at = track.temporal.target.map_or(top, |t| (t as usize).min(top));
+                        let budget = estimate.or_else(|| {
+                            let step = &mut track.temporal.step_up;
+                            remb.map(|r| remb_budget(now, r, views, at, step))
+                        });
                         let choice =
                             track
                                 .choice
                                 .choose_with(now, views, Some(at), budget, None, 0);
+                        if estimate.is_none() && choice.is_some_and(|c| c > at) {
+                            track.temporal.step_up = Some(StepUp::new(now, views[at].bps));
+                        }
                         choice.filter(|&c| c < top).map(|c| c as u8)
                     }
                 };
                 if target != track.temporal.target {
                     log::debug!(
-                        "session {id:?}: temporal layers up to {target:?} (budget {budget:?})"
+                        "session {id:?}: temporal layers up to {target:?} (REMB {:?})",
+                        sub.remb
                     );
                     track.temporal.target = target;
                 }

@@ -108,8 +108,10 @@ struct Received {
 }
 
 /// A temporal-layer publisher's frames: the layer of each in turn, and
-/// the bytes of a frame of each layer (~100, ~60 and ~60 kbit/s).
-const TEMPORAL: [(u8, usize); 4] = [(0, 1000), (2, 300), (1, 600), (2, 300)];
+/// its packets of 1200 bytes. Shared as libwebrtc shares a VP8 stream of
+/// three layers (40, 20 and 40 %): 480 kbit/s, 720 with layer 1, 1.2
+/// Mbit/s with all.
+const TEMPORAL: [(u8, usize); 4] = [(0, 4), (2, 2), (1, 2), (2, 2)];
 
 /// A simulcast publisher's layers: rid and bytes per 20 ms frame (low,
 /// middle, top: ~150 kbit/s, ~500 kbit/s, ~1.2 Mbit/s).
@@ -157,6 +159,15 @@ struct Peer {
     /// receive-side estimator does.
     remb: Option<u64>,
     next_remb: Option<Instant>,
+    /// Subscriber: the REMB follows what arrives, as libwebrtc's
+    /// receive-side estimator does on a link of this capacity (bits per
+    /// second): none for its first 5 s, then what arrived; after that up
+    /// 4 % a report (8 % a second) while it stays under 1.5 times what
+    /// arrived plus 10 kbit/s; never over the capacity.
+    remb_capacity: Option<u64>,
+    /// Bytes received since the last REMB (24 per packet for its header).
+    bytes_in: u64,
+    first_media: Option<Instant>,
     next_frame: Option<Instant>,
     received: Vec<Received>,
     keyframe_requests: Vec<Instant>,
@@ -226,6 +237,9 @@ impl Peer {
             capped_sizes: None,
             remb: None,
             next_remb: None,
+            remb_capacity: None,
+            bytes_in: 0,
+            first_media: None,
             next_frame: None,
             received: Vec::new(),
             keyframe_requests: Vec::new(),
@@ -262,6 +276,19 @@ impl Peer {
                 }
             }
         }
+        if let Some(capacity) = self.remb_capacity {
+            let settled = self
+                .first_media
+                .is_some_and(|t| now - t >= Duration::from_secs(5));
+            if settled && self.next_remb.is_none_or(|t| t <= now) {
+                let arrived = std::mem::take(&mut self.bytes_in) * 8 * 2;
+                let remb = match self.remb {
+                    None => arrived,
+                    Some(r) => (r * 104 / 100).min((arrived * 3 / 2 + 10_000).max(r)),
+                };
+                self.remb = Some(remb.min(capacity));
+            }
+        }
         if let Some(bps) = self.remb.filter(|_| self.connected) {
             if self.next_remb.is_none_or(|t| t <= now) {
                 self.next_remb = Some(now + Duration::from_millis(500));
@@ -285,23 +312,28 @@ impl Peer {
             self.keyframes_sent.push(now);
             self.last_keyframe[0] = Some(now);
         }
-        let (tid, size) = TEMPORAL[if key { 0 } else { frame as usize % 4 }];
+        let (tid, packets) = TEMPORAL[if key { 0 } else { frame as usize % 4 }];
         let pid = (frame & 0x7fff) as u16;
         let tl0 = (frame / 4) as u8;
-        let mut video = vec![
-            0x90,
-            0xe0,
-            0x80 | (pid >> 8) as u8,
-            pid as u8,
-            tl0,
-            tid << 6,
-            !key as u8,
-        ];
-        video.resize(size, 0x10);
+        // Each packet: the descriptor (S on the first), then 1200 bytes.
+        let video = (0..packets).map(|n| {
+            let mut p = vec![
+                if n == 0 { 0x90 } else { 0x80 },
+                0xe0,
+                0x80 | (pid >> 8) as u8,
+                pid as u8,
+                tl0,
+                tid << 6,
+                !key as u8,
+            ];
+            p.resize(1200, 0x10);
+            p
+        });
+        let audio = std::iter::once(vec![0xf8u8; 60]);
         for (i, (mid, kind)) in self.tracks.clone().into_iter().enumerate() {
-            let (codec, rate, payload) = match kind {
-                MediaKind::Audio => (Codec::Opus, 48_000, vec![0xf8u8; 60]),
-                MediaKind::Video => (Codec::Vp8, 90_000, video.clone()),
+            let (codec, rate, payloads): (_, _, Vec<Vec<u8>>) = match kind {
+                MediaKind::Audio => (Codec::Opus, 48_000, audio.clone().collect()),
+                MediaKind::Video => (Codec::Vp8, 90_000, video.clone().collect()),
             };
             let Some(pt) = self
                 .rtc
@@ -311,16 +343,19 @@ impl Peer {
             else {
                 continue;
             };
-            let seq = self.next_seq[i];
-            self.next_seq[i] += 1;
             let time = (frame * 20 * rate / 1000) as u32;
-            let mut api = self.rtc.direct_api();
-            if let Some(tx) = api.stream_tx_by_mid(mid, None) {
-                tx.write_rtp(
-                    RtpWrite::new(pt, SeqNo::from(seq), time, now, payload)
-                        .marker(true)
-                        .nackable(kind == MediaKind::Video),
-                );
+            let last = payloads.len() - 1;
+            for (n, payload) in payloads.into_iter().enumerate() {
+                let seq = self.next_seq[i];
+                self.next_seq[i] += 1;
+                let mut api = self.rtc.direct_api();
+                if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+                    tx.write_rtp(
+                        RtpWrite::new(pt, SeqNo::from(seq), time, now, payload)
+                            .marker(n == last)
+                            .nackable(kind == MediaKind::Video),
+                    );
+                }
             }
         }
     }
@@ -407,6 +442,8 @@ impl Peer {
                             .stream_rx(&p.header.ssrc)
                             .map(|s| s.mid());
                         if let Some(&(_, kind)) = self.tracks.iter().find(|t| Some(t.0) == mid) {
+                            self.bytes_in += p.payload.len() as u64 + 24;
+                            self.first_media.get_or_insert(now);
                             self.received.push(Received {
                                 kind,
                                 seq: *p.seq_no,
@@ -1263,10 +1300,11 @@ fn a_subscriber_on_a_weak_link_is_sent_fewer_temporal_layers_without_a_gap() {
     let p = net.publish_temporal(&mid);
     let subs = net.subscribers(2, &mid);
     let (a, b) = (subs[0], subs[1]);
-    // Audio ~24k; the video's layers 100k, 160k with layer 1, 220k all.
-    net.peers[a].remb = Some(2_000_000);
-    net.peers[b].remb = Some(200_000);
-    net.run(Duration::from_secs(4));
+    // Audio 24k; the video's layers 480k, 720k with layer 1, 1.2M all.
+    net.peers[a].remb_capacity = Some(5_000_000);
+    net.peers[b].remb_capacity = Some(900_000);
+    // The first REMBs come 5 s after the media.
+    net.run(Duration::from_secs(8));
     let since = net.now;
     let keyframes = net.peers[p].keyframes_sent.len();
     net.run(Duration::from_secs(4));
@@ -1279,17 +1317,25 @@ fn a_subscriber_on_a_weak_link_is_sent_fewer_temporal_layers_without_a_gap() {
         "B: layers 0 and 1, numbered without a gap"
     );
     // B's link narrows further: layer 0 only, at once.
-    net.peers[b].remb = Some(110_000);
+    net.peers[b].remb_capacity = Some(650_000);
     net.run(Duration::from_secs(2));
     let since = net.now;
-    net.run(Duration::from_secs(2));
+    net.run(Duration::from_secs(3));
     let (tids, seqs, pids) = temporal_since(&net.peers[b], since);
     assert_eq!((tids, seqs, pids), (vec![0], true, true), "B: layer 0");
-    // It recovers: all layers again after the upgrade hold.
-    net.peers[b].remb = Some(2_000_000);
-    net.run(Duration::from_secs(5));
+    // Its limit is lifted. Its REMB only ever reads 1.5 times what it
+    // receives, less than all layers cost, yet it climbs back to them.
+    net.peers[b].remb_capacity = Some(5_000_000);
+    let lifted = net.now;
+    let climbed = net.run_until(Duration::from_secs(15), |n| {
+        n.peers[b]
+            .videos()
+            .any(|r| r.at > lifted && r.tid == Some(2))
+    });
+    assert!(climbed, "B back on all layers within 15 s");
+    println!("B climbed back in {:?}", net.now - lifted);
     let since = net.now;
-    net.run(Duration::from_secs(2));
+    net.run(Duration::from_secs(4));
     let (tids, seqs, pids) = temporal_since(&net.peers[b], since);
     assert_eq!((tids, seqs, pids), (vec![0, 1, 2], true, true), "B: all");
     assert_eq!(

@@ -14,7 +14,7 @@
 use super::adapt::LayerView;
 use super::layer::RateMeter;
 use super::packet::Media;
-use crate::limits::{LAYER_IDLE, MAX_TEMPORAL_LAYERS};
+use crate::limits::{LAYER_IDLE, MAX_TEMPORAL_LAYERS, REMB_CEILING_PCT, STEP_UP_GRACE};
 use std::time::Instant;
 
 /// What each temporal layer of one encoding costs.
@@ -55,11 +55,58 @@ impl TemporalRates {
     }
 }
 
+/// The budget a REMB gives one subscriber track whose layer `at` among
+/// `views` it receives now (`cost`: what that costs). A receiver's REMB
+/// never reads much over 1.5 times what reaches it (libwebrtc caps its
+/// estimate so), so a link with room to spare shows at most that ceiling:
+/// a REMB near it (`REMB_CEILING_PCT` of the cost) vouches for the next
+/// layer up, whatever it costs. After such a step up the REMB needs a
+/// while to grow with what now arrives: for `STEP_UP_GRACE` the new layer
+/// is kept unless the REMB falls below what the old one cost (congestion).
+pub fn remb_budget(
+    now: Instant,
+    remb: u64,
+    views: &[LayerView],
+    at: usize,
+    step_up: &mut Option<StepUp>,
+) -> u64 {
+    let cost = |i: usize| views.get(i).map_or(0, |v| v.bps);
+    if let Some(s) = *step_up {
+        if now < s.until && remb >= s.before {
+            return remb.max(cost(at));
+        }
+        *step_up = None;
+    }
+    if remb * 100 >= cost(at) * REMB_CEILING_PCT {
+        return remb.max(cost(at + 1));
+    }
+    remb
+}
+
+/// A step up taken on a REMB at its ceiling: until when it holds, and
+/// what the layer before it cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepUp {
+    pub until: Instant,
+    pub before: u64,
+}
+
+impl StepUp {
+    pub fn new(now: Instant, before: u64) -> StepUp {
+        StepUp {
+            until: now + STEP_UP_GRACE,
+            before,
+        }
+    }
+}
+
 /// Which frames one subscriber track is sent.
 #[derive(Debug, Default)]
 pub struct TemporalFilter {
     /// The highest layer it should receive (None: all).
     pub target: Option<u8>,
+    /// A step up on a REMB at its ceiling, while it is being proven.
+    pub step_up: Option<StepUp>,
     /// The highest layer it receives now (None: all): `target` once a
     /// frame allowed the switch.
     applied: Option<u8>,
@@ -187,6 +234,32 @@ mod tests {
         f.target = None;
         assert!(!f.keeps(&frame(6, 2, false)));
         assert!(f.keeps(&frame(7, 1, false)));
+    }
+
+    #[test]
+    fn a_remb_at_its_ceiling_vouches_for_the_next_layer_up_for_a_while() {
+        let t0 = Instant::now();
+        let views: Vec<LayerView> = [120_000, 180_000, 300_000]
+            .iter()
+            .map(|&bps| LayerView { bps, active: true })
+            .collect();
+        let mut step = None;
+        // Well under the ceiling over layer 1: what it says.
+        assert_eq!(remb_budget(t0, 200_000, &views, 1, &mut step), 200_000);
+        // At 1.5 times layer 1: the top, though it costs more.
+        assert_eq!(remb_budget(t0, 280_000, &views, 1, &mut step), 300_000);
+        // Stepped up: the top is kept while the REMB grows...
+        step = Some(StepUp::new(t0, 180_000));
+        let soon = t0 + STEP_UP_GRACE / 2;
+        assert_eq!(remb_budget(soon, 250_000, &views, 2, &mut step), 300_000);
+        // ...unless it falls below what layer 1 cost: congestion.
+        assert_eq!(remb_budget(soon, 170_000, &views, 2, &mut step), 170_000);
+        assert_eq!(step, None);
+        // After the grace the REMB speaks for itself.
+        step = Some(StepUp::new(t0, 180_000));
+        let late = t0 + STEP_UP_GRACE;
+        assert_eq!(remb_budget(late, 250_000, &views, 2, &mut step), 250_000);
+        assert_eq!(step, None);
     }
 
     #[test]
