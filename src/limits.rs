@@ -188,6 +188,19 @@ pub const MAX_TEMPORAL_LAYERS: usize = 4;
 /// is at its ceiling (libwebrtc: 1.5 times what arrives, plus 10 kbit/s):
 /// the link shows no limit, the next temporal layer up may be tried.
 pub const REMB_CEILING_PCT: u64 = 140;
+/// A subscriber without an estimator reports its losses this often.
+pub const STATS_EVERY: Duration = Duration::from_secs(1);
+/// Over this fraction of its video lost (its receiver reports), a
+/// subscriber without an estimator is sent one temporal layer fewer at
+/// once (GCC's loss-based controller backs off over 10 % too)...
+pub const LOSS_HIGH: f32 = 0.10;
+/// ...and the layer it lost at is not tried again for this long, doubled
+/// each time it loses there again...
+pub const LOSS_BACKOFF: Duration = Duration::from_secs(10);
+/// ...up to this.
+pub const LOSS_BACKOFF_MAX: Duration = Duration::from_secs(80);
+/// Reports this soon after a step down still count what was lost before.
+pub const LOSS_SETTLE: Duration = Duration::from_secs(3);
 /// How long a layer tried on a REMB at its ceiling is kept while the REMB
 /// grows with what now arrives (libwebrtc raises it ~8 % a second).
 pub const STEP_UP_GRACE: Duration = Duration::from_secs(3);

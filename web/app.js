@@ -403,6 +403,11 @@ async function publishStream(key, stream, { label, videotype, simulcast }) {
 // camera is big enough for it. A browser that refuses the encodings (they
 // throw) gets one layer instead; one that silently sends fewer is fine too:
 // the SFU answers for exactly the rids offered.
+//
+// A camera sent in one layer is sent with three temporal layers (L1T3: 7.5,
+// 15 and 30 fps) where the browser can: the SFU then sends a subscriber on a
+// weak link fewer frames of the same picture. A browser that does not know
+// scalabilityMode ignores it or throws; then it is one plain layer.
 function addSender(pc, track, stream, simulcast) {
   const init = { direction: 'sendonly', streams: [stream] };
   const sendEncodings = track.kind === 'video' && simulcast ? simulcastEncodings(track) : null;
@@ -411,6 +416,13 @@ function addSender(pc, track, stream, simulcast) {
       return pc.addTransceiver(track, { ...init, sendEncodings });
     } catch (err) {
       log('info', `simulcast refused (${err.name}: ${err.message}): publishing one layer`);
+    }
+  }
+  if (track.kind === 'video' && track.contentHint !== 'detail') {
+    try {
+      return pc.addTransceiver(track, { ...init, sendEncodings: [{ scalabilityMode: 'L1T3' }] });
+    } catch (err) {
+      log('info', `temporal layers refused (${err.name}: ${err.message}): one plain layer`);
     }
   }
   return pc.addTransceiver(track, init);

@@ -1,7 +1,7 @@
 //! Codec negotiation: what a session's str0m configuration offers back,
 //! and which payload type a subscriber uses for a publisher's codec.
 
-use crate::limits::BWE_INITIAL_BPS;
+use crate::limits::{BWE_INITIAL_BPS, STATS_EVERY};
 use str0m::bwe::Bitrate;
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, CodecConfig, PayloadParams};
@@ -33,6 +33,9 @@ pub fn rtc_config(offer: &str, link: Link, cert: &DtlsCert, rtx_cache_packets: u
         config = config.enable_bwe(Some(Bitrate::bps(BWE_INITIAL_BPS)));
     }
     if link == Link::Plain {
+        // Its receiver reports' loss, once a second: what guards the
+        // temporal layers it is sent.
+        config = config.set_stats_interval(Some(STATS_EVERY));
         let mut exts = ExtensionMap::empty();
         for (id, ext) in ExtensionMap::standard().iter() {
             if *ext != Extension::TransportSequenceNumber {

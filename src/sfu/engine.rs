@@ -665,6 +665,7 @@ impl Sfu {
             };
             let share = |b: u64| b.saturating_sub(fixed) / layered.max(1);
             let (estimate, remb) = (sub.estimate.map(share), sub.remb.map(share));
+            let loss = sub.video_loss.take();
             for (slot, views) in &tracks {
                 let Some(track) = sub.tracks.iter_mut().find(|t| t.slot == *slot) else {
                     continue;
@@ -674,6 +675,11 @@ impl Sfu {
                     n => {
                         let top = n - 1;
                         let at = track.temporal.target.map_or(top, |t| (t as usize).min(top));
+                        if let Some(loss) = loss {
+                            track.temporal.loss.report(now, loss, at);
+                        }
+                        let allowed = track.temporal.loss.allowed(now, top);
+                        let (views, at) = (&views[..=allowed], at.min(allowed));
                         let budget = estimate.or_else(|| {
                             let step = &mut track.temporal.step_up;
                             remb.map(|r| remb_budget(now, r, views, at, step))
@@ -690,7 +696,7 @@ impl Sfu {
                 };
                 if target != track.temporal.target {
                     log::debug!(
-                        "session {id:?}: temporal layers up to {target:?} (REMB {:?})",
+                        "session {id:?}: temporal layers up to {target:?} (REMB {:?}, loss {loss:?})",
                         sub.remb
                     );
                     track.temporal.target = target;

@@ -68,6 +68,10 @@ pub struct Subscriber {
     pub ceiling: Option<Ceiling>,
     /// What its estimator was last told to probe for (minimum, desired).
     pub bwe_set: Option<(u64, u64)>,
+    /// The fraction of its video lost on the way, from its receiver
+    /// reports since the allocator last looked (no estimator: a REMB does
+    /// not see a link that drops before its queue grows).
+    pub video_loss: Option<f32>,
 }
 
 #[derive(Debug)]
@@ -99,6 +103,7 @@ impl Role {
             remb: None,
             ceiling: None,
             bwe_set: None,
+            video_loss: None,
         })
     }
 }
@@ -209,6 +214,17 @@ impl Session {
                     Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
                         if let Role::Subscriber(s) = &mut self.role {
                             s.remb = Some(estimate.as_u64());
+                        }
+                    }
+                    Event::MediaEgressStats(stats) => {
+                        if let Role::Subscriber(s) = &mut self.role {
+                            let video = s
+                                .tracks
+                                .iter()
+                                .any(|t| t.mid == stats.mid && t.slot.kind == MediaKind::Video);
+                            if let Some(loss) = stats.loss.filter(|_| video) {
+                                s.video_loss = Some(s.video_loss.map_or(loss, |l| l.max(loss)));
+                            }
                         }
                     }
                     Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {

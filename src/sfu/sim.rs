@@ -1346,3 +1346,43 @@ fn a_subscriber_on_a_weak_link_is_sent_fewer_temporal_layers_without_a_gap() {
     let (tids, _, _) = temporal_since(&net.peers[a], since);
     assert_eq!(tids, [0, 1, 2], "A undisturbed");
 }
+
+#[test]
+fn a_subscriber_losing_packets_its_remb_does_not_see_is_sent_fewer_temporal_layers() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish_temporal(&mid);
+    let subs = net.subscribers(2, &mid);
+    let (a, b) = (subs[0], subs[1]);
+    // B's link carries 1 Mbit/s and drops the rest; its REMB reads as if
+    // it carried 5 (a receive-side estimator sees delay, not drops).
+    for s in [a, b] {
+        net.peers[s].remb_capacity = Some(5_000_000);
+    }
+    net.peers[b].down.rate = 1_000_000;
+    net.run(Duration::from_secs(10));
+    let since = net.now;
+    let dropped = net.peers[b].down.dropped;
+    net.run(Duration::from_secs(5));
+    let (tids, seqs, pids) = temporal_since(&net.peers[b], since);
+    assert_eq!(
+        (tids, seqs, pids),
+        (vec![0, 1], true, true),
+        "B: layers 0, 1"
+    );
+    assert_eq!(
+        net.peers[b].down.dropped, dropped,
+        "B's link no longer drops"
+    );
+    let (tids, _, _) = temporal_since(&net.peers[a], since);
+    assert_eq!(tids, [0, 1, 2], "A: all");
+    // Every picture of layers 0 and 1 (25 a second) arrived: no gap.
+    let mut pictures: Vec<u32> = net.peers[b]
+        .videos()
+        .filter(|r| r.at >= since)
+        .map(|r| r.ts)
+        .collect();
+    pictures.dedup();
+    assert!(pictures.len() >= 120, "{} pictures in 5 s", pictures.len());
+    assert!(net.peers[p].caps.iter().all(|&c| c > 1_000_000));
+}

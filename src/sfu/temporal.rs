@@ -14,7 +14,11 @@
 use super::adapt::LayerView;
 use super::layer::RateMeter;
 use super::packet::Media;
-use crate::limits::{LAYER_IDLE, MAX_TEMPORAL_LAYERS, REMB_CEILING_PCT, STEP_UP_GRACE};
+use crate::limits::{
+    LAYER_IDLE, LOSS_BACKOFF, LOSS_BACKOFF_MAX, LOSS_HIGH, LOSS_SETTLE, MAX_TEMPORAL_LAYERS,
+    REMB_CEILING_PCT, STEP_UP_GRACE,
+};
+use std::time::Duration;
 use std::time::Instant;
 
 /// What each temporal layer of one encoding costs.
@@ -100,6 +104,52 @@ impl StepUp {
     }
 }
 
+/// Keeps a subscriber without an estimator off the temporal layers it
+/// lost packets at: its REMB sees a queue that grows, not a link that
+/// drops (a short router queue, a radio), so its receiver reports' loss
+/// decides too. Over `LOSS_HIGH` lost, the layers it was sent from the
+/// highest are barred for `LOSS_BACKOFF`, doubled each time it loses at
+/// the same layer again; for `LOSS_SETTLE` after that, loss is not held
+/// against the layers left.
+#[derive(Debug, Default)]
+pub struct LossGuard {
+    /// The lowest layer barred, until when, and for how long.
+    barred: Option<(usize, Instant, Duration)>,
+}
+
+impl LossGuard {
+    /// A report of `loss` (a fraction) while the track was sent layers
+    /// 0..=`at`.
+    pub fn report(&mut self, now: Instant, loss: f32, at: usize) {
+        if loss <= LOSS_HIGH || at == 0 {
+            return;
+        }
+        // The reports just after a step down still count what was lost
+        // before it (and the queue it left to drain).
+        if self
+            .barred
+            .is_some_and(|(_, until, b)| now < until - b + LOSS_SETTLE)
+        {
+            return;
+        }
+        let backoff = match self.barred {
+            Some((layer, until, b)) if layer == at && now < until + LOSS_BACKOFF_MAX => {
+                (b * 2).min(LOSS_BACKOFF_MAX)
+            }
+            _ => LOSS_BACKOFF,
+        };
+        self.barred = Some((at, now + backoff, backoff));
+    }
+
+    /// The highest of layers 0..=`top` it may be sent now.
+    pub fn allowed(&self, now: Instant, top: usize) -> usize {
+        match self.barred {
+            Some((layer, until, _)) if now < until => (layer - 1).min(top),
+            _ => top,
+        }
+    }
+}
+
 /// Which frames one subscriber track is sent.
 #[derive(Debug, Default)]
 pub struct TemporalFilter {
@@ -107,6 +157,7 @@ pub struct TemporalFilter {
     pub target: Option<u8>,
     /// A step up on a REMB at its ceiling, while it is being proven.
     pub step_up: Option<StepUp>,
+    pub loss: LossGuard,
     /// The highest layer it receives now (None: all): `target` once a
     /// frame allowed the switch.
     applied: Option<u8>,
@@ -260,6 +311,31 @@ mod tests {
         let late = t0 + STEP_UP_GRACE;
         assert_eq!(remb_budget(late, 250_000, &views, 2, &mut step), 250_000);
         assert_eq!(step, None);
+    }
+
+    #[test]
+    fn loss_bars_the_layers_it_came_at_for_longer_each_time() {
+        let t0 = Instant::now();
+        let mut g = LossGuard::default();
+        g.report(t0, 0.05, 2);
+        assert_eq!(g.allowed(t0, 2), 2, "5 % is not congestion");
+        g.report(t0, 0.2, 2);
+        assert_eq!(g.allowed(t0, 2), 1);
+        assert_eq!(g.allowed(t0 + LOSS_BACKOFF, 2), 2, "tried again");
+        // Lost again there: barred twice as long.
+        let t1 = t0 + LOSS_BACKOFF;
+        g.report(t1, 0.2, 2);
+        assert_eq!(g.allowed(t1 + LOSS_BACKOFF, 2), 1);
+        assert_eq!(g.allowed(t1 + 2 * LOSS_BACKOFF, 2), 2);
+        // What is lost just after a step down is not held against the
+        // layers left; later, layer 1 is barred too; nothing below 0.
+        g.report(t1, 0.3, 1);
+        assert_eq!(g.allowed(t1, 2), 1);
+        let t2 = t1 + LOSS_SETTLE;
+        g.report(t2, 0.3, 1);
+        assert_eq!(g.allowed(t2, 2), 0);
+        g.report(t2 + LOSS_SETTLE, 0.3, 0);
+        assert_eq!(g.allowed(t2 + LOSS_SETTLE, 2), 0);
     }
 
     #[test]

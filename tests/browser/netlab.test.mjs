@@ -12,6 +12,10 @@
 //    stays up.
 // 5. Both subscribers limited to 400 kbit/s: the SFU caps the publisher
 //    (REMB) and Chrome stops its top layer.
+// 6. The camera in one layer with three temporal layers (L1T3): B behind
+//    three quarters of the stream's rate is sent fewer frames per second of
+//    the same picture (from its REMB), A all of them; lifted, B gets all
+//    frames again.
 //
 // Each subscriber's page samples its inbound-rtp every 100 ms (frames
 // decoded, frame width, Chrome's freezeCount and totalFreezesDuration); a
@@ -218,10 +222,11 @@ async function shapeAll(spec) {
   }
 }
 
-// Opens the call in `room`: the publisher, then A and B watching only; each
-// subscriber's sampler running once it decodes. Resolves to the published mid.
-async function openCall(room) {
-  await publisher.goto(lab.pageUrl(room, 'publisher'));
+// Opens the call in `room`: the publisher (its page's URL parameters
+// `publisherParams`), then A and B watching only; each subscriber's sampler
+// running once it decodes. Resolves to the published mid.
+async function openCall(room, publisherParams = {}) {
+  await publisher.goto(lab.pageUrl(room, 'publisher', publisherParams));
   const published = await poll(publisher, () => window.wren.published?.mid, null, { what: 'the publisher publishing' });
   for (const { name } of SUBS) {
     await pages[name].goto(lab.pageUrl(room, name, { publish: '0' }));
@@ -351,6 +356,42 @@ test('5. both subscribers behind 400 kbit/s: the SFU caps the publisher, which s
     await shape('2 down');
     await shape('3 down');
   }
+}));
+
+// Measures 3 s windows until `holds(rows by name)`, for `timeout` ms at
+// most; resolves to [ms it took, the last rows].
+async function untilMeasured(caseName, holds, what, timeout) {
+  const started = Date.now();
+  let m;
+  while (Date.now() - started < timeout) {
+    m = await measure(caseName, 3000);
+    if (holds(m)) return [Date.now() - started, m];
+  }
+  assert.fail(`${what}: not within ${timeout} ms (last: ${JSON.stringify(m)})`);
+}
+
+test('6. one layer with temporal layers: B behind a limit gets fewer frames of the same picture, A all', { timeout: 150_000 }, lab.diagnosed(async () => {
+  mid = await openCall(`netlab-l1t3-${process.pid}`, { simulcast: '0' });
+  const mode = await publisher.evaluate(() => window.wren.publisherPc.getSenders()
+    .find((s) => s.track?.kind === 'video').getParameters().encodings.map((e) => e.scalabilityMode));
+  assert.deepEqual(mode, ['L1T3'], 'the camera goes out in one layer with three temporal layers');
+  await delay(5000);
+  const free = await measure('6. one layer, L1T3, no limit', 4000);
+  const limit = Math.round(free.B.linkKbit * 0.75);
+  await shape(`3 down rate=${limit}`);
+  try {
+    await delay(10_000);
+    const m = await measure(`6. one layer, L1T3, B limited to ${limit} kbit/s`, WINDOW_MS);
+    assert.ok(m.A.fps >= 20 && m.A.longestGap < 500, `A: all frames: ${JSON.stringify(m.A)}`);
+    assert.ok(m.B.fps <= m.A.fps * 0.75, `B: fewer frames than A: ${JSON.stringify(m)}`);
+    assert.ok(m.B.frames > 0 && m.B.longestGap < 2000, `B decodes on: ${JSON.stringify(m.B)}`);
+    assert.deepEqual(m.B.widths, m.A.widths, 'the same picture');
+  } finally {
+    await shape('3 down');
+  }
+  const [took] = await untilMeasured('6. one layer, L1T3, B\'s limit lifted',
+    (r) => r.B.fps >= r.A.fps * 0.9, 'B back on every frame', 30_000);
+  console.log(`B on every frame again ${(took / 1000).toFixed(1)} s after its limit was lifted`);
 }));
 
 test('the pages raise no JavaScript errors and no request failed', async () => {
