@@ -187,7 +187,7 @@ pub const MAX_TEMPORAL_LAYERS: usize = 4;
 /// A receive-side REMB this much (percent) of what a subscriber is sent
 /// is at its ceiling (libwebrtc: 1.5 times what arrives, plus 10 kbit/s):
 /// the link shows no limit, the next temporal layer up may be tried.
-pub const REMB_CEILING_PCT: u64 = 140;
+pub const REMB_CEILING_PCT: u64 = 125;
 /// A subscriber without an estimator reports its losses this often.
 pub const STATS_EVERY: Duration = Duration::from_secs(1);
 /// Over this fraction of its video lost (its receiver reports), a
@@ -203,7 +203,7 @@ pub const LOSS_BACKOFF_MAX: Duration = Duration::from_secs(80);
 pub const LOSS_SETTLE: Duration = Duration::from_secs(3);
 /// How long a layer tried on a REMB at its ceiling is kept while the REMB
 /// grows with what now arrives (libwebrtc raises it ~8 % a second).
-pub const STEP_UP_GRACE: Duration = Duration::from_secs(3);
+pub const STEP_UP_GRACE: Duration = Duration::from_secs(10);
 /// Runs of skipped packets (dropped frames) a subscriber track remembers,
 /// to number a late packet from before them: at 15 dropped frames a
 /// second, the last 4 s.

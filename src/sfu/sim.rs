@@ -1302,7 +1302,7 @@ fn a_subscriber_on_a_weak_link_is_sent_fewer_temporal_layers_without_a_gap() {
     let (a, b) = (subs[0], subs[1]);
     // Audio 24k; the video's layers 480k, 720k with layer 1, 1.2M all.
     net.peers[a].remb_capacity = Some(5_000_000);
-    net.peers[b].remb_capacity = Some(900_000);
+    net.peers[b].remb_capacity = Some(850_000);
     // The first REMBs come 5 s after the media.
     net.run(Duration::from_secs(8));
     let since = net.now;
@@ -1317,7 +1317,7 @@ fn a_subscriber_on_a_weak_link_is_sent_fewer_temporal_layers_without_a_gap() {
         "B: layers 0 and 1, numbered without a gap"
     );
     // B's link narrows further: layer 0 only, at once.
-    net.peers[b].remb_capacity = Some(650_000);
+    net.peers[b].remb_capacity = Some(560_000);
     net.run(Duration::from_secs(2));
     let since = net.now;
     net.run(Duration::from_secs(3));

@@ -65,8 +65,9 @@ impl TemporalRates {
 /// estimate so), so a link with room to spare shows at most that ceiling:
 /// a REMB near it (`REMB_CEILING_PCT` of the cost) vouches for the next
 /// layer up, whatever it costs. After such a step up the REMB needs a
-/// while to grow with what now arrives: for `STEP_UP_GRACE` the new layer
-/// is kept unless the REMB falls below what the old one cost (congestion).
+/// while to grow with what now arrives: for `STEP_UP_GRACE` at most, until
+/// it has, the new layer is kept unless the REMB falls below what the old
+/// one cost (congestion).
 pub fn remb_budget(
     now: Instant,
     remb: u64,
@@ -76,9 +77,11 @@ pub fn remb_budget(
 ) -> u64 {
     let cost = |i: usize| views.get(i).map_or(0, |v| v.bps);
     if let Some(s) = *step_up {
-        if now < s.until && remb >= s.before {
-            return remb.max(cost(at));
+        let catching_up = now < s.until && remb < cost(at);
+        if catching_up && remb >= s.before {
+            return cost(at);
         }
+        // Proven (the REMB caught up), congested, or out of time.
         *step_up = None;
     }
     if remb * 100 >= cost(at) * REMB_CEILING_PCT {
@@ -303,6 +306,9 @@ mod tests {
         step = Some(StepUp::new(t0, 180_000));
         let soon = t0 + STEP_UP_GRACE / 2;
         assert_eq!(remb_budget(soon, 250_000, &views, 2, &mut step), 300_000);
+        // ...until it has caught up...
+        assert_eq!(remb_budget(soon, 310_000, &views, 2, &mut step), 310_000);
+        assert_eq!(step, None);
         // ...unless it falls below what layer 1 cost: congestion.
         assert_eq!(remb_budget(soon, 170_000, &views, 2, &mut step), 170_000);
         assert_eq!(step, None);
