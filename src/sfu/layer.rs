@@ -6,8 +6,9 @@
 
 use super::keyframe::{KeyframeCache, KeyframeRequests};
 use super::packet::Media;
+use super::rate::RateMeter;
 use super::temporal::TemporalRates;
-use crate::limits::{LAYER_IDLE, LAYER_QUIET, RATE_WINDOW};
+use crate::limits::{LAYER_IDLE, LAYER_QUIET};
 use std::time::Instant;
 use str0m::media::Rid;
 use str0m::rtp::Ssrc;
@@ -58,7 +59,7 @@ impl Layer {
     /// subscriber on a stopped layer is moved within a fraction of a second
     /// (a screen share that sends nothing when nothing changes is not).
     pub fn active(&self, now: Instant, latest: Option<Instant>) -> bool {
-        let Some(last) = self.rate.last else {
+        let Some(last) = self.rate.last() else {
             return false;
         };
         let silent = now.saturating_duration_since(last);
@@ -69,48 +70,7 @@ impl Layer {
 
     /// When its latest packet came.
     pub fn last_packet(&self) -> Option<Instant> {
-        self.rate.last
-    }
-}
-
-/// A layer's bitrate, measured over windows of `RATE_WINDOW`. The last
-/// figure is kept when the layer stops: what it will cost if it resumes.
-#[derive(Debug, Default)]
-pub struct RateMeter {
-    window_start: Option<Instant>,
-    bytes: u64,
-    /// Bits per second; 0 until the first window ends.
-    bps: u64,
-    last: Option<Instant>,
-}
-
-impl RateMeter {
-    pub fn add(&mut self, now: Instant, bytes: usize) {
-        self.last = Some(now);
-        let start = *self.window_start.get_or_insert(now);
-        self.bytes += bytes as u64;
-        let elapsed = now.saturating_duration_since(start);
-        if elapsed >= RATE_WINDOW {
-            let sample = self.bytes * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
-            // Smoothed over about two windows: key frames come in bursts.
-            self.bps = if self.bps == 0 {
-                sample
-            } else {
-                (self.bps + sample) / 2
-            };
-            self.window_start = Some(now);
-            self.bytes = 0;
-        }
-    }
-
-    /// Bits per second (payload), 0 if not measured yet.
-    pub fn bps(&self) -> u64 {
-        self.bps
-    }
-
-    /// When its latest bytes came.
-    pub fn last(&self) -> Option<Instant> {
-        self.last
+        self.rate.last()
     }
 }
 

@@ -28,6 +28,7 @@ mod fasthash;
 pub mod keyframe;
 mod layer;
 mod packet;
+mod rate;
 mod rewrite;
 mod session;
 mod shell;

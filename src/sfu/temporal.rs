@@ -12,8 +12,8 @@
 //!   next frames may refer to.
 
 use super::adapt::LayerView;
-use super::layer::RateMeter;
 use super::packet::Media;
+use super::rate::RateMeter;
 use crate::limits::{
     LAYER_IDLE, LOSS_BACKOFF, LOSS_BACKOFF_MAX, LOSS_HIGH, LOSS_SETTLE, MAX_TEMPORAL_LAYERS,
     REMB_CEILING_PCT, STEP_UP_GRACE,
