@@ -154,6 +154,11 @@ pub const KEYFRAME_PATIENCE: Duration = Duration::from_secs(1);
 /// camera); a key frame followed by more is not kept at all, since a
 /// subscriber given part of it could not decode what follows.
 pub const KEYFRAME_CACHE_PACKETS: usize = 128;
+/// The latest packets each video layer keeps (shared payloads), for a
+/// subscriber that switches to it at a key frame whose first packet was
+/// repaired after the packets that follow it (a repair takes a round trip
+/// and a NACK: a few frames).
+pub const RECENT_PACKETS: usize = 32;
 /// How long a subscriber's video waits for a key frame the SFU can tell
 /// apart before it starts anyway.
 pub const VIDEO_START_PATIENCE: Duration = Duration::from_secs(3);

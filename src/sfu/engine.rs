@@ -829,7 +829,7 @@ impl Sfu {
         let m = Media::new(&pkt, params);
         let up = &mut p.tracks[ti];
         let slot = up.slot;
-        up.layers[li].observe(now, &m, slot.kind == MediaKind::Video);
+        let ahead = up.layers[li].observe(now, &m, slot.kind == MediaKind::Video);
         let allocate = p.next_allocation.is_none_or(|t| t <= now);
         if allocate {
             p.next_allocation = Some(now + ALLOCATE_EVERY);
@@ -850,12 +850,22 @@ impl Sfu {
             let Some(track) = down.tracks.iter_mut().find(|t| t.slot == slot) else {
                 continue;
             };
+            let switching = track.current != Some(li);
             if !track.accepts(now, li, &m) || !track.keeps(&m) {
                 continue;
             }
-            if track.write(&mut sub.rtc, now, &m) {
-                self.forwarded_packets += 1;
-                self.forwarded_bytes += m.payload.len() as u64;
+            // A switch at a key frame whose first packet came late: the
+            // rest of that key frame came before it.
+            let rest = if switching { &ahead[..] } else { &[] };
+            let mut wrote = false;
+            for p in std::iter::once(&m).chain(rest) {
+                if (p.seq == m.seq || track.keeps(p)) && track.write(&mut sub.rtc, now, p) {
+                    self.forwarded_packets += 1;
+                    self.forwarded_bytes += p.payload.len() as u64;
+                    wrote = true;
+                }
+            }
+            if wrote {
                 mark_session(sub, id, &mut self.dirty);
             }
         }

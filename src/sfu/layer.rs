@@ -8,7 +8,8 @@ use super::keyframe::{KeyframeCache, KeyframeRequests};
 use super::packet::Media;
 use super::rate::RateMeter;
 use super::temporal::TemporalRates;
-use crate::limits::{LAYER_IDLE, LAYER_QUIET};
+use crate::limits::{LAYER_IDLE, LAYER_QUIET, RECENT_PACKETS};
+use std::collections::VecDeque;
 use std::time::Instant;
 use str0m::media::Rid;
 use str0m::rtp::Ssrc;
@@ -27,6 +28,9 @@ pub struct Layer {
     pub rate: RateMeter,
     /// VP8 temporal layers, if the encoding has them.
     pub temporal: TemporalRates,
+    /// The latest packets (video): what overtook a key frame's first
+    /// packet (lost, then repaired) is found here when that packet comes.
+    recent: VecDeque<Media>,
 }
 
 impl Layer {
@@ -38,17 +42,42 @@ impl Layer {
             cache: KeyframeCache::default(),
             rate: RateMeter::default(),
             temporal: TemporalRates::default(),
+            recent: VecDeque::new(),
         }
     }
 
     /// Notes a packet on its way through: its bytes, key frames seen, the
-    /// cache (video).
-    pub fn observe(&mut self, now: Instant, m: &Media, video: bool) {
+    /// cache (video). Returns, in order, what of the key frame it starts
+    /// and of the frames after it came before it (its first packet was
+    /// lost and has just been repaired): a subscriber that switches to this
+    /// layer at it needs them too, and so does the cache. Usually none.
+    pub fn observe(&mut self, now: Instant, m: &Media, video: bool) -> Vec<Media> {
         self.rate.add(now, m.payload.len());
         self.temporal.observe(now, m);
-        if video && self.cache.observe(now, m.key, m.timestamp, || m.clone()) {
+        if !video {
+            return Vec::new();
+        }
+        let mut ahead: Vec<Media> = Vec::new();
+        if m.key {
+            ahead.extend(
+                self.recent
+                    .iter()
+                    .filter(|p| p.source == m.source && p.seq > m.seq)
+                    .cloned(),
+            );
+            ahead.sort_by_key(|p| p.seq);
+        }
+        if self.recent.len() == RECENT_PACKETS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(m.clone());
+        if self.cache.observe(now, m.key, m.timestamp, || m.clone()) {
             self.keyframes.on_keyframe(now);
         }
+        for p in &ahead {
+            self.cache.observe(now, false, p.timestamp, || p.clone());
+        }
+        ahead
     }
 
     /// Whether the publisher sends it now (a browser stops its upper
@@ -78,6 +107,57 @@ impl Layer {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A VP8 packet: `seq`, frame `ts`, a key frame's first packet or not.
+    fn packet(seq: u64, ts: u32, key: bool) -> Media {
+        use std::sync::Arc;
+        use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
+        use str0m::media::{Frequency, Pt};
+        use str0m::rtp::ExtensionValues;
+        let spec = CodecSpec {
+            codec: Codec::Vp8,
+            clock_rate: Frequency::NINETY_KHZ,
+            channels: None,
+            format: FormatParams::default(),
+        };
+        Media {
+            source: Ssrc::from(7),
+            seq,
+            timestamp: ts,
+            marker: false,
+            params: PayloadParams::new(Pt::from(96), None, spec),
+            payload: Arc::from(vec![0u8; 100]),
+            ext: ExtensionValues::default(),
+            arrived: Instant::now(),
+            key,
+            vp8: None,
+            temporal: None,
+        }
+    }
+
+    #[test]
+    fn a_key_frame_whose_first_packet_came_late_is_whole_for_who_switches_at_it() {
+        let now = Instant::now();
+        let mut l = Layer::new(None);
+        let seqs = |ms: &[Media]| ms.iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert!(l.observe(now, &packet(9, 100, false), true).is_empty());
+        // The key frame at 200: 10 is lost, 12 and 11 arrive, then 10
+        // repaired.
+        l.observe(now, &packet(12, 200, false), true);
+        l.observe(now, &packet(11, 200, false), true);
+        let ahead = l.observe(now, &packet(10, 200, true), true);
+        assert_eq!(seqs(&ahead), [11, 12]);
+        assert_eq!(seqs(l.cache.replay(now).unwrap()), [10, 11, 12]);
+        l.observe(now, &packet(13, 300, false), true);
+        assert_eq!(seqs(l.cache.replay(now).unwrap()), [10, 11, 12, 13]);
+        // The next frame came before the repair too: it follows.
+        l.observe(now, &packet(21, 500, false), true);
+        let ahead = l.observe(now, &packet(20, 500, true), true);
+        assert_eq!(seqs(&ahead), [21]);
+        // A key frame whose first packet comes first has nothing ahead.
+        l.observe(now, &packet(14, 400, true), true);
+        assert!(l.observe(now, &packet(15, 400, false), true).is_empty());
+    }
 
     #[test]
     fn the_rate_is_measured_per_window_and_kept_when_the_layer_stops() {

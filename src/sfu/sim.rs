@@ -10,8 +10,10 @@ use super::packet::Temporal;
 use crate::ids::{Mid, PeerId, Sid};
 use crate::ipc::{FromSfu, LayerPin};
 use crate::limits::Limits;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -137,6 +139,10 @@ struct Peer {
     temporal: bool,
     /// Its next sequence number per track, as RTP (`temporal`).
     next_seq: [u64; 2],
+    /// Simulcast publisher: the first packet of the first key frame asked
+    /// for on this layer is to be lost on its uplink; the SSRC to drop the
+    /// next packet of is put in the cell when that key frame is written.
+    keyframe_loss: Option<(usize, Rc<Cell<Option<u32>>>)>,
     frames: u64,
     /// Per layer (one without simulcast).
     keyframe_wanted: Vec<bool>,
@@ -227,6 +233,7 @@ impl Peer {
             simulcast,
             temporal,
             next_seq: [1, 1],
+            keyframe_loss: None,
             frames: 0,
             keyframe_wanted: vec![true; if simulcast { LAYERS.len() } else { 1 }],
             keyframes_sent: Vec::new(),
@@ -360,6 +367,22 @@ impl Peer {
         }
     }
 
+    /// A key frame of layer `i` is about to be written: if it is the one
+    /// `keyframe_loss` waits for (asked for by the SFU), its first packet
+    /// is lost.
+    fn arm_keyframe_loss(&mut self, mid: TrackMid, i: usize, rid: Option<Rid>) {
+        let Some((layer, cell)) = self.keyframe_loss.clone() else {
+            return;
+        };
+        if layer != i || !self.keyframe_rids.contains(&rid) {
+            return;
+        }
+        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, rid) {
+            cell.set(Some(*tx.ssrc()));
+            self.keyframe_loss = None;
+        }
+    }
+
     fn write_frame(&mut self, now: Instant) {
         self.frames += 1;
         let ms = self.frames * 20;
@@ -384,9 +407,6 @@ impl Peer {
                 if kind == MediaKind::Video && (self.stopped.contains(&i) || size == 0) {
                     continue;
                 }
-                let Some(mut writer) = self.rtc.writer(mid) else {
-                    continue;
-                };
                 let (codec, freq, data) = match kind {
                     MediaKind::Audio => {
                         (Codec::Opus, Frequency::FORTY_EIGHT_KHZ, vec![0xf8u8; size])
@@ -398,11 +418,15 @@ impl Peer {
                         if key {
                             self.keyframes_sent.push(now);
                             self.last_keyframe[i] = Some(now);
+                            self.arm_keyframe_loss(mid, i, rid);
                         }
                         let mut data = vec![0x10 + i as u8; size];
                         data[0] = !key as u8;
                         (Codec::Vp8, Frequency::NINETY_KHZ, data)
                     }
+                };
+                let Some(mut writer) = self.rtc.writer(mid) else {
+                    continue;
                 };
                 let Some(pt) = writer
                     .payload_params()
@@ -1385,4 +1409,42 @@ fn a_subscriber_losing_packets_its_remb_does_not_see_is_sent_fewer_temporal_laye
     pictures.dedup();
     assert!(pictures.len() >= 120, "{} pictures in 5 s", pictures.len());
     assert!(net.peers[p].caps.iter().all(|&c| c > 1_000_000));
+}
+
+#[test]
+fn a_switch_at_a_key_frame_whose_first_packet_came_late_decodes_at_once() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish_simulcast(&mid);
+    let a = net.subscribe(&ids("a").1, &mid);
+    // The first packet of the key frame the SFU asks for on the top layer
+    // is lost on the publisher's uplink: repaired, it comes after the
+    // rest of its key frame.
+    let lose: Rc<Cell<Option<u32>>> = Rc::new(Cell::new(None));
+    net.peers[p].keyframe_loss = Some((2, lose.clone()));
+    let cell = lose.clone();
+    net.peers[p].up.filter = Some(Box::new(move |d| {
+        let rtp = d.len() > 12 && d[0] >> 6 == 2 && (96..=127).contains(&(d[1] & 0x7f));
+        let hit = rtp && cell.get() == Some(u32::from_be_bytes([d[8], d[9], d[10], d[11]]));
+        if hit {
+            cell.set(None);
+        }
+        hit
+    }));
+    let on_top = net.run_until(Duration::from_secs(15), |n| {
+        n.peers[a].videos().any(|r| r.layer == 2)
+    });
+    assert!(on_top, "a climbs to the top layer");
+    assert!(
+        net.peers[p].keyframe_loss.is_none() && lose.get().is_none(),
+        "the key frame's first packet was lost"
+    );
+    assert_eq!(net.peers[p].up.dropped, 1);
+    let since = net.peers[a].videos().find(|r| r.layer == 2).unwrap().at;
+    net.run(Duration::from_secs(2));
+    let (frames, gap) = frames_since(&net.peers[a], since);
+    assert!(
+        frames >= 95 && gap < Duration::from_millis(100),
+        "{frames} frames, longest gap {gap:?}"
+    );
 }
