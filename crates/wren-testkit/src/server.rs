@@ -9,8 +9,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// How long any single wait in a test may take.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// How long any single wait in a test may take (a bound, never a pause:
+/// every wait ends when what it waits for happens). Generous: under QEMU
+/// user emulation, with a test binary's tests starting wren in parallel
+/// on two cores, a wren once took over 10 s to become healthy.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// A free TCP port on loopback (closed again; the server binds it next).
 pub fn free_tcp_port() -> u16 {
