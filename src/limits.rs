@@ -195,8 +195,8 @@ pub const MAX_TEMPORAL_LAYERS: usize = 4;
 pub const REMB_CEILING_PCT: u64 = 125;
 /// A subscriber without an estimator reports its losses this often.
 pub const STATS_EVERY: Duration = Duration::from_secs(1);
-/// Over this fraction of its video lost (its receiver reports), a
-/// subscriber without an estimator is sent one temporal layer fewer at
+/// Over this fraction of its video lost in two receiver reports in a row,
+/// a subscriber without an estimator is sent one temporal layer fewer at
 /// once (GCC's loss-based controller backs off over 10 % too)...
 pub const LOSS_HIGH: f32 = 0.10;
 /// ...and the layer it lost at is not tried again for this long, doubled

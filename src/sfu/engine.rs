@@ -664,7 +664,10 @@ impl Sfu {
                 continue;
             };
             let share = |b: u64| b.saturating_sub(fixed) / layered.max(1);
-            let (estimate, remb) = (sub.estimate.map(share), sub.remb.map(share));
+            let (estimate, remb) = (
+                sub.estimate.map(share),
+                sub.remb.filter(|_| sub.remb_settled).map(share),
+            );
             let loss = sub.video_loss.take();
             for (slot, views) in &tracks {
                 let Some(track) = sub.tracks.iter_mut().find(|t| t.slot == *slot) else {

@@ -63,6 +63,12 @@ pub struct Subscriber {
     /// The latest REMB its browser sent (a receiver's own estimate: how a
     /// single-layer publisher is capped).
     pub remb: Option<u64>,
+    /// Its REMB has fallen (by 5 % or more) at least once: a receiver's
+    /// estimate climbs from a low start (Firefox's from ~80 kbit/s) and
+    /// until it has seen the link push back (an overuse cuts it) it says
+    /// how far it got, not what the link carries, so it takes no temporal
+    /// layer away.
+    pub remb_settled: bool,
     /// The highest layer the client pinned (the `layer` request), kept for
     /// tracks not added yet: a pin may come before the connection.
     pub ceiling: Option<Ceiling>,
@@ -101,6 +107,7 @@ impl Role {
             started: false,
             estimate: None,
             remb: None,
+            remb_settled: false,
             ceiling: None,
             bwe_set: None,
             video_loss: None,
@@ -213,7 +220,9 @@ impl Session {
                     }
                     Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
                         if let Role::Subscriber(s) = &mut self.role {
-                            s.remb = Some(estimate.as_u64());
+                            let remb = estimate.as_u64();
+                            s.remb_settled |= s.remb.is_some_and(|r| remb * 100 <= r * 95);
+                            s.remb = Some(remb);
                         }
                     }
                     Event::MediaEgressStats(stats) => {

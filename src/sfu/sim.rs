@@ -167,7 +167,8 @@ struct Peer {
     next_remb: Option<Instant>,
     /// Subscriber: the REMB follows what arrives, as libwebrtc's
     /// receive-side estimator does on a link of this capacity (bits per
-    /// second): none for its first 5 s, then what arrived; after that up
+    /// second): none for its first 5 s, then what arrived; after that (cut
+    /// to the capacity if that is less: an overuse) up
     /// 4 % a report (8 % a second) while it stays under 1.5 times what
     /// arrived plus 10 kbit/s; never over the capacity.
     remb_capacity: Option<u64>,
@@ -293,7 +294,12 @@ impl Peer {
                     None => arrived,
                     Some(r) => (r * 104 / 100).min((arrived * 3 / 2 + 10_000).max(r)),
                 };
-                self.remb = Some(remb.min(capacity));
+                // The first reads what arrived; the link pushes back after.
+                self.remb = Some(if self.remb.is_some() {
+                    remb.min(capacity)
+                } else {
+                    remb
+                });
             }
         }
         if let Some(bps) = self.remb.filter(|_| self.connected) {
