@@ -110,29 +110,7 @@ mod tests {
 
     /// A VP8 packet: `seq`, frame `ts`, a key frame's first packet or not.
     fn packet(seq: u64, ts: u32, key: bool) -> Media {
-        use std::sync::Arc;
-        use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
-        use str0m::media::{Frequency, Pt};
-        use str0m::rtp::ExtensionValues;
-        let spec = CodecSpec {
-            codec: Codec::Vp8,
-            clock_rate: Frequency::NINETY_KHZ,
-            channels: None,
-            format: FormatParams::default(),
-        };
-        Media {
-            source: Ssrc::from(7),
-            seq,
-            timestamp: ts,
-            marker: false,
-            params: PayloadParams::new(Pt::from(96), None, spec),
-            payload: Arc::from(vec![0u8; 100]),
-            ext: ExtensionValues::default(),
-            arrived: Instant::now(),
-            key,
-            vp8: None,
-            temporal: None,
-        }
+        crate::sfu::packet::vp8_media(seq, ts, key, vec![0u8; 100])
     }
 
     #[test]

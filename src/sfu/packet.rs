@@ -94,6 +94,34 @@ impl Media {
     }
 }
 
+/// A VP8 packet for unit tests: `seq` of source 1, frame `ts`, whether it
+/// starts a key frame, and its payload (descriptor first).
+#[cfg(test)]
+pub fn vp8_media(seq: u64, ts: u32, key: bool, payload: Vec<u8>) -> Media {
+    use str0m::format::{CodecSpec, FormatParams};
+    use str0m::media::{Frequency, Pt};
+    let spec = CodecSpec {
+        codec: Codec::Vp8,
+        clock_rate: Frequency::NINETY_KHZ,
+        channels: None,
+        format: FormatParams::default(),
+    };
+    let payload: Arc<[u8]> = Arc::from(payload);
+    Media {
+        source: Ssrc::from(1),
+        seq,
+        timestamp: ts,
+        marker: true,
+        params: PayloadParams::new(Pt::from(96), None, spec),
+        vp8: Vp8Descriptor::parse(&payload).ok(),
+        temporal: Temporal::of_vp8(&payload),
+        payload,
+        ext: ExtensionValues::default(),
+        arrived: Instant::now(),
+        key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1323,13 +1323,19 @@ fn temporal_since(p: &Peer, since: Instant) -> (Vec<u8>, bool, bool) {
     (tids, seq_gapless, pid_gapless)
 }
 
-#[test]
-fn a_subscriber_on_a_weak_link_is_sent_fewer_temporal_layers_without_a_gap() {
+/// A publisher of one L1T3 encoding and subscribers a and b: the network
+/// and the indices of the publisher, a and b.
+fn temporal_call() -> (Net, usize, usize, usize) {
     let mut net = Net::new();
     let (mid, _) = ids("alice");
     let p = net.publish_temporal(&mid);
     let subs = net.subscribers(2, &mid);
-    let (a, b) = (subs[0], subs[1]);
+    (net, p, subs[0], subs[1])
+}
+
+#[test]
+fn a_subscriber_on_a_weak_link_is_sent_fewer_temporal_layers_without_a_gap() {
+    let (mut net, p, a, b) = temporal_call();
     // Audio 24k; the video's layers 480k, 720k with layer 1, 1.2M all.
     net.peers[a].remb_capacity = Some(5_000_000);
     net.peers[b].remb_capacity = Some(850_000);
@@ -1379,11 +1385,7 @@ fn a_subscriber_on_a_weak_link_is_sent_fewer_temporal_layers_without_a_gap() {
 
 #[test]
 fn a_subscriber_losing_packets_its_remb_does_not_see_is_sent_fewer_temporal_layers() {
-    let mut net = Net::new();
-    let (mid, _) = ids("alice");
-    let p = net.publish_temporal(&mid);
-    let subs = net.subscribers(2, &mid);
-    let (a, b) = (subs[0], subs[1]);
+    let (mut net, p, a, b) = temporal_call();
     // B's link carries 1 Mbit/s and drops the rest; its REMB reads as if
     // it carried 5 (a receive-side estimator sees delay, not drops).
     for s in [a, b] {

@@ -210,16 +210,13 @@ impl TemporalFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sfu::packet::Temporal;
+    use crate::sfu::packet::vp8_media;
     use std::sync::Arc;
     use std::time::Duration;
-    use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
-    use str0m::media::{Frequency, Pt};
-    use str0m::rtp::{ExtensionValues, Ssrc, Vp8Descriptor};
 
     /// A one-packet VP8 frame: picture `pid`, temporal layer `tid`.
     fn frame(pid: u16, tid: u8, key: bool) -> Media {
-        let payload: Arc<[u8]> = Arc::from(vec![
+        let payload = vec![
             0x90,
             0xe0,
             0x80 | (pid >> 8) as u8,
@@ -228,30 +225,8 @@ mod tests {
             tid << 6,
             if key { 0x00 } else { 0x01 },
             0,
-        ]);
-        let params = PayloadParams::new(
-            Pt::from(96),
-            None,
-            CodecSpec {
-                codec: Codec::Vp8,
-                clock_rate: Frequency::NINETY_KHZ,
-                channels: None,
-                format: FormatParams::default(),
-            },
-        );
-        Media {
-            source: Ssrc::from(1),
-            seq: pid as u64,
-            timestamp: 0,
-            marker: true,
-            params,
-            vp8: Vp8Descriptor::parse(&payload).ok(),
-            temporal: Temporal::of_vp8(&payload),
-            payload,
-            ext: ExtensionValues::default(),
-            arrived: Instant::now(),
-            key,
-        }
+        ];
+        vp8_media(pid as u64, 0, key, payload)
     }
 
     /// The L1T3 pattern: 0 2 1 2, 0 2 1 2...
