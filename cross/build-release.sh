@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds wren's release artifacts for ARM boards on a Debian/Ubuntu machine
 # (as root): installs the cross toolchain (Debian packages + rustup
-# targets), builds, and packs into dist/:
+# targets), builds, and packs into dist/ (only the TARGETs named, if any):
 #   wren-VERSION-aarch64-linux-musl.tar.gz   static: any 64-bit ARM Linux
 #   wren-VERSION-armv7-linux-musleabihf.tar.gz  static: any 32-bit ARMv7 Linux
 # each with its .sha256. When the armv7 musl standard library cannot be
 # installed (rustup has no copy of it for some toolchains), the armv7
 # tarball is built for armv7-unknown-linux-gnueabihf instead, which needs
 # glibc >= 2.34 (Raspberry Pi OS bookworm or later); the script says so.
+# Usage: cross/build-release.sh [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,15 +23,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-targets=(aarch64-unknown-linux-musl)
-rustup target add aarch64-unknown-linux-musl >/dev/null
-if rustup target add armv7-unknown-linux-musleabihf >/dev/null 2>&1; then
-    targets+=(armv7-unknown-linux-musleabihf)
+if [ "$#" -gt 0 ]; then
+    # Only the targets named (the board test builds aarch64 musl alone).
+    targets=("$@")
+    rustup target add "${targets[@]}" >/dev/null
 else
-    echo "build-release: no armv7 musl standard library for this toolchain;" \
-        "building armv7-unknown-linux-gnueabihf (glibc >= 2.34) instead" >&2
-    rustup target add armv7-unknown-linux-gnueabihf >/dev/null
-    targets+=(armv7-unknown-linux-gnueabihf)
+    targets=(aarch64-unknown-linux-musl)
+    rustup target add aarch64-unknown-linux-musl >/dev/null
+    if rustup target add armv7-unknown-linux-musleabihf >/dev/null 2>&1; then
+        targets+=(armv7-unknown-linux-musleabihf)
+    else
+        echo "build-release: no armv7 musl standard library for this toolchain;" \
+            "building armv7-unknown-linux-gnueabihf (glibc >= 2.34) instead" >&2
+        rustup target add armv7-unknown-linux-gnueabihf >/dev/null
+        targets+=(armv7-unknown-linux-gnueabihf)
+    fi
 fi
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"

@@ -17,6 +17,13 @@ if [ "${1:-}" = "test" ]; then
     # Node may come from elsewhere (nodesource, nvm): any node >= 18 will do.
     command -v node >/dev/null && command -v npm >/dev/null || want+=(nodejs npm)
 fi
+if [ "${1:-}" = "test" ] || [ "${1:-}" = "board" ]; then
+    # The emulated board (scripts/board-test.sh): full-system QEMU, the
+    # image's makings (debootstrap, the kernel's modules, an initramfs,
+    # ext4), ssh into it, a tap link in a namespace.
+    want+=(qemu-system-arm debootstrap kmod cpio xz-utils e2fsprogs curl
+        openssh-client iproute2 util-linux)
+fi
 
 missing=()
 for p in "${want[@]}"; do
@@ -26,7 +33,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Some images carry a newer qemu-utils (backports) that Debian 12's
+    # qemu-system-* cannot be installed beside: it goes (wren needs neither).
+    remove=()
+    [[ " ${missing[*]} " == *" qemu-system-arm "* ]] && remove+=(qemu-utils-)
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" "${remove[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -3,8 +3,10 @@
 # first (formatting, the declared rust-version, lints, docs, unit tests),
 # then the slow one: end-to-end tests against the real binary (WebSockets,
 # str0m peers, SFU processes), the headless Chromium and Firefox tests, the shipped
-# systemd units and config, and the whole Rust suite again for aarch64 and
-# armv7 under QEMU user emulation.
+# systemd units and config, the whole Rust suite again for aarch64 and
+# armv7 under QEMU user emulation, and last the emulated board: the aarch64
+# release installed on Debian 12 arm64 under qemu-system-aarch64 and run
+# by systemd (scripts/board-test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh test
@@ -57,3 +59,5 @@ for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
     cargo test --workspace --target "$target" -- "${skip[@]}"
     echo "$target: built and tested in $(($(date +%s) - start)) s"
 done
+step "the emulated board (scripts/board-test.sh: Debian 12 arm64, qemu-system-aarch64, systemd)"
+scripts/board-test.sh

@@ -105,6 +105,22 @@ impl Peer {
         Peer::new(false, Direction::SendOnly, sending)
     }
 
+    /// A publisher like [`Peer::publisher`] on `ip` (to reach a server
+    /// that is not on loopback).
+    pub fn publisher_at(ip: IpAddr) -> Peer {
+        let sending = Sending::Frames {
+            every: Duration::from_millis(20),
+            simulcast: false,
+        };
+        Peer::build(Rtc::builder(), ip, Direction::SendOnly, sending)
+    }
+
+    /// A subscriber like [`Peer::subscriber`] on `ip`.
+    pub fn subscriber_at(ip: IpAddr) -> Peer {
+        let config = Rtc::builder().set_rtp_mode(true);
+        Peer::build(config, ip, Direction::RecvOnly, Sending::Nothing)
+    }
+
     /// A publisher of three simulcast layers ([`LAYERS`]) on `ip`, as
     /// Chrome sends them with three `sendEncodings`.
     pub fn simulcast_publisher_at(ip: IpAddr) -> Peer {
@@ -138,7 +154,7 @@ impl Peer {
 
     /// A subscriber: recvonly audio + video, RTP mode (we count packets).
     pub fn subscriber() -> Peer {
-        Peer::new(true, Direction::RecvOnly, Sending::Nothing)
+        Peer::subscriber_at(Ipv4Addr::LOCALHOST.into())
     }
 
     /// A subscriber whose codec table has only Opus and VP8 (with RTX), at

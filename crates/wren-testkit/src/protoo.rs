@@ -163,7 +163,19 @@ impl Client {
         query: &str,
         headers: &[(&str, &str)],
     ) -> Result<Client, String> {
-        let (ws, protocol) = smol::block_on(open(server.http, uid, query, headers))?;
+        Client::connect_at(server.http, uid, query, headers)
+    }
+
+    /// Connects as `uid` to a node at `http` that this process did not
+    /// start (an emulated board's), with more query parameters and
+    /// request headers.
+    pub fn connect_at(
+        http: SocketAddr,
+        uid: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, String> {
+        let (ws, protocol) = smol::block_on(open(http, uid, query, headers))?;
         Ok(Client {
             uid: uid.to_string(),
             ws,
