@@ -30,6 +30,7 @@ mirror="$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 
 [ -n "$mirror" ] || mirror="$(awk '$1 == "deb" && $2 !~ /security/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)"
 [ -n "$mirror" ] || { echo "image.sh: no Debian mirror in this machine's apt sources" >&2; exit 1; }
 
+mkdir -p "$(dirname "$dir")"
 work="$(mktemp -d "${dir%/}.build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
@@ -100,6 +101,6 @@ if ! grep -q BOARD-IMAGE-READY "$work/second-stage.log"; then
 fi
 
 echo "$version" >"$work/kernel-version"
-mkdir -p "$dir"
+mkdir "$dir"
 mv "$work"/{vmlinuz,initrd.img,disk.img,id_ed25519,id_ed25519.pub,kernel-version,second-stage.log} "$dir/"
 echo "board image: ready in $dir (kernel $version)"
