@@ -31,7 +31,12 @@ pub fn publish(client: &mut Client, rid: &str, mut peer: Peer) -> (Peer, Value) 
 /// `client` subscribes to `mid` with a fresh subscriber peer; returns the
 /// peer, given its answer.
 pub fn subscribe(client: &mut Client, rid: &str, mid: &Value) -> Peer {
-    let mut peer = Peer::subscriber();
+    subscribe_with(client, rid, mid, Peer::subscriber())
+}
+
+/// Like [`subscribe`], with this subscriber peer (one bound elsewhere
+/// than on loopback, say).
+pub fn subscribe_with(client: &mut Client, rid: &str, mid: &Value, mut peer: Peer) -> Peer {
     let answer = client.ok("subscribe", subscribe_data(rid, mid, &peer));
     peer.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
     peer

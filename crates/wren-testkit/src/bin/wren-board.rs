@@ -17,9 +17,10 @@ use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use wren_testkit::calls;
 use wren_testkit::http::http_get;
 use wren_testkit::peer::{run_all, run_until, Peer};
-use wren_testkit::protoo::{publish_data, subscribe_data, Client};
+use wren_testkit::protoo::Client;
 use wren_testkit::server::{wait_for_sfus, wait_until};
 
 /// Generous for TCG: measured here, media flowed 0.2–0.3 s after the
@@ -323,17 +324,11 @@ impl Call {
 }
 
 fn publish(board: &Board, client: &mut Client, rid: &str) -> (Peer, Value) {
-    let mut peer = Peer::publisher_at(board.peer_ip);
-    let answer = client.ok("publish", publish_data(rid, &peer));
-    peer.accept_answer(answer["jsep"]["sdp"].as_str().expect("an answer"));
-    (peer, answer)
+    calls::publish(client, rid, Peer::publisher_at(board.peer_ip))
 }
 
 fn subscribe(client: &mut Client, rid: &str, mid: &Value, board: &Board) -> Peer {
-    let mut peer = Peer::subscriber_at(board.peer_ip);
-    let answer = client.ok("subscribe", subscribe_data(rid, mid, &peer));
-    peer.accept_answer(answer["jsep"]["sdp"].as_str().expect("an answer"));
-    peer
+    calls::subscribe_with(client, rid, mid, Peer::subscriber_at(board.peer_ip))
 }
 
 /// Runs both peers until audio and video reach the subscriber (as
