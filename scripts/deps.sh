@@ -14,6 +14,9 @@ if [ "${1:-}" = "test" ]; then
     # The network lab (wren-testkit's netlab, docs/lab.md): namespaces,
     # qdiscs and routing rules with iproute2, random loss with nftables.
     want+=(iproute2 nftables)
+    # The cluster tests (tests/cluster.rs): their own redis-server on
+    # loopback, and openssl for the rediss:// test's certificates.
+    want+=(redis-server openssl)
     # Node may come from elsewhere (nodesource, nvm): any node >= 18 will do.
     command -v node >/dev/null && command -v npm >/dev/null || want+=(nodejs npm)
 fi

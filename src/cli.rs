@@ -29,7 +29,11 @@ options:
   --sfus N               SFU processes (default 1; one per core at most)
   --config FILE          TOML configuration (kebab-case keys)
   --log-level LEVEL      error, warn, info, debug, trace (default info)
-  --bizid ID             the signaling node's id (default biz-1)
+  --bizid ID             the signaling node's id (default biz-1; unique
+                         per node in a cluster)
+  --cluster URL          join the cluster whose Redis is at URL
+                         (redis://[[user]:password@]host[:port][/db],
+                         rediss:// for TLS); needs --bizid
   --socket-dir DIR       folder of the control sockets sfu-N.sock
                          (default $RUNTIME_DIRECTORY, else /run/wren; the
                          all-in-one mode makes a private one)
@@ -103,6 +107,7 @@ pub struct Flags {
     pub(crate) sfu_wrapper: Option<Vec<String>>,
     pub(crate) tls_cert: Option<PathBuf>,
     pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) cluster: Option<String>,
     /// Exit when standard input closes: how an SFU child notices that its
     /// supervising parent died, whatever killed it.
     pub(crate) exit_on_stdin_eof: bool,
@@ -218,6 +223,7 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
             }
             "--tls-cert" => f.tls_cert = Some(value()?.into()),
             "--tls-key" => f.tls_key = Some(value()?.into()),
+            "--cluster" => f.cluster = Some(value()?),
             "--exit-on-stdin-eof" => f.exit_on_stdin_eof = true,
             other => return Err(usage(format!("unknown argument {other:?}"))),
         }
@@ -237,6 +243,9 @@ pub(crate) struct SfuChild<'a> {
     pub log_level: log::LevelFilter,
     /// The parent's config file: the child reads its limits from it.
     pub config: Option<&'a Path>,
+    /// The SFU's id (in a cluster, derived from the parent's bizid, which
+    /// may have been a flag the child does not see).
+    pub sfuid: &'a str,
 }
 
 /// The arguments (after the executable) that start SFU child `c`: the
@@ -256,6 +265,8 @@ pub(crate) fn sfu_child_args(c: &SfuChild) -> Vec<String> {
         &c.media_port.to_string(),
         "--log-level",
         c.log_level.as_str(),
+        "--sfuid",
+        c.sfuid,
     ]
     .map(String::from)
     .into();
@@ -343,6 +354,7 @@ mod tests {
                 media_port: 41000,
                 log_level: log::LevelFilter::Debug,
                 config: file,
+                sfuid: "b-sfu-3",
             };
             let Command::Run(Role::Sfu, f) = parse(&sfu_child_args(&child)).unwrap() else {
                 panic!("not the sfu role")
@@ -354,6 +366,7 @@ mod tests {
                 media_port: Some(41000),
                 log_level: Some("DEBUG".into()),
                 config: file.map(PathBuf::from),
+                sfuid: Some("b-sfu-3".into()),
                 exit_on_stdin_eof: true,
                 ..Flags::default()
             };

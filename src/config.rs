@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::ids::NodeId;
 use crate::limits::{Limits, MAX_SFUS};
 use crate::sfu::SfuConfig;
+use crate::signal::cluster_link::ClusterConfig;
 use crate::signal::token::{Secret, MIN_SECRET_LEN};
 use crate::signal::SignalConfig;
 use serde::de::IgnoredAny;
@@ -73,6 +74,12 @@ pub struct FileConfig {
     pub allowed_origins: Option<Vec<String>>,
     /// Group of the SFU control sockets: mode 0660 with it, else 0600.
     pub socket_group: Option<String>,
+    /// The Redis of a cluster of signaling nodes:
+    /// `redis://[[user]:password@]host[:port][/db]` or `rediss://...`.
+    pub cluster: Option<String>,
+    /// The CAs a `rediss://` server is checked against (default: the
+    /// system's, /etc/ssl/certs/ca-certificates.crt).
+    pub cluster_ca_file: Option<PathBuf>,
     /// Bounds lower than the built-in capacities.
     #[serde(default)]
     pub limits: Limits,
@@ -113,6 +120,8 @@ pub struct Settings {
     /// The config file, passed on to SFU children.
     pub config: Option<PathBuf>,
     pub exit_on_stdin_eof: bool,
+    /// The cluster's Redis, when this node is part of one.
+    pub cluster: Option<ClusterConfig>,
 }
 
 // The rules. Each returns the checked value, or what is wrong with it
@@ -153,6 +162,18 @@ fn ports_fit(media_port: u16, top: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// In a cluster, SFU ids are the node's bizid and the SFU's number,
+/// unique cluster-wide as the bizids are; that id must fit.
+fn cluster_ids(bizid: &NodeId, sfus: usize) -> Result<(), String> {
+    match NodeId::parse(&format!("{bizid}-sfu-{sfus}")) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "too long for a cluster: its SFUs are {bizid}-sfu-N, at most {} characters",
+            NodeId::CAPACITY
+        )),
+    }
 }
 
 fn tls_pair<T>(cert: Option<T>, key: Option<T>) -> Result<Option<(T, T)>, String> {
@@ -260,6 +281,13 @@ impl Settings {
             (None, None) => None,
         };
 
+        let ca_file = file.cluster_ca_file.as_deref();
+        let cluster = pick(path, "cluster", f.cluster, file.cluster, |url: String| {
+            ClusterConfig::parse(&url, ca_file)
+        })?;
+        if cluster.is_none() && ca_file.is_some() {
+            return Err(at_file.error("cluster-ca-file", "is for a cluster: set cluster too"));
+        }
         let log_level = pick(path, "log-level", f.log_level, file.log_level, log_level)?;
         let bizid = pick(path, "bizid", f.bizid, file.bizid, node_id)?;
         let sfuid = pick(path, "sfuid", f.sfuid, file.sfuid, node_id)?;
@@ -298,6 +326,21 @@ impl Settings {
         let at = at_file.any_flag(&[port_at, sfus_at, instance_at]);
         ports_fit(media_port, top).map_err(|e| at.error("media-port", e))?;
 
+        // Two nodes with the default bizid would take each other's rooms
+        // for their own: a cluster needs each node named.
+        if let Some((_, cluster_at)) = &cluster {
+            match &bizid {
+                None => {
+                    return Err(cluster_at.error(
+                        "cluster",
+                        "needs a bizid of this node's own (unique in the cluster)",
+                    ))
+                }
+                Some((id, at)) => cluster_ids(id, top).map_err(|e| at.error("bizid", e))?,
+            }
+        }
+        let cluster = cluster.map(|(c, _)| c);
+
         let at_tls = if f.tls_cert.is_some() || f.tls_key.is_some() {
             Origin::Flag
         } else {
@@ -333,6 +376,7 @@ impl Settings {
             tls,
             config: f.config,
             exit_on_stdin_eof: f.exit_on_stdin_eof,
+            cluster,
         })
     }
 
@@ -360,6 +404,7 @@ impl Settings {
             tls: self.tls.clone(),
             token_secret: self.token_secret.clone(),
             allowed_origins: self.allowed_origins.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 
@@ -368,7 +413,7 @@ impl Settings {
     pub fn sfu_config(&self, dir: &Path) -> SfuConfig {
         let n = self.instance;
         SfuConfig {
-            sfuid: self.sfuid.clone().unwrap_or_else(|| sfu_id(n)),
+            sfuid: self.sfu_id(n),
             socket: self.socket.clone().unwrap_or_else(|| sfu_socket(dir, n)),
             media_ip: self.media_ip,
             // Cannot overflow: `new` checked the top instance's port.
@@ -380,9 +425,20 @@ impl Settings {
     }
 }
 
-/// The id of SFU instance `n`.
-pub fn sfu_id(n: usize) -> NodeId {
-    NodeId::parse(&format!("sfu-{n}")).expect("sfu-N is a valid id")
+impl Settings {
+    /// The id of SFU instance `n`: `sfuid` when given, else sfu-N, or in
+    /// a cluster BIZID-sfu-N (unique cluster-wide).
+    pub fn sfu_id(&self, n: usize) -> NodeId {
+        if let Some(id) = &self.sfuid {
+            return id.clone();
+        }
+        let id = match self.cluster {
+            Some(_) => format!("{}-sfu-{n}", self.bizid),
+            None => format!("sfu-{n}"),
+        };
+        // `new` checked that the longest fits.
+        NodeId::parse(&id).expect("a valid SFU id")
+    }
 }
 
 /// The control socket of SFU instance `n` in `dir`.
@@ -491,6 +547,10 @@ mod tests {
              --sfu-socket 5 --sfu-socket 6 --sfu-socket 7 --sfu-socket 8 --sfu-socket 9",
             // sfu-3's port is past 65535.
             "sfu --instance 3 --media-port 65534",
+            // A cluster needs each node named, with room for its SFU ids.
+            "--cluster redis://127.0.0.1/",
+            "--cluster http://127.0.0.1/ --bizid a",
+            "--cluster redis:// --bizid a",
         ] {
             match settings(bad) {
                 Err(Error::Usage(e)) => {
@@ -528,6 +588,21 @@ mod tests {
             ("sfus = 2\nsocket = \"/run/x.sock\"", "socket"),
             ("sfus = 2\nsfuid = \"edge\"", "sfuid"),
             ("bogus = 1", "bogus"),
+            ("cluster = \"redis://r/\"", "cluster"),
+            ("cluster = \"tcp://r/\"\nbizid = \"a\"", "cluster"),
+            ("cluster-ca-file = \"/ca.pem\"", "cluster-ca-file"),
+            (
+                "cluster = \"redis://r/\"\nbizid = \"a\"\ncluster-ca-file = \"/ca.pem\"",
+                "cluster",
+            ),
+            (
+                "cluster = \"rediss://r/\"\nbizid = \"a\"\ncluster-ca-file = \"/nonexistent.pem\"",
+                "nonexistent.pem",
+            ),
+            (
+                format!("cluster = \"redis://r/\"\nbizid = \"{}\"", "b".repeat(60)).as_str(),
+                "bizid",
+            ),
         ] {
             let f = TempFile::new("bad.toml", text);
             match Settings::of_file(&f.0) {
@@ -558,6 +633,21 @@ mod tests {
             panic!("the old key is accepted")
         };
         assert!(e.contains("[limits]"), "{e}");
+    }
+
+    #[test]
+    fn a_cluster_derives_sfu_ids_from_the_bizid_and_hides_its_password() {
+        let (_, s) =
+            settings("--cluster redis://:pw@10.0.0.9:7000/2 --bizid hall-3 --sfus 2").unwrap();
+        assert_eq!(s.sfu_id(2).as_str(), "hall-3-sfu-2");
+        let shown = s.cluster.as_ref().unwrap().to_string();
+        assert_eq!(shown, "redis://:***@10.0.0.9:7000/2");
+        assert!(!format!("{s:?}").contains("pw@"), "{s:?}");
+        let (_, s) = settings("sfu --instance 2 --bizid hall-3").unwrap();
+        assert_eq!(s.sfu_id(2).as_str(), "sfu-2", "no cluster: as before");
+        let (_, s) = settings("--cluster redis://u:pw@r/ --bizid b --sfuid edge").unwrap();
+        assert_eq!(s.sfu_id(1).as_str(), "edge", "a given sfuid wins");
+        assert_eq!(s.cluster.unwrap().to_string(), "redis://u:***@r:6379/0");
     }
 
     #[test]

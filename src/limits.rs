@@ -126,6 +126,31 @@ pub const SFU_RESTART_MAX: Duration = Duration::from_secs(30);
 /// ...and starts over at the minimum for a child that ran this long.
 pub const SFU_HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
+// The cluster (a Redis shared by several signaling nodes). Compile-time
+// only: the promise is "a dead node is noticed within 10 s".
+
+/// Other signaling nodes one node keeps track of at most.
+pub const MAX_CLUSTER_NODES: usize = 16;
+/// How often a node renews its heartbeat key and announces itself.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// A node not heard from for this long is dead: three heartbeats missed.
+/// Its heartbeat key expires at the same age, so that a node that comes
+/// later finds the same answer in Redis. Detection takes this plus at most
+/// one heartbeat interval: 8 s, inside the promised 10.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(6);
+/// Longest wait for Redis to answer a command; past it the link is
+/// dropped and made again (the crate itself never reconnects).
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// A lost Redis link is retried after this, doubling up to
+/// [`CLUSTER_RETRY_MAX`] (with jitter, so that the nodes of a cluster do
+/// not all come back in the same millisecond).
+pub const CLUSTER_RETRY_MIN: Duration = Duration::from_millis(250);
+/// The longest pause between attempts to reach Redis.
+pub const CLUSTER_RETRY_MAX: Duration = Duration::from_secs(4);
+/// Pub/sub messages queued from Redis at most; past it the node has fallen
+/// behind, drops the link, and resynchronises when it makes it again.
+pub const CLUSTER_PUSH_QUEUE: usize = 1024;
+
 // The SFU's forwarding loop and media handling. Compile-time only: each
 // is a trade-off measured in the SFU (see README, Capacity), not a knob an
 // operator needs.

@@ -24,8 +24,17 @@ pub fn run(cmd: Command) -> Result<(), Error> {
 }
 
 fn check_config(path: &Path) -> Result<(), Error> {
-    Settings::of_file(path)?;
+    let s = Settings::of_file(path)?;
     println!("{}: ok", path.display());
+    // What a cluster node will be known as (the check reaches no Redis).
+    if let Some(cluster) = &s.cluster {
+        let sfus: Vec<String> = (1..=s.sfus).map(|n| s.sfu_id(n).to_string()).collect();
+        println!(
+            "cluster {cluster}: node {}, SFUs {}",
+            s.bizid,
+            sfus.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -22,7 +22,8 @@ pub fn run(s: &Settings) -> Result<(), Error> {
     for n in 1..=s.sfus {
         let mut cmd = s.sfu_wrapper.clone();
         cmd.push(exe.display().to_string());
-        cmd.extend(sfu_child_args(&child(s, &dir, n)));
+        let sfuid = s.sfu_id(n);
+        cmd.extend(sfu_child_args(&child(s, &dir, n, sfuid.as_str())));
         std::thread::Builder::new()
             .name(format!("sfu-{n}-supervisor"))
             .spawn(move || supervise(&cmd))
@@ -36,7 +37,7 @@ pub fn run(s: &Settings) -> Result<(), Error> {
 /// What SFU child `n` is told: the parent's merged settings (the child
 /// reads the same file, but flags win), and where the parent's signaling
 /// node will look for its socket.
-fn child<'a>(s: &'a Settings, dir: &'a Path, n: usize) -> SfuChild<'a> {
+fn child<'a>(s: &'a Settings, dir: &'a Path, n: usize, sfuid: &'a str) -> SfuChild<'a> {
     SfuChild {
         instance: n,
         socket_dir: dir,
@@ -44,6 +45,7 @@ fn child<'a>(s: &'a Settings, dir: &'a Path, n: usize) -> SfuChild<'a> {
         media_port: s.media_port,
         log_level: s.log_level,
         config: s.config.as_deref(),
+        sfuid,
     }
 }
 
@@ -131,6 +133,16 @@ mod tests {
             ],
             vec!["--config", file.to_str().unwrap(), "--media-ip", "10.0.0.3"],
             vec!["--config", file.to_str().unwrap(), "--media-port", "50000"],
+            // In a cluster the children's ids come from the bizid, a flag
+            // the children do not see.
+            vec![
+                "--config",
+                file.to_str().unwrap(),
+                "--cluster",
+                "redis://127.0.0.1/",
+                "--bizid",
+                "hall-2",
+            ],
         ] {
             let args: Vec<String> = parent_args.iter().map(|a| a.to_string()).collect();
             let Command::Run(Role::AllInOne, f) = parse(&args).unwrap() else {
@@ -138,7 +150,8 @@ mod tests {
             };
             let parent = Settings::new(*f).unwrap();
             for n in 1..=parent.sfus {
-                let child_args = sfu_child_args(&child(&parent, &dir, n));
+                let sfuid = parent.sfu_id(n);
+                let child_args = sfu_child_args(&child(&parent, &dir, n, sfuid.as_str()));
                 let Command::Run(Role::Sfu, f) = parse(&child_args).unwrap() else {
                     panic!("{child_args:?} is not the sfu role")
                 };

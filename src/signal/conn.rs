@@ -2,7 +2,7 @@
 //! (decoded and handed to the node) and frames out (from the node's queue).
 
 use super::http::{self, Route};
-use super::node::ConnId;
+use super::node::{ConnId, Link};
 use super::protoo::{self, Incoming};
 use super::token::Grant;
 use super::{clock, outbox, Outbound, Shared};
@@ -118,7 +118,8 @@ where
         }
     };
     if head.path == "/metrics" {
-        let text = super::metrics::render(&shared.node.borrow().metrics());
+        let m = shared.node.borrow().metrics();
+        let text = super::metrics::render(&m, shared.cluster_rtt.get());
         let resp = http::Response {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -128,11 +129,18 @@ where
         return None;
     }
     if head.path == "/healthz" {
-        // Ready to carry calls: at least one SFU is connected.
+        // Ready to carry calls: at least one SFU is connected. A node cut
+        // off from its cluster still carries its local calls: it says so,
+        // but stays healthy.
         let live = shared.sfus.borrow().iter().any(Option::is_some);
+        let cluster = match shared.node.borrow().cluster_metrics().map(|c| c.link) {
+            None => String::new(),
+            Some(Link::Up) => "cluster: up\n".into(),
+            Some(Link::Down { why }) => format!("cluster: down ({why})\n"),
+        };
         let resp = match live {
-            true => http::Response::text(200, "ok\n"),
-            false => http::Response::text(503, "no SFU available\n"),
+            true => http::Response::text(200, format!("ok\n{cluster}")),
+            false => http::Response::text(503, format!("no SFU available\n{cluster}")),
         };
         let _ = http::respond(stream, &resp, head.method == "HEAD").await;
         return None;

@@ -1,11 +1,13 @@
 //! `GET /metrics`: the node's state in the Prometheus text format.
 
-use super::node::Metrics;
+use super::node::{Link, Metrics};
 use std::fmt::Write;
+use std::time::Duration;
 
 /// Renders a snapshot. Counters end in `_total`; SFUs are labelled by slot
-/// (stable across restarts) and id.
-pub fn render(m: &Metrics) -> String {
+/// (stable across restarts) and id. `redis_rtt` is the last heartbeat's
+/// round trip, for a node in a cluster.
+pub fn render(m: &Metrics, redis_rtt: Option<Duration>) -> String {
     let mut out = String::with_capacity(2048);
     let mut gauge = |name: &str, help: &str, value: usize| {
         let _ = writeln!(
@@ -22,6 +24,24 @@ pub fn render(m: &Metrics) -> String {
         "SFU calls awaiting an answer.",
         m.pending_calls,
     );
+    if let Some(c) = &m.cluster {
+        gauge(
+            "wren_cluster_up",
+            "Whether the link to the cluster's Redis is up.",
+            (c.link == Link::Up) as usize,
+        );
+        gauge(
+            "wren_cluster_nodes",
+            "Other signaling nodes of the cluster alive.",
+            c.nodes,
+        );
+        let rtt = redis_rtt.map_or(f64::NAN, |d| d.as_secs_f64());
+        let _ = writeln!(
+            out,
+            "# HELP wren_redis_rtt_seconds Round trip of the last heartbeat to Redis.\n\
+             # TYPE wren_redis_rtt_seconds gauge\nwren_redis_rtt_seconds {rtt}"
+        );
+    }
 
     let families: [(&str, &str, &str); 6] = [
         ("wren_sfu_up", "gauge", "Whether the SFU is connected."),

@@ -3,8 +3,10 @@
 //!
 //! The room logic lives in `node::Node`, a state machine without I/O;
 //! this module is the shell that moves bytes between it, the client
-//! connections (`conn`) and the SFU control sockets (`sfu_link`).
+//! connections (`conn`), the SFU control sockets (`sfu_link`) and, in a
+//! cluster, the Redis the nodes share (`cluster_link`).
 
+pub(crate) mod cluster_link;
 mod conn;
 pub mod error;
 pub(crate) mod http;
@@ -47,6 +49,8 @@ pub(crate) struct SignalConfig {
     pub token_secret: Option<token::Secret>,
     /// Origins allowed to open WebSockets (empty: any).
     pub allowed_origins: Vec<String>,
+    /// The cluster's Redis; None for a node on its own.
+    pub cluster: Option<cluster_link::ClusterConfig>,
 }
 
 /// Something to write to one client connection.
@@ -81,6 +85,10 @@ struct Shared {
     /// Wakes the ticker to ask the node again (capacity one: wake-ups
     /// coalesce).
     wake: Sender<()>,
+    /// The link to the cluster's Redis, while it is up.
+    cluster: RefCell<Option<redis::aio::MultiplexedConnection>>,
+    /// The last heartbeat's round trip to Redis.
+    cluster_rtt: Cell<Option<Duration>>,
 }
 
 /// Reads both clocks once, for one input to the node.
@@ -213,11 +221,19 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
         ping_interval: crate::limits::ping_interval(cfg.limits.liveness_timeout()),
         armed: Cell::new(None),
         wake,
+        cluster: RefCell::new(None),
+        cluster_rtt: Cell::new(None),
     });
     if let Some(secret) = &cfg.token_secret {
         let key = token::TokenKey::new(&secret.0).map_err(std::io::Error::other)?;
         shared.node.borrow_mut().require_tokens(key);
         log::info!("room tokens are required");
+    }
+    if let Some(cluster) = &cfg.cluster {
+        shared.node.borrow_mut().enable_cluster(fastrand::u64(..));
+        ex.spawn(cluster_link::run(shared.clone(), cluster.clone()))
+            .detach();
+        log::info!("cluster: Redis at {cluster}");
     }
     for (slot, path) in cfg.sfu_sockets.iter().enumerate() {
         ex.spawn(sfu_link::run(shared.clone(), SfuSlot(slot), path.clone()))
@@ -271,8 +287,8 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
     Ok(())
 }
 
-/// Shutdown: every client gets a 1001 ("going away") close; waits a few
-/// seconds for the sockets to finish. Dropping the SFU control connections
+/// Shutdown: every client gets a 1001 ("going away") close, the cluster
+/// hears "bye"; waits a few seconds for the sockets to finish. Dropping the SFU control connections
 /// (when the process exits) makes the SFUs drop their sessions.
 async fn drain(shared: &Shared) {
     log::info!(
@@ -284,6 +300,11 @@ async fn drain(shared: &Shared) {
         let _ = tx.try_send(Outbound::Close(1001, "server shutting down"));
     }
     let deadline = Instant::now() + SHUTDOWN_DRAIN;
+    cluster_link::leave(shared)
+        .or(async {
+            smol::Timer::at(deadline).await;
+        })
+        .await;
     while shared.live_conns.get() > 0 && Instant::now() < deadline {
         smol::Timer::after(Duration::from_millis(20)).await;
     }

@@ -6,7 +6,8 @@
 //! peers running on a thread of their own ([`swarm`]), what a
 //! subscriber's decoder would have made of its video ([`video`]), and a
 //! network lab of namespaces joined by shaped links ([`netlab`], Linux, as
-//! root; the `wren-netlab` binary serves it to the browser harness).
+//! root; the `wren-netlab` binary serves it to the browser harness), and a
+//! Redis of a test's own for the cluster's tests ([`redis`]).
 //!
 //! Nothing here is part of the server: the `wren` library and binary do
 //! not depend on this crate.
@@ -18,6 +19,7 @@ pub mod netlab;
 pub mod peer;
 pub mod procfs;
 pub mod protoo;
+pub mod redis;
 pub mod server;
 pub mod swarm;
 pub mod video;

@@ -14,12 +14,14 @@
 //! - [`sfu_calls`]: publishing and subscribing through an SFU's answer,
 //!   and SFUs coming and going;
 //! - [`access`]: room tokens, admission and request budgets;
-//! - [`responses`]: what goes out to clients.
+//! - [`responses`]: what goes out to clients;
+//! - [`cluster`]: the other signaling nodes, as heard through Redis.
 //!
 //! They use each other one way only: `sfu_calls` and `responses` use
 //! `tables`, which uses `access` (`tests/layout.rs` checks).
 
 mod access;
+mod cluster;
 mod responses;
 mod sfu_calls;
 mod tables;
@@ -33,6 +35,7 @@ use crate::ids::{NodeId, PeerId};
 use crate::ipc::{CallId, SfuStats, ToSfu};
 use crate::limits::*;
 use access::TokenBucket;
+pub use cluster::{ClusterEvent, ClusterMetrics, Link};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
@@ -102,6 +105,8 @@ pub struct Metrics {
     pub sfus: Vec<SfuMetrics>,
     /// Error responses sent so far, by errorCode.
     pub errors: Vec<(u16, u64)>,
+    /// None on a node without a cluster.
+    pub cluster: Option<ClusterMetrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +138,8 @@ pub struct Node {
     effects: VecDeque<Effect>,
     /// Error responses sent, by errorCode.
     errors: Vec<(u16, u64)>,
+    /// Set by [`Node::enable_cluster`].
+    cluster: Option<Box<cluster::Cluster>>,
 }
 
 /// How a request handler finished.
@@ -170,6 +177,7 @@ impl Node {
             next_call: CallId(1),
             effects: VecDeque::new(),
             errors: Vec::new(),
+            cluster: None,
         }
     }
 
@@ -214,6 +222,7 @@ impl Node {
                 })
                 .collect(),
             errors,
+            cluster: self.cluster_metrics(),
         }
     }
 
@@ -275,8 +284,8 @@ impl Node {
     }
 
     /// When the node next needs [`Node::tick`]: the earliest instant at
-    /// which a peer falls silent for the liveness timeout or an SFU call
-    /// runs out of time. None while there is neither. Inputs can move it
+    /// which a peer falls silent for the liveness timeout, an SFU call
+    /// runs out of time, or another node of the cluster is overdue. None while there is neither. Inputs can move it
     /// (earlier, too: a new peer or call), so ask again after each one.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let silent = self
@@ -284,10 +293,11 @@ impl Node {
             .iter()
             .map(|p| p.last_seen + self.limits.liveness_timeout());
         let calls = self.pending.iter().map(|p| p.deadline);
-        silent.chain(calls).min()
+        silent.chain(calls).chain(self.cluster_timeout()).min()
     }
 
-    /// Expires silent peers and SFU calls that were not answered in time.
+    /// Expires silent peers, SFU calls that were not answered in time and
+    /// nodes of the cluster not heard from.
     pub fn tick(&mut self, now: Now) {
         let now = now.mono;
         let timeout = self.limits.liveness_timeout();
@@ -307,6 +317,7 @@ impl Node {
             });
         }
         self.expire_calls(now);
+        self.expire_nodes(now);
     }
 
     /// Answers a request that could not be decoded.
