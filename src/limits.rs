@@ -147,6 +147,8 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CLUSTER_RETRY_MIN: Duration = Duration::from_millis(250);
 /// The longest pause between attempts to reach Redis.
 pub const CLUSTER_RETRY_MAX: Duration = Duration::from_secs(4);
+/// Operations sent to Redis in one pipeline at most.
+pub const CLUSTER_OPS_BATCH: usize = 64;
 /// Pub/sub messages queued from Redis at most; past it the node has fallen
 /// behind, drops the link, and resynchronises when it makes it again.
 pub const CLUSTER_PUSH_QUEUE: usize = 1024;

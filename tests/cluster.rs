@@ -1,11 +1,17 @@
 //! The cluster: several real wren nodes sharing a real `redis-server` on
 //! loopback. Nodes find each other, notice one that dies (SIGKILL) or
-//! stops, survive Redis going away and coming back, and authenticate.
+//! stops, survive Redis going away and coming back, and authenticate;
+//! rooms span nodes (join lists, every notification, bounds), a dead
+//! node's peers leave everywhere, and an outage reconciles.
 
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use wren_testkit::peer::Peer;
 use wren_testkit::redis::{tls_files, Redis};
 use wren_testkit::server::wait_until;
-use wren_testkit::{http_get, metric, runner, Server, WAIT};
+use wren_testkit::{
+    assert_full, http_get, media_call, metric, publish, runner, Client, Server, WAIT,
+};
 
 /// A node of the cluster at `url`, named `bizid`.
 fn node(url: &str, bizid: &str) -> Server {
@@ -172,5 +178,220 @@ fn redis_needs_the_password_and_tls_works() {
         wait_until(WAIT, || healthz(&b).contains("TLS")),
         "{}",
         healthz(&b)
+    );
+}
+
+/// A client named `uid` on node `s` that has joined `rid`; the join's
+/// answer data.
+fn joined(s: &Server, uid: &str, rid: &str) -> (Client, Value) {
+    let mut c = Client::connect(s, uid);
+    let data = c.ok("join", json!({"rid": rid}));
+    (c, data)
+}
+
+/// `(uid, bizid)` of a join answer's `users`, in order.
+fn users(data: &Value) -> Vec<(String, String)> {
+    data["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["uid"].as_str().unwrap().into(),
+                u["bizid"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+fn pair(uid: &str, bizid: &str) -> (String, String) {
+    (uid.to_string(), bizid.to_string())
+}
+
+#[test]
+fn a_room_spans_nodes_and_every_notification_crosses() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = node(&url, "room-a");
+    let b = node(&url, "room-b");
+    assert!(wait_peers(&[&a, &b], 1));
+
+    let (mut alice, data) = joined(&a, "alice", "r1");
+    assert_eq!(users(&data), []);
+    let (mut bob, data) = joined(&b, "bob", "r1");
+    assert_eq!(users(&data), [pair("alice", "room-a")]);
+    let note = alice.note_named("peer-join");
+    assert_eq!(
+        (note["uid"].as_str(), note["bizid"].as_str()),
+        (Some("bob"), Some("room-b"))
+    );
+
+    // A stream on a reaches b's members, with a's SFU as its sfuid.
+    let (publisher, answer) = publish(&mut alice, "r1", Peer::publisher());
+    assert_eq!(answer["sfuid"], "room-a-sfu-1");
+    let note = bob.note_named("stream-add");
+    assert_eq!(note["mid"], answer["mid"]);
+    assert_eq!(note["sfuid"], "room-a-sfu-1");
+    assert_eq!(note["uid"], "alice");
+
+    // A late joiner on b sees the whole room, in the order of joining.
+    let (mut carol, data) = joined(&b, "carol", "r1");
+    assert_eq!(
+        users(&data),
+        [pair("alice", "room-a"), pair("bob", "room-b")]
+    );
+    let pubs = data["pubs"].as_array().unwrap();
+    assert_eq!(pubs.len(), 1, "{data}");
+    assert_eq!(
+        (&pubs[0]["mid"], &pubs[0]["sfuid"]),
+        (&answer["mid"], &json!("room-a-sfu-1"))
+    );
+    assert_eq!(alice.note_named("peer-join")["uid"], "carol");
+    assert_eq!(metric(b.http, "wren_cluster_remote_members"), Some(1));
+    assert_eq!(metric(b.http, "wren_cluster_remote_streams"), Some(1));
+    assert_eq!(metric(a.http, "wren_cluster_remote_members"), Some(2));
+
+    // Broadcasts cross both ways; the sender hears nothing back.
+    bob.ok(
+        "broadcast",
+        json!({"rid": "r1", "data": {"text": "hi from b"}}),
+    );
+    let note = alice.note_named("broadcast");
+    assert_eq!(
+        (note["uid"].as_str(), &note["data"]),
+        (Some("bob"), &json!({"text": "hi from b"}))
+    );
+    assert_eq!(carol.note_named("broadcast")["uid"], "bob");
+    alice.ok("broadcast", json!({"rid": "r1", "data": 7}));
+    assert_eq!(bob.note_named("broadcast")["data"], 7);
+    assert_eq!(carol.note_named("broadcast")["data"], 7);
+    bob.assert_quiet();
+
+    // Unpublish and leave cross too.
+    alice.ok("unpublish", json!({"rid": "r1", "mid": answer["mid"]}));
+    drop(publisher);
+    assert_eq!(carol.note_named("stream-remove")["mid"], answer["mid"]);
+    assert_eq!(bob.note_named("stream-remove")["mid"], answer["mid"]);
+    bob.ok("leave", json!({"rid": "r1"}));
+    assert_eq!(alice.note_named("peer-leave")["uid"], "bob");
+    assert_eq!(carol.note_named("peer-leave")["uid"], "bob");
+    // A socket closing is a leave as well.
+    carol.close();
+    assert_eq!(alice.note_named("peer-leave")["uid"], "carol");
+    let (_dave, data) = joined(&b, "dave", "r1");
+    assert_eq!(users(&data), [pair("alice", "room-a")]);
+}
+
+#[test]
+fn a_room_is_bounded_across_nodes_and_a_uid_joins_once() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let file = wren_testkit::socket_path("cluster-cap").with_extension("toml");
+    std::fs::write(&file, "[limits]\npeers-per-room = 3\n").unwrap();
+    let start = |bizid: &str| {
+        Server::start_with(&[
+            "--cluster",
+            &url,
+            "--bizid",
+            bizid,
+            "--config",
+            file.to_str().unwrap(),
+        ])
+    };
+    let (a, b) = (start("cap-a"), start("cap-b"));
+    assert!(wait_peers(&[&a, &b], 1));
+    let _one = joined(&a, "one", "small");
+    let _two = joined(&b, "two", "small");
+    let _three = joined(&a, "three", "small");
+    let mut four = Client::connect(&b, "four");
+    let refused = four.request("join", json!({"rid": "small"}));
+    assert_full(&refused, "peers per room");
+    // The same uid through the other node.
+    let mut again = Client::connect(&b, "one");
+    let refused = again.request("join", json!({"rid": "other"}));
+    assert_eq!(refused["ok"], true, "another room is fine: {refused}");
+    let refused = again.request("join", json!({"rid": "small"}));
+    assert_eq!(refused["errorCode"], 409, "{refused}");
+    assert!(
+        refused["errorReason"].as_str().unwrap().contains("cap-a"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_killed_node_s_peers_and_streams_leave_everywhere() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = node(&url, "kill-a");
+    let mut b = node(&url, "kill-b");
+    assert!(wait_peers(&[&a, &b], 1));
+    let (mut alice, _) = joined(&a, "alice", "r");
+    let (mut bob, _) = joined(&b, "bob", "r");
+    let (_publisher, answer) = publish(&mut bob, "r", Peer::publisher());
+    assert_eq!(alice.note_named("peer-join")["uid"], "bob");
+    assert_eq!(alice.note_named("stream-add")["mid"], answer["mid"]);
+
+    let killed = Instant::now();
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    assert_eq!(alice.note_named("stream-remove")["mid"], answer["mid"]);
+    assert_eq!(alice.note_named("peer-leave")["uid"], "bob");
+    let took = killed.elapsed();
+    println!("a killed node's peer left the room elsewhere after {took:?}");
+    if runner().is_empty() {
+        assert!(took < Duration::from_secs(10), "after {took:?}");
+    }
+    // Redis forgot it too: a newcomer sees alice alone.
+    let (_carol, data) = joined(&a, "carol", "r");
+    assert_eq!(users(&data), [pair("alice", "kill-a")]);
+    assert_eq!(data["pubs"], json!([]));
+    drop(bob);
+}
+
+#[test]
+fn a_redis_outage_keeps_local_calls_and_reconciles_the_rooms() {
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let a = node(&url, "out-a");
+    let b = node(&url, "out-b");
+    assert!(wait_peers(&[&a, &b], 1));
+    let (mut alice, _) = joined(&a, "alice", "r");
+    let (mut ann, _) = joined(&a, "ann", "r");
+    let (mut bob, _) = joined(&b, "bob", "r");
+    assert_eq!(alice.note_named("peer-join")["uid"], "ann");
+    assert_eq!(alice.note_named("peer-join")["uid"], "bob");
+    assert_eq!(ann.note_named("peer-join")["uid"], "bob");
+
+    redis.stop();
+    assert!(wait_until(WAIT, || !link_up(&a) && !link_up(&b)));
+    // A call between two peers of one node goes on.
+    let (mut publisher, mut subscriber, _) = media_call(&mut alice, &mut ann, "r");
+    // Bob leaves while nobody can tell a; a newcomer on a joins.
+    bob.ok("leave", json!({"rid": "r"}));
+    let (mut amy, data) = joined(&a, "amy", "r");
+    assert_eq!(
+        users(&data).len(),
+        3,
+        "a still shows bob until it can know: {data}"
+    );
+
+    redis.restart();
+    assert!(wait_until(WAIT, || link_up(&a) && link_up(&b)));
+    // a hears that bob is gone; b's room has amy now.
+    assert_eq!(alice.note_named("peer-leave")["uid"], "bob");
+    assert_eq!(amy.note_named("peer-leave")["uid"], "bob");
+    let (_ben, data) = joined(&b, "ben", "r");
+    let mut names: Vec<String> = users(&data).into_iter().map(|(u, _)| u).collect();
+    names.sort();
+    assert_eq!(names, ["alice", "amy", "ann"]);
+    // The call never stopped.
+    let before = subscriber.received;
+    wren_testkit::peer::run_all(
+        &mut [&mut publisher, &mut subscriber],
+        Duration::from_millis(500),
+    );
+    assert!(
+        subscriber.received[1] > before[1],
+        "video stopped: {before:?}"
     );
 }

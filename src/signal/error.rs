@@ -39,6 +39,11 @@ pub enum RequestError {
     SfuTimeout,
     /// The SFU rejected the request for a reason of its own.
     Sfu(String),
+    /// What was asked needs the other nodes of the cluster, and the link
+    /// to them is down (or it broke while the request was under way).
+    ClusterUnavailable(String),
+    /// The uid is already in that room through another node.
+    JoinedElsewhere(crate::ids::NodeId),
 }
 
 impl RequestError {
@@ -51,10 +56,12 @@ impl RequestError {
             | RequestError::NoSuchStream
             | RequestError::NoSuchSubscription => 404,
             RequestError::UnknownMethod(_) => 405,
-            RequestError::AlreadyJoined => 409,
+            RequestError::AlreadyJoined | RequestError::JoinedElsewhere(_) => 409,
             RequestError::TooLarge => 413,
             RequestError::RateLimited => 429,
-            RequestError::Full(_) | RequestError::NoSfu => 503,
+            RequestError::Full(_) | RequestError::NoSfu | RequestError::ClusterUnavailable(_) => {
+                503
+            }
             RequestError::SfuTimeout => 504,
             RequestError::Sfu(_) => 500,
         }
@@ -79,6 +86,10 @@ impl fmt::Display for RequestError {
             RequestError::NoSfu => f.write_str("no SFU available"),
             RequestError::SfuTimeout => f.write_str("the SFU did not answer in time"),
             RequestError::Sfu(why) => write!(f, "SFU error: {why}"),
+            RequestError::ClusterUnavailable(why) => write!(f, "cluster unavailable: {why}"),
+            RequestError::JoinedElsewhere(bizid) => {
+                write!(f, "already joined that room through node {bizid}")
+            }
         }
     }
 }

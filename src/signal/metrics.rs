@@ -35,6 +35,16 @@ pub fn render(m: &Metrics, redis_rtt: Option<Duration>) -> String {
             "Other signaling nodes of the cluster alive.",
             c.nodes,
         );
+        gauge(
+            "wren_cluster_remote_members",
+            "Members of this node's rooms connected to other nodes.",
+            c.remote_members,
+        );
+        gauge(
+            "wren_cluster_remote_streams",
+            "Streams of this node's rooms published on other nodes.",
+            c.remote_streams,
+        );
         let rtt = redis_rtt.map_or(f64::NAN, |d| d.as_secs_f64());
         let _ = writeln!(
             out,

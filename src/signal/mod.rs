@@ -89,6 +89,8 @@ struct Shared {
     cluster: RefCell<Option<redis::aio::MultiplexedConnection>>,
     /// The last heartbeat's round trip to Redis.
     cluster_rtt: Cell<Option<Duration>>,
+    /// The node's operations for Redis, while the link is up.
+    cluster_ops: RefCell<Option<Sender<node::ClusterOp>>>,
 }
 
 /// Reads both clocks once, for one input to the node.
@@ -135,6 +137,7 @@ impl Shared {
                     // Nothing more goes to it: its task ends after the close.
                     self.conns.borrow_mut().remove(&conn);
                 }
+                Effect::Cluster(op) => self.to_cluster(op),
                 Effect::Sfu { sfu, msg } => {
                     let sent = match self.sfus.borrow().get(sfu.0) {
                         Some(Some(link)) => link.tx.try_send(msg).map_err(|e| e.is_full()),
@@ -169,6 +172,23 @@ impl Shared {
             *link = None;
         }
         self.node.borrow_mut().sfu_down(clock(), sfu);
+    }
+
+    /// Hands an operation to the cluster link; one the link cannot take
+    /// any more (it just broke) is answered as failed, if it was a call.
+    fn to_cluster(&self, op: node::ClusterOp) {
+        let op = match self.cluster_ops.borrow().as_ref() {
+            Some(tx) => match tx.try_send(op) {
+                Ok(()) => return,
+                Err(e) => e.into_inner(),
+            },
+            None => op,
+        };
+        let Some(call) = op.call() else {
+            return;
+        };
+        let failed = node::ClusterAnswer::Failed("the cluster link is down".into());
+        self.node.borrow_mut().cluster_answer(clock(), call, failed);
     }
 
     fn to_conn(&self, conn: ConnId, out: Outbound) {
@@ -223,6 +243,7 @@ async fn serve(ex: &LocalExecutor<'_>, cfg: SignalConfig) -> std::io::Result<()>
         wake,
         cluster: RefCell::new(None),
         cluster_rtt: Cell::new(None),
+        cluster_ops: RefCell::new(None),
     });
     if let Some(secret) = &cfg.token_secret {
         let key = token::TokenKey::new(&secret.0).map_err(std::io::Error::other)?;

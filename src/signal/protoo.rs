@@ -525,6 +525,20 @@ pub(crate) struct BroadcastNote<'a> {
     pub data: &'a Value,
 }
 
+impl StreamRemove<'_> {
+    /// The whole notification.
+    pub(crate) fn note(&self) -> String {
+        notification("stream-remove", self)
+    }
+}
+
+impl BroadcastNote<'_> {
+    /// The whole notification.
+    pub(crate) fn note(&self) -> String {
+        notification("broadcast", self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,7 @@
-//! The cluster as this node sees it: whether its link to Redis is up, and
-//! the other signaling nodes it hears heartbeats from.
+//! The cluster as this node sees it: whether its link to Redis is up, the
+//! other signaling nodes it hears heartbeats from, and what node and shell
+//! say to each other about it (events, operations, answers). What the
+//! other nodes' peers and streams are, room by room, is `remote`'s.
 //!
 //! The node does no I/O here either: the shell (`signal::cluster_link`)
 //! says when the link comes and goes and hands over what arrives on it;
@@ -7,10 +9,14 @@
 //! from it for [`NODE_TIMEOUT`] while our own link was up; one that comes
 //! back with another `epoch` is a new process, and the old one is dead.
 
-use super::{Node, Now};
-use crate::ids::NodeId;
-use crate::limits::{MAX_CLUSTER_NODES, NODE_TIMEOUT};
+use super::{ConnId, Node, Now};
+use crate::ids::{Mid, NodeId, PeerId, RoomId};
+use crate::limits::{
+    MAX_CLUSTER_NODES, MAX_CONNECTIONS, MAX_PENDING_SFU_CALLS, MAX_STREAMS, NODE_TIMEOUT,
+};
+use crate::signal::protoo::{Minfo, RequestId};
 use serde::{Deserialize, Serialize};
+use std::rc::Rc;
 use std::time::Instant;
 
 /// What one node tells the others on the cluster's event channel. Every
@@ -22,6 +28,149 @@ pub enum ClusterEvent {
     Beat(Beat),
     /// "I am stopping": the others need not wait for the timeout.
     Bye { bizid: NodeId, epoch: u64 },
+    /// A peer of `bizid` joined a room (published by the join script,
+    /// with the order Redis gave it).
+    Join {
+        rid: RoomId,
+        uid: PeerId,
+        bizid: NodeId,
+        order: u32,
+    },
+    /// A peer of `bizid` left a room.
+    Leave(PeerRef),
+    /// A stream was published on `bizid`.
+    Add(StreamEntry),
+    /// A stream of `bizid` went away.
+    Remove(StreamRef),
+    /// A peer of `bizid` broadcast `data` to its room.
+    Broadcast {
+        rid: RoomId,
+        uid: PeerId,
+        bizid: NodeId,
+        data: serde_json::Value,
+    },
+    /// `bizid` wrote its whole state again (after its link came back):
+    /// whoever shares a room with it reads that room again.
+    Sync { bizid: NodeId },
+}
+
+/// A peer of node `bizid` in room `rid`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerRef {
+    pub rid: RoomId,
+    pub uid: PeerId,
+    pub bizid: NodeId,
+}
+
+/// Stream `mid` of peer `uid` of node `bizid` in room `rid`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamRef {
+    pub rid: RoomId,
+    pub mid: Mid,
+    pub uid: PeerId,
+    pub bizid: NodeId,
+}
+
+/// A published stream, as the cluster keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEntry {
+    pub rid: RoomId,
+    pub mid: Mid,
+    pub uid: PeerId,
+    /// The node whose peer published it.
+    pub bizid: NodeId,
+    /// The SFU it lives on.
+    pub sfuid: NodeId,
+    pub minfo: Minfo,
+}
+
+/// A room member, as the cluster keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberEntry {
+    pub uid: PeerId,
+    pub bizid: NodeId,
+    /// Its place in the room's order of joining (Redis counts the room's
+    /// joins; past 2^32 of them in one room the order is no longer kept).
+    pub order: u32,
+}
+
+/// One room as Redis has it: its members and streams on live nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomSnapshot {
+    pub rid: RoomId,
+    pub members: Vec<MemberEntry>,
+    pub streams: Vec<StreamEntry>,
+}
+
+/// A call to Redis that the node waits for (the others it does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClusterCall(pub u64);
+
+/// Something the shell must do in Redis. Operations are carried out in
+/// the order the node makes them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterOp {
+    /// Enter `uid` into `rid` unless `cap` others are in it, cluster-wide;
+    /// answered with [`ClusterAnswer::Joined`], `Full` or `Taken`.
+    Join {
+        call: ClusterCall,
+        rid: RoomId,
+        uid: PeerId,
+        bizid: NodeId,
+        cap: usize,
+    },
+    /// Take a peer out of its room, if it is there for its node, and
+    /// tell the others.
+    Leave(PeerRef),
+    /// Record a stream and tell the others.
+    Add(StreamEntry),
+    /// Drop a stream of its node and tell the others.
+    Remove(StreamRef),
+    /// Publish an event (JSON) as it is; nothing is stored.
+    Publish(Rc<str>),
+    /// Replace everything Redis has of `bizid` by `rooms`, tell the others,
+    /// and answer with those rooms as they then are ([`ClusterAnswer::Rooms`]).
+    Sync {
+        call: ClusterCall,
+        bizid: NodeId,
+        rooms: Vec<RoomSnapshot>,
+    },
+    /// Read rooms ([`ClusterAnswer::Rooms`]).
+    Snapshot {
+        call: ClusterCall,
+        rids: Vec<RoomId>,
+    },
+    /// Drop what Redis has of a dead node (unless it is alive again).
+    Purge { bizid: NodeId },
+}
+
+impl ClusterOp {
+    /// The call the node waits on, for the operations it waits for.
+    pub fn call(&self) -> Option<ClusterCall> {
+        match self {
+            ClusterOp::Join { call, .. }
+            | ClusterOp::Sync { call, .. }
+            | ClusterOp::Snapshot { call, .. } => Some(*call),
+            _ => None,
+        }
+    }
+}
+
+/// What Redis answered to a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterAnswer {
+    /// In: at `order`, with the room as it now is.
+    Joined {
+        order: u32,
+        room: RoomSnapshot,
+    },
+    /// The room is at its bound, counting every node's members.
+    Full,
+    /// The uid is in the room through another node.
+    Taken(NodeId),
+    Rooms(Vec<RoomSnapshot>),
+    /// The link failed before an answer came.
+    Failed(String),
 }
 
 /// A node's heartbeat: who it is and how loaded.
@@ -50,11 +199,45 @@ pub(super) struct ClusterNode {
     pub(super) last_heard: Instant,
 }
 
+/// Members of other nodes this node keeps at most: as many as it has
+/// connections of its own.
+pub const MAX_REMOTE_MEMBERS: usize = MAX_CONNECTIONS;
+
+/// A member of another node in one of this node's rooms.
+pub(super) struct MemberRow {
+    pub(super) rid: RoomId,
+    pub(super) entry: MemberEntry,
+}
+
+/// A join waiting for Redis, and whom to answer.
+pub(super) struct PendingJoin {
+    pub(super) call: ClusterCall,
+    pub(super) conn: ConnId,
+    pub(super) req: RequestId,
+    pub(super) uid: PeerId,
+    pub(super) rid: RoomId,
+    pub(super) may_publish: bool,
+    pub(super) deadline: Instant,
+}
+
+/// The other nodes' part of this node's rooms (see `remote`), and the
+/// joins waiting for Redis. Allocated with the cluster, never on a node
+/// without one.
+#[derive(Default)]
+pub(super) struct Replica {
+    pub(super) members: Box<heapless::Vec<MemberRow, MAX_REMOTE_MEMBERS>>,
+    pub(super) streams: Box<heapless::Vec<StreamEntry, MAX_STREAMS>>,
+    pub(super) joins: heapless::Vec<PendingJoin, MAX_PENDING_SFU_CALLS>,
+}
+
 /// The cluster part of the node; absent on a node without one.
 pub(super) struct Cluster {
     pub(super) epoch: u64,
     pub(super) link: Link,
     pub(super) nodes: heapless::Vec<ClusterNode, MAX_CLUSTER_NODES>,
+    /// The other nodes' members and streams of this node's rooms.
+    pub(super) replica: Replica,
+    pub(super) next_call: u64,
 }
 
 /// What `/metrics` and `/healthz` show of the cluster.
@@ -63,6 +246,10 @@ pub struct ClusterMetrics {
     pub link: Link,
     /// Other nodes alive.
     pub nodes: usize,
+    /// Members of this node's rooms connected to other nodes.
+    pub remote_members: usize,
+    /// Streams of this node's rooms published on other nodes.
+    pub remote_streams: usize,
 }
 
 impl Node {
@@ -76,6 +263,8 @@ impl Node {
                 why: "not connected yet".into(),
             },
             nodes: heapless::Vec::new(),
+            replica: Replica::default(),
+            next_call: 1,
         }));
     }
 
@@ -91,14 +280,16 @@ impl Node {
             n.last_heard = now.mono;
         }
         log::info!("cluster link up; {} other nodes known", c.nodes.len());
+        self.sync(now);
     }
 
     /// The link to Redis is gone. Local rooms carry on; nobody is judged
     /// dead until it is back.
     pub fn cluster_down(&mut self, _now: Now, why: String) {
         if let Some(c) = self.cluster.as_deref_mut() {
-            c.link = Link::Down { why };
+            c.link = Link::Down { why: why.clone() };
         }
+        self.fail_cluster_calls(&why);
     }
 
     /// Something arrived on the cluster's event channel.
@@ -141,6 +332,7 @@ impl Node {
                     self.node_gone(&bizid);
                 }
             }
+            room_event => self.room_event(now, room_event),
         }
     }
 
@@ -161,11 +353,16 @@ impl Node {
         }
     }
 
-    /// A node died or stopped: it is forgotten.
+    /// A node died or stopped: it is forgotten, its peers leave this
+    /// node's rooms and its streams end, and Redis drops what it had of it.
     fn node_gone(&mut self, bizid: &NodeId) {
         if let Some(c) = self.cluster.as_deref_mut() {
             c.nodes.retain(|n| &n.beat.bizid != bizid);
         }
+        self.forget_node(bizid);
+        self.cluster_op(ClusterOp::Purge {
+            bizid: bizid.clone(),
+        });
     }
 
     /// This node's heartbeat.
@@ -223,6 +420,8 @@ impl Node {
         Some(ClusterMetrics {
             link: c.link.clone(),
             nodes: c.nodes.len(),
+            remote_members: c.replica.members.len(),
+            remote_streams: c.replica.streams.len(),
         })
     }
 }

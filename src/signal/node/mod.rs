@@ -15,13 +15,16 @@
 //!   and SFUs coming and going;
 //! - [`access`]: room tokens, admission and request budgets;
 //! - [`responses`]: what goes out to clients;
-//! - [`cluster`]: the other signaling nodes, as heard through Redis.
+//! - [`cluster`]: the other signaling nodes, as heard through Redis;
+//! - [`remote`]: rooms that span nodes (the other nodes' members and
+//!   streams of this node's rooms).
 //!
 //! They use each other one way only: `sfu_calls` and `responses` use
 //! `tables`, which uses `access` (`tests/layout.rs` checks).
 
 mod access;
 mod cluster;
+mod remote;
 mod responses;
 mod sfu_calls;
 mod tables;
@@ -35,7 +38,10 @@ use crate::ids::{NodeId, PeerId};
 use crate::ipc::{CallId, SfuStats, ToSfu};
 use crate::limits::*;
 use access::TokenBucket;
-pub use cluster::{ClusterEvent, ClusterMetrics, Link};
+pub use cluster::{
+    ClusterAnswer, ClusterCall, ClusterEvent, ClusterMetrics, ClusterOp, Link, MemberEntry,
+    RoomSnapshot, StreamEntry,
+};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
@@ -84,6 +90,8 @@ pub enum Effect {
     },
     /// Send a control message to an SFU.
     Sfu { sfu: SfuSlot, msg: ToSfu },
+    /// Carry out an operation in the cluster's Redis.
+    Cluster(ClusterOp),
 }
 
 /// WebSocket close code for a connection replaced by a newer one with the
@@ -293,7 +301,11 @@ impl Node {
             .iter()
             .map(|p| p.last_seen + self.limits.liveness_timeout());
         let calls = self.pending.iter().map(|p| p.deadline);
-        silent.chain(calls).chain(self.cluster_timeout()).min()
+        let cluster = self
+            .cluster_timeout()
+            .into_iter()
+            .chain(self.join_timeout());
+        silent.chain(calls).chain(cluster).min()
     }
 
     /// Expires silent peers, SFU calls that were not answered in time and
@@ -318,6 +330,7 @@ impl Node {
         }
         self.expire_calls(now);
         self.expire_nodes(now);
+        self.expire_joins(now);
     }
 
     /// Answers a request that could not be decoded.
@@ -347,7 +360,7 @@ impl Node {
             rid,
         };
         let result = match req {
-            Request::Join { rid, token } => self.join(now, id, &uid, rid, token.as_deref()),
+            Request::Join { rid, token } => self.join(now, id, conn, &uid, rid, token.as_deref()),
             _ if !joined => Err(RequestError::NotInRoom),
             Request::Leave { rid } => {
                 self.leave_room(&uid, &rid);
@@ -368,15 +381,24 @@ impl Node {
                 layer,
             } => self.pin_layer(&uid, &rid, &mid, &sid, layer),
             Request::Broadcast { rid, data } => {
-                let note = protoo::notification(
-                    "broadcast",
-                    &protoo::BroadcastNote {
-                        rid: &rid,
-                        uid: &uid,
-                        data: &data,
-                    },
-                );
+                let note = protoo::BroadcastNote {
+                    rid: &rid,
+                    uid: &uid,
+                    data: &data,
+                }
+                .note();
                 self.notify_room(&rid, Some(&uid), note);
+                if self.has_remote_members(&rid) {
+                    let ev = ClusterEvent::Broadcast {
+                        rid,
+                        uid,
+                        bizid: self.bizid.clone(),
+                        data,
+                    };
+                    if let Ok(json) = serde_json::to_string(&ev) {
+                        self.cluster_op(cluster::ClusterOp::Publish(json.into()));
+                    }
+                }
                 Ok(Outcome::Ok)
             }
         };

@@ -1,6 +1,7 @@
 //! Calls to SFUs: a publish or subscribe waits here for the SFU's answer
 //! (or its deadline); SFUs come up, go down, and report.
 
+use super::cluster::ClusterOp;
 use super::tables::{unique, Asker, PendingCall, PendingKind, Removal, Stream, Subscription};
 use super::{Effect, Node, Now, Outcome, Reply, SfuSlot};
 use crate::ids::{Mid, NodeId, Sid};
@@ -189,6 +190,9 @@ impl Node {
                 );
                 self.notify_room(&stream.rid, Some(&stream.uid), note);
                 log::info!("{}: published {} on {sfuid}", stream.uid, stream.mid);
+                if let Some(entry) = self.stream_entry(&stream) {
+                    self.cluster_op(ClusterOp::Add(entry));
+                }
                 // Capacity was reserved by the pending call.
                 let _ = self.streams.push(stream);
             }

@@ -4,6 +4,7 @@
 //! subscription.
 
 use super::access::TokenBucket;
+use super::cluster::{ClusterOp, PeerRef, StreamRef};
 use super::{ConnId, Effect, Node, Now, Outcome, Reply, SfuSlot};
 use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
 use crate::ipc::{CallId, LayerPin, SfuStats, ToSfu};
@@ -29,7 +30,8 @@ pub(super) struct Membership {
     pub(super) rid: RoomId,
     /// False when the peer's token does not allow publishing there.
     pub(super) may_publish: bool,
-    /// Its place in the room's order of joining (the order `users` lists).
+    /// Its place in the room's order of joining (the order `users` lists;
+    /// in a cluster, Redis numbers the joins of every node).
     pub(super) order: u32,
 }
 
@@ -51,7 +53,7 @@ impl Peer {
 pub(super) struct Room {
     pub(super) rid: RoomId,
     pub(super) members: usize,
-    /// Joins so far: the next member's `order`.
+    /// Joins so far: the next member's `order` (outside a cluster).
     pub(super) joins: u32,
 }
 
@@ -136,28 +138,59 @@ impl Node {
         &mut self,
         now: Now,
         id: RequestId,
+        conn: ConnId,
         uid: &PeerId,
         rid: RoomId,
         token: Option<&str>,
     ) -> Reply {
         let pidx = self.peer_idx(uid).ok_or(RequestError::NotInRoom)?;
-        if self.peers[pidx].in_room(&rid) {
+        if self.peers[pidx].in_room(&rid) || self.join_pending(uid, &rid) {
             return Err(RequestError::AlreadyJoined);
         }
         let may_publish = self.admit(now, pidx, &rid, token)?;
+        self.room_for(pidx, &rid)?;
+        if self.cluster_linked() {
+            let asker = Asker {
+                conn,
+                req: id,
+                uid: uid.clone(),
+                rid,
+            };
+            return self.cluster_join(now, asker, may_publish);
+        }
+        let text = self.enter_room(id, pidx, rid, may_publish, None)?;
+        Ok(Outcome::Answer(text))
+    }
+
+    /// Whether peer `pidx` may enter `rid` as far as this node's tables
+    /// go: the room's index, or None when it is to be made.
+    fn room_for(&self, pidx: usize, rid: &RoomId) -> Result<Option<usize>, RequestError> {
         if self.peers[pidx].rooms.len() >= self.limits.rooms_per_peer {
             return Err(RequestError::Full("rooms per peer"));
         }
-        let ridx = match self.rooms.iter().position(|r| r.rid == rid) {
-            Some(i) => {
-                if self.rooms[i].members >= self.limits.peers_per_room {
-                    return Err(RequestError::Full("peers per room"));
-                }
-                i
+        match self.rooms.iter().position(|r| &r.rid == rid) {
+            Some(i) if self.rooms[i].members >= self.limits.peers_per_room => {
+                Err(RequestError::Full("peers per room"))
             }
-            None if self.rooms.len() >= self.limits.rooms => {
-                return Err(RequestError::Full("rooms"));
-            }
+            Some(i) => Ok(Some(i)),
+            None if self.rooms.len() >= self.limits.rooms => Err(RequestError::Full("rooms")),
+            None => Ok(None),
+        }
+    }
+
+    /// Peer `pidx` enters `rid` (at `order`, when Redis numbered it): the
+    /// room is made if need be, the others here get `peer-join`, and the
+    /// answer lists the room's members and streams, on every node.
+    pub(super) fn enter_room(
+        &mut self,
+        id: RequestId,
+        pidx: usize,
+        rid: RoomId,
+        may_publish: bool,
+        order: Option<u32>,
+    ) -> Result<String, RequestError> {
+        let ridx = match self.room_for(pidx, &rid)? {
+            Some(i) => i,
             None => {
                 let room = Room {
                     rid: rid.clone(),
@@ -170,46 +203,68 @@ impl Node {
                 self.rooms.len() - 1
             }
         };
-        // Both have room: checked above.
         let room = &mut self.rooms[ridx];
         room.members += 1;
-        let order = room.joins;
-        room.joins = room.joins.wrapping_add(1);
-        // Has room: checked above.
+        let order = order.unwrap_or(room.joins);
+        room.joins = room.joins.max(order).wrapping_add(1);
+        // Has room: `room_for` checked.
         let _ = self.peers[pidx].rooms.push(Membership {
             rid: rid.clone(),
             may_publish,
             order,
         });
+        let uid = self.peers[pidx].uid.clone();
 
-        let answer = protoo::JoinAnswer {
-            pubs: self
-                .streams
-                .iter()
-                .filter(|s| s.rid == rid)
-                .map(|s| self.pub_info(s))
-                .collect(),
-            users: self
-                .members(&rid)
-                .filter(|p| &p.uid != uid)
-                .map(|p| protoo::UserInfo {
+        let mut users: Vec<(u32, protoo::UserInfo)> = self
+            .members(&rid)
+            .filter(|p| p.uid != uid)
+            .map(|p| {
+                let order = p.membership(&rid).map_or(0, |m| m.order);
+                let user = protoo::UserInfo {
                     bizid: self.bizid.clone(),
                     rid: rid.clone(),
                     uid: p.uid.clone(),
-                })
-                .collect(),
+                };
+                (order, user)
+            })
+            .collect();
+        users.extend(self.remote_members(&rid).map(|m| {
+            let user = protoo::UserInfo {
+                bizid: m.bizid.clone(),
+                rid: rid.clone(),
+                uid: m.uid.clone(),
+            };
+            (m.order, user)
+        }));
+        users.sort_by_key(|(order, _)| *order);
+        let mut pubs: Vec<protoo::PubInfo> = self
+            .streams
+            .iter()
+            .filter(|s| s.rid == rid)
+            .map(|s| self.pub_info(s))
+            .collect();
+        pubs.extend(self.remote_streams(&rid).map(|s| protoo::PubInfo {
+            mid: s.mid.clone(),
+            minfo: s.minfo,
+            rid: s.rid.clone(),
+            sfuid: s.sfuid.clone(),
+            uid: s.uid.clone(),
+        }));
+        let answer = protoo::JoinAnswer {
+            pubs,
+            users: users.into_iter().map(|(_, u)| u).collect(),
         };
         let note = protoo::notification(
             "peer-join",
             &protoo::PeerJoin {
                 rid: &rid,
-                uid,
+                uid: &uid,
                 bizid: &self.bizid,
             },
         );
-        self.notify_room(&rid, Some(uid), note);
+        self.notify_room(&rid, Some(&uid), note);
         log::info!("{uid} joined room {rid}");
-        Ok(Outcome::Answer(protoo::ok_response(id, &answer)))
+        Ok(protoo::ok_response(id, &answer))
     }
 
     pub(super) fn unpublish(&mut self, uid: &PeerId, rid: &RoomId, mid: &Mid) -> Reply {
@@ -304,6 +359,7 @@ impl Node {
             self.rooms[ridx].members -= 1;
             if self.rooms[ridx].members == 0 {
                 self.rooms.swap_remove(ridx);
+                self.drop_room_replica_if_unused(rid);
                 log::debug!("room {rid} is empty and freed");
             }
         }
@@ -312,6 +368,11 @@ impl Node {
         }
         let note = protoo::notification("peer-leave", &protoo::PeerLeave { rid, uid });
         self.notify_room(rid, Some(uid), note);
+        self.cluster_op(ClusterOp::Leave(PeerRef {
+            rid: rid.clone(),
+            uid: uid.clone(),
+            bizid: self.bizid.clone(),
+        }));
         log::info!("{uid} left room {rid}");
     }
 
@@ -329,24 +390,32 @@ impl Node {
                 msg: ToSfu::Unpublish { mid: s.mid.clone() },
             });
         }
-        let note = protoo::notification(
-            "stream-remove",
-            &protoo::StreamRemove {
-                rid: &s.rid,
-                uid: &s.uid,
-                mid: &s.mid,
-            },
-        );
+        let note = protoo::StreamRemove {
+            rid: &s.rid,
+            uid: &s.uid,
+            mid: &s.mid,
+        }
+        .note();
         let except = match why {
             Removal::ByOwner => Some(&s.uid),
             Removal::BySfu => None,
         };
         self.notify_room(&s.rid, except, note);
+        self.cluster_op(ClusterOp::Remove(StreamRef {
+            rid: s.rid.clone(),
+            mid: s.mid.clone(),
+            uid: s.uid.clone(),
+            bizid: self.bizid.clone(),
+        }));
         log::info!("{}: stream {} removed", s.uid, s.mid);
     }
 
     pub(super) fn mid_in_use(&self, mid: &Mid) -> bool {
         self.streams.iter().any(|s| &s.mid == mid)
+            || self
+                .cluster
+                .as_deref()
+                .is_some_and(|c| c.replica.streams.iter().any(|s| &s.mid == mid))
             || self
                 .pending
                 .iter()

@@ -12,18 +12,25 @@
 //! a command without an answer in [`REDIS_TIMEOUT`] ends the link, and
 //! this loop makes a new one.
 //!
+//! The node's operations ([`ClusterOp`]) go out in the order it made
+//! them, batched into pipelines, each a Lua script (`ops`, `lua/`) that
+//! changes the rooms' state and publishes the event in one step; answers
+//! go back to the node after every push Redis sent before them.
+//!
 //! Keys and channels (`db` of the URL apart, one cluster per Redis
-//! database):
+//! database; `lua/prelude.lua` lists the rooms' keys):
 //! - `wren:node:{bizid}`: a node's last heartbeat, expiring after
 //!   [`NODE_TIMEOUT`];
 //! - `wren:events`: every node's events ([`ClusterEvent`], JSON).
 
-use super::node::ClusterEvent;
+mod ops;
+
+use super::node::{ClusterAnswer, ClusterEvent, ClusterOp};
 use super::{clock, Shared};
 use crate::ids::NodeId;
 use crate::limits::{
-    CLUSTER_PUSH_QUEUE, CLUSTER_RETRY_MAX, CLUSTER_RETRY_MIN, HEARTBEAT_INTERVAL, NODE_TIMEOUT,
-    REDIS_TIMEOUT,
+    CLUSTER_OPS_BATCH, CLUSTER_PUSH_QUEUE, CLUSTER_RETRY_MAX, CLUSTER_RETRY_MIN,
+    HEARTBEAT_INTERVAL, NODE_TIMEOUT, REDIS_TIMEOUT,
 };
 use futures_rustls::rustls::{ClientConfig, RootCertStore};
 use futures_rustls::TlsConnector;
@@ -154,6 +161,7 @@ pub(super) async fn run(shared: Rc<Shared>, cfg: ClusterConfig) {
         let started = Instant::now();
         let why = session(&shared, &cfg).await;
         *shared.cluster.borrow_mut() = None;
+        *shared.cluster_ops.borrow_mut() = None;
         let was_up = shared
             .node
             .borrow()
@@ -257,18 +265,32 @@ async fn session(shared: &Shared, cfg: &ClusterConfig) -> String {
         if let Err(e) = con.subscribe(EVENTS).await {
             return format!("SUBSCRIBE: {e}");
         }
+        let scripts = match ops::Scripts::load(&mut con).await {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
         if let Err(e) = beat(shared, &mut con).await {
             return e;
         }
+        let (ops_tx, ops_rx) = smol::channel::unbounded::<ClusterOp>();
         *shared.cluster.borrow_mut() = Some(con.clone());
+        *shared.cluster_ops.borrow_mut() = Some(ops_tx);
+        // The node's first operation is the `Sync` of its whole state.
         shared.with_node(|n| n.cluster_up(clock()));
         log::info!("cluster link to {cfg} up");
         let mut beats_con = con.clone();
         let beats = async {
             loop {
                 Timer::after(HEARTBEAT_INTERVAL).await;
-                if let Err(e) = beat(shared, &mut beats_con).await {
-                    return e;
+                match beat(shared, &mut beats_con).await {
+                    Ok(true) => {}
+                    // Our key had expired: the others took us for dead and
+                    // dropped our rooms' entries. Write them again.
+                    Ok(false) => {
+                        log::warn!("cluster: this node had been taken for dead; syncing");
+                        shared.with_node(|n| n.cluster_up(clock()));
+                    }
+                    Err(e) => return e,
                 }
             }
         };
@@ -280,36 +302,80 @@ async fn session(shared: &Shared, cfg: &ClusterConfig) -> String {
             }
             "fell behind the cluster's messages".to_string()
         };
-        beats.or(pushes).await
+        let mut ops_con = con.clone();
+        let ops = async {
+            while let Ok(first) = ops_rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < CLUSTER_OPS_BATCH {
+                    match ops_rx.try_recv() {
+                        Ok(op) => batch.push(op),
+                        Err(_) => break,
+                    }
+                }
+                let mut pipe = redis::pipe();
+                for op in &batch {
+                    ops::add(&mut pipe, &scripts, op);
+                }
+                let replies: Vec<Value> = match pipe.query_async(&mut ops_con).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        fail_calls(shared, &batch, &e.to_string());
+                        return format!("cluster operation: {e}");
+                    }
+                };
+                // What Redis published before these answers is older than
+                // them: the node hears it first.
+                while let Ok(push) = rx.try_recv() {
+                    if let Err(e) = on_push(shared, push) {
+                        return e;
+                    }
+                }
+                for (op, reply) in batch.iter().zip(replies) {
+                    if let Some((call, answer)) = ops::answer(op, reply) {
+                        shared.with_node(|n| n.cluster_answer(clock(), call, answer));
+                    }
+                }
+            }
+            "operations closed".to_string()
+        };
+        beats.or(pushes).or(ops).await
     };
     driver.or(work).await
 }
 
+/// Fails the calls of operations that will never be answered.
+fn fail_calls(shared: &Shared, batch: &[ClusterOp], why: &str) {
+    for call in batch.iter().filter_map(ClusterOp::call) {
+        let answer = ClusterAnswer::Failed(why.to_string());
+        shared.with_node(|n| n.cluster_answer(clock(), call, answer));
+    }
+}
+
 /// Renews this node's heartbeat key and announces it, in one round trip
-/// (whose time `/metrics` shows).
-async fn beat(shared: &Shared, con: &mut MultiplexedConnection) -> Result<(), String> {
+/// (whose time `/metrics` shows). False when the key had expired.
+async fn beat(shared: &Shared, con: &mut MultiplexedConnection) -> Result<bool, String> {
     let Some(beat) = shared.node.borrow().beat() else {
-        return Ok(());
+        return Ok(true);
     };
     let key = node_key(&beat.bizid);
     let json = serde_json::to_string(&ClusterEvent::Beat(beat)).map_err(|e| e.to_string())?;
     let started = Instant::now();
-    redis::pipe()
+    let (previous,): (Option<String>,) = redis::pipe()
         .cmd("SET")
         .arg(&key)
         .arg(&json)
         .arg("PX")
         .arg(NODE_TIMEOUT.as_millis() as u64)
-        .ignore()
+        .arg("GET")
         .cmd("PUBLISH")
         .arg(EVENTS)
         .arg(&json)
         .ignore()
-        .query_async::<()>(con)
+        .query_async(con)
         .await
         .map_err(|e| format!("heartbeat: {e}"))?;
     shared.cluster_rtt.set(Some(started.elapsed()));
-    Ok(())
+    Ok(previous.is_some())
 }
 
 /// One message from Redis: an event for the node, or the crate saying

@@ -1,0 +1,873 @@
+//! Rooms that span nodes: this node's copy of the other nodes' members and
+//! streams of its own rooms (the replica), kept by the cluster's events and
+//! corrected by snapshots; joins decided by Redis; what this node tells the
+//! others when its own peers come, go, publish and broadcast.
+//!
+//! Redis is the authority on who is in a room cluster-wide (the join
+//! script counts every node's members against the room's bound). Each
+//! node is the authority on its own peers: after its link comes back it
+//! writes them all again (`Sync`), and the others read their shared rooms
+//! again and tell their clients what changed. Only rooms with a member here
+//! are copied, into tables of fixed size.
+
+use super::cluster::{
+    ClusterAnswer, ClusterCall, ClusterEvent, ClusterOp, Link, MemberEntry, MemberRow, PeerRef,
+    PendingJoin, RoomSnapshot, StreamEntry, MAX_REMOTE_MEMBERS,
+};
+use super::tables::Asker;
+use super::{Effect, Node, Now, Outcome, Reply};
+use crate::ids::{NodeId, PeerId, RoomId};
+use crate::limits::{MAX_STREAMS, REDIS_TIMEOUT};
+use crate::signal::error::RequestError;
+use crate::signal::protoo;
+use std::time::Instant;
+
+/// How long a join waits for Redis before it is failed (the shell drops a
+/// link that does not answer in [`REDIS_TIMEOUT`]; this is the node's own
+/// bound, whatever the shell does).
+const JOIN_TIMEOUT: std::time::Duration = REDIS_TIMEOUT.saturating_mul(2);
+
+impl Node {
+    /// Whether joins and the like go through the cluster now.
+    pub(super) fn cluster_linked(&self) -> bool {
+        self.cluster.as_deref().is_some_and(|c| c.link == Link::Up)
+    }
+
+    /// Queues an operation for Redis. While the link is down there is
+    /// nobody to tell: the `Sync` after it comes back says it all.
+    pub(super) fn cluster_op(&mut self, op: ClusterOp) {
+        if self.cluster_linked() {
+            self.effects.push_back(Effect::Cluster(op));
+        }
+    }
+
+    fn new_cluster_call(&mut self) -> Option<ClusterCall> {
+        let c = self.cluster.as_deref_mut()?;
+        let call = ClusterCall(c.next_call);
+        c.next_call += 1;
+        Some(call)
+    }
+
+    /// A join while the link is up: Redis decides (the room's bound counts
+    /// every node's members); the answer comes in [`Node::cluster_answer`].
+    pub(super) fn cluster_join(&mut self, now: Now, asker: Asker, may_publish: bool) -> Reply {
+        let full = self
+            .cluster
+            .as_deref()
+            .is_none_or(|c| c.replica.joins.is_full());
+        if full {
+            return Err(RequestError::Full("pending joins"));
+        }
+        let call = self
+            .new_cluster_call()
+            .ok_or_else(|| RequestError::ClusterUnavailable("no cluster".into()))?;
+        let op = ClusterOp::Join {
+            call,
+            rid: asker.rid.clone(),
+            uid: asker.uid.clone(),
+            bizid: self.bizid.clone(),
+            cap: self.limits.peers_per_room,
+        };
+        if let Some(c) = self.cluster.as_deref_mut() {
+            // Has room: checked above.
+            let _ = c.replica.joins.push(PendingJoin {
+                call,
+                conn: asker.conn,
+                req: asker.req,
+                uid: asker.uid,
+                rid: asker.rid,
+                may_publish,
+                deadline: now.mono + JOIN_TIMEOUT,
+            });
+        }
+        self.cluster_op(op);
+        Ok(Outcome::Deferred)
+    }
+
+    /// Whether `uid` has a join of `rid` under way.
+    pub(super) fn join_pending(&self, uid: &PeerId, rid: &RoomId) -> bool {
+        self.cluster.as_deref().is_some_and(|c| {
+            c.replica
+                .joins
+                .iter()
+                .any(|j| &j.uid == uid && &j.rid == rid)
+        })
+    }
+
+    /// Redis answered a call.
+    pub fn cluster_answer(&mut self, now: Now, call: ClusterCall, answer: ClusterAnswer) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let join = c
+            .replica
+            .joins
+            .iter()
+            .position(|j| j.call == call)
+            .map(|i| c.replica.joins.swap_remove(i));
+        match (join, answer) {
+            (_, ClusterAnswer::Rooms(rooms)) => {
+                for room in rooms {
+                    self.replace_room(room, false);
+                }
+            }
+            (Some(j), ClusterAnswer::Joined { order, room }) => self.joined(now, j, order, room),
+            (Some(j), ClusterAnswer::Full) => {
+                self.reply(j.conn, j.req, Err(RequestError::Full("peers per room")))
+            }
+            (Some(j), ClusterAnswer::Taken(bizid)) => {
+                self.reply(j.conn, j.req, Err(RequestError::JoinedElsewhere(bizid)))
+            }
+            (Some(j), ClusterAnswer::Failed(why)) => {
+                self.reply(j.conn, j.req, Err(RequestError::ClusterUnavailable(why)))
+            }
+            // A join answered after its deadline: the `Leave` queued when
+            // it expired follows it and undoes it.
+            (None, _) => log::debug!("cluster call {call:?} answered too late"),
+        }
+    }
+
+    /// Redis let a peer in: it enters the room here with the order Redis
+    /// gave it, and the other nodes' members and streams come with the
+    /// answer. If it went away meanwhile, Redis is told it left.
+    fn joined(&mut self, _now: Now, j: PendingJoin, order: u32, room: RoomSnapshot) {
+        let asker = &j;
+        let here = self
+            .peers
+            .iter()
+            .position(|p| p.conn == asker.conn && p.uid == asker.uid)
+            .filter(|&i| !self.peers[i].in_room(&asker.rid));
+        let Some(pidx) = here else {
+            self.cluster_op(ClusterOp::Leave(PeerRef {
+                rid: asker.rid.clone(),
+                uid: asker.uid.clone(),
+                bizid: self.bizid.clone(),
+            }));
+            return;
+        };
+        self.replace_room(room, true);
+        match self.enter_room(
+            asker.req,
+            pidx,
+            asker.rid.clone(),
+            j.may_publish,
+            Some(order),
+        ) {
+            Ok(text) => self.send(asker.conn, text),
+            Err(e) => {
+                self.cluster_op(ClusterOp::Leave(PeerRef {
+                    rid: asker.rid.clone(),
+                    uid: asker.uid.clone(),
+                    bizid: self.bizid.clone(),
+                }));
+                self.drop_room_replica_if_unused(&asker.rid);
+                self.reply(asker.conn, asker.req, Err(e));
+            }
+        }
+    }
+
+    /// Fails the joins waiting for Redis: the link is gone.
+    pub(super) fn fail_cluster_calls(&mut self, why: &str) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let joins: Vec<PendingJoin> = c.replica.joins.drain(..).collect();
+        for j in joins {
+            let err = RequestError::ClusterUnavailable(why.to_string());
+            self.reply(j.conn, j.req, Err(err));
+        }
+    }
+
+    /// When the first join waiting for Redis runs out of time.
+    pub(super) fn join_timeout(&self) -> Option<Instant> {
+        let c = self.cluster.as_deref()?;
+        c.replica.joins.iter().map(|j| j.deadline).min()
+    }
+
+    /// Fails the joins Redis did not answer in time. Each is undone with
+    /// a `Leave` queued behind it: operations are carried out in order, so
+    /// whenever the join is done, the leave follows.
+    pub(super) fn expire_joins(&mut self, now: Instant) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let mut due = Vec::new();
+        while let Some(i) = c.replica.joins.iter().position(|j| j.deadline <= now) {
+            due.push(c.replica.joins.swap_remove(i));
+        }
+        for j in due {
+            let err = RequestError::ClusterUnavailable("Redis did not answer in time".into());
+            self.reply(j.conn, j.req, Err(err));
+            self.cluster_op(ClusterOp::Leave(PeerRef {
+                rid: j.rid,
+                uid: j.uid,
+                bizid: self.bizid.clone(),
+            }));
+        }
+    }
+
+    /// Writes this node's whole state to Redis (after the link came back,
+    /// or when Redis had taken this node for dead); the answer corrects
+    /// the replica of every room here.
+    pub(super) fn sync(&mut self, _now: Now) {
+        let Some(call) = self.new_cluster_call() else {
+            return;
+        };
+        let rooms = self
+            .rooms
+            .iter()
+            .map(|r| RoomSnapshot {
+                rid: r.rid.clone(),
+                members: self
+                    .members(&r.rid)
+                    .map(|p| MemberEntry {
+                        uid: p.uid.clone(),
+                        bizid: self.bizid.clone(),
+                        order: p.membership(&r.rid).map_or(0, |m| m.order),
+                    })
+                    .collect(),
+                streams: self
+                    .streams
+                    .iter()
+                    .filter(|s| s.rid == r.rid)
+                    .filter_map(|s| self.stream_entry(s))
+                    .collect(),
+            })
+            .collect();
+        self.cluster_op(ClusterOp::Sync {
+            call,
+            bizid: self.bizid.clone(),
+            rooms,
+        });
+    }
+
+    /// A local stream as the cluster keeps it (None while its SFU is
+    /// down, which never lasts: `sfu_down` removes its streams).
+    pub(super) fn stream_entry(&self, s: &super::tables::Stream) -> Option<StreamEntry> {
+        Some(StreamEntry {
+            rid: s.rid.clone(),
+            mid: s.mid.clone(),
+            uid: s.uid.clone(),
+            bizid: self.bizid.clone(),
+            sfuid: self.sfus[s.sfu.0].id.clone()?,
+            minfo: s.minfo,
+        })
+    }
+
+    /// One of the other nodes' events about rooms.
+    pub(super) fn room_event(&mut self, _now: Now, ev: ClusterEvent) {
+        match ev {
+            ClusterEvent::Join {
+                rid,
+                uid,
+                bizid,
+                order,
+            } if bizid != self.bizid => {
+                let entry = MemberEntry { uid, bizid, order };
+                self.add_remote_member(&rid, entry, false);
+            }
+            ClusterEvent::Leave(p) if p.bizid != self.bizid => {
+                self.remove_remote_member(&p.rid, &p.uid, &p.bizid);
+            }
+            ClusterEvent::Add(entry) if entry.bizid != self.bizid => {
+                self.add_remote_stream(entry, false);
+            }
+            ClusterEvent::Remove(s) if s.bizid != self.bizid => {
+                self.remove_remote_stream(&s.rid, &s.mid, &s.bizid);
+            }
+            ClusterEvent::Broadcast {
+                rid,
+                uid,
+                bizid,
+                data,
+            } if bizid != self.bizid => {
+                // Only this node's members of the room hear it (if any).
+                let note = protoo::BroadcastNote {
+                    rid: &rid,
+                    uid: &uid,
+                    data: &data,
+                }
+                .note();
+                self.notify_room(&rid, None, note);
+            }
+            ClusterEvent::Sync { bizid } if bizid != self.bizid => {
+                // It may share any of our rooms: read them all again.
+                let rids: Vec<RoomId> = self.rooms.iter().map(|r| r.rid.clone()).collect();
+                if let (false, Some(call)) = (rids.is_empty(), self.new_cluster_call()) {
+                    self.cluster_op(ClusterOp::Snapshot { call, rids });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A member of another node enters a room here; the local members
+    /// hear of it. `entering`: copy it even though the room has nobody
+    /// here yet (its first member is being let in).
+    fn add_remote_member(&mut self, rid: &RoomId, entry: MemberEntry, entering: bool) {
+        if !entering && !self.rooms.iter().any(|r| &r.rid == rid) {
+            return;
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let members = &mut c.replica.members;
+        if let Some(row) = members
+            .iter_mut()
+            .find(|m| &m.rid == rid && m.entry.uid == entry.uid)
+        {
+            row.entry = entry;
+            return;
+        }
+        let note = protoo::notification(
+            "peer-join",
+            &protoo::PeerJoin {
+                rid,
+                uid: &entry.uid,
+                bizid: &entry.bizid,
+            },
+        );
+        let row = MemberRow {
+            rid: rid.clone(),
+            entry,
+        };
+        if members.push(row).is_err() {
+            log::warn!(
+                "room {rid}: a member of another node is not shown here: this node keeps \
+                 {MAX_REMOTE_MEMBERS} at most"
+            );
+            return;
+        }
+        self.notify_room(rid, None, note);
+    }
+
+    fn remove_remote_member(&mut self, rid: &RoomId, uid: &PeerId, bizid: &NodeId) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let members = &mut c.replica.members;
+        let Some(i) = members
+            .iter()
+            .position(|m| &m.rid == rid && &m.entry.uid == uid && &m.entry.bizid == bizid)
+        else {
+            return;
+        };
+        members.swap_remove(i);
+        // Its streams went with it (its node says so too; a crash would not).
+        let mids: Vec<_> = c
+            .replica
+            .streams
+            .iter()
+            .filter(|s| &s.rid == rid && &s.uid == uid)
+            .map(|s| s.mid.clone())
+            .collect();
+        for mid in mids {
+            self.remove_remote_stream(rid, &mid, bizid);
+        }
+        let note = protoo::notification("peer-leave", &protoo::PeerLeave { rid, uid });
+        self.notify_room(rid, None, note);
+    }
+
+    /// A stream of another node appears in a room here (`entering`: as
+    /// for [`Node::add_remote_member`]).
+    fn add_remote_stream(&mut self, entry: StreamEntry, entering: bool) {
+        if !entering && !self.rooms.iter().any(|r| r.rid == entry.rid) {
+            return;
+        }
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let streams = &mut c.replica.streams;
+        if streams.iter().any(|s| s.mid == entry.mid) {
+            return;
+        }
+        let note = protoo::notification(
+            "stream-add",
+            &protoo::StreamAdd {
+                rid: &entry.rid,
+                uid: &entry.uid,
+                mid: &entry.mid,
+                sfuid: &entry.sfuid,
+                minfo: &entry.minfo,
+            },
+        );
+        let rid = entry.rid.clone();
+        if streams.push(entry).is_err() {
+            log::warn!(
+                "room {rid}: a stream of another node is not shown here: this node keeps \
+                 {MAX_STREAMS} at most"
+            );
+            return;
+        }
+        self.notify_room(&rid, None, note);
+    }
+
+    fn remove_remote_stream(&mut self, rid: &RoomId, mid: &crate::ids::Mid, bizid: &NodeId) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let streams = &mut c.replica.streams;
+        let Some(i) = streams
+            .iter()
+            .position(|s| &s.rid == rid && &s.mid == mid && &s.bizid == bizid)
+        else {
+            return;
+        };
+        let s = streams.swap_remove(i);
+        let note = protoo::StreamRemove {
+            rid: &s.rid,
+            uid: &s.uid,
+            mid: &s.mid,
+        }
+        .note();
+        self.notify_room(rid, None, note);
+    }
+
+    /// A dead node's members leave and its streams end, in every room here.
+    pub(super) fn forget_node(&mut self, bizid: &NodeId) {
+        let Some(c) = self.cluster.as_deref() else {
+            return;
+        };
+        let gone: Vec<(RoomId, PeerId)> = c
+            .replica
+            .members
+            .iter()
+            .filter(|m| &m.entry.bizid == bizid)
+            .map(|m| (m.rid.clone(), m.entry.uid.clone()))
+            .collect();
+        let ended: Vec<(RoomId, crate::ids::Mid)> = c
+            .replica
+            .streams
+            .iter()
+            .filter(|s| &s.bizid == bizid)
+            .map(|s| (s.rid.clone(), s.mid.clone()))
+            .collect();
+        for (rid, mid) in ended {
+            self.remove_remote_stream(&rid, &mid, bizid);
+        }
+        for (rid, uid) in gone {
+            self.remove_remote_member(&rid, &uid, bizid);
+        }
+    }
+
+    /// Makes the replica of one room what Redis says it is, telling the
+    /// local members what changed. `joining`: the room may have no member
+    /// here yet (its first is about to enter).
+    pub(super) fn replace_room(&mut self, room: RoomSnapshot, joining: bool) {
+        if !joining && !self.rooms.iter().any(|r| r.rid == room.rid) {
+            return;
+        }
+        let rid = room.rid;
+        // This node's own entries carry the order Redis gave them.
+        for m in room.members.iter().filter(|m| m.bizid == self.bizid) {
+            if let Some(p) = self.peers.iter_mut().find(|p| p.uid == m.uid) {
+                if let Some(ms) = p.rooms.iter_mut().find(|ms| ms.rid == rid) {
+                    ms.order = m.order;
+                }
+            }
+        }
+        let Some(c) = self.cluster.as_deref() else {
+            return;
+        };
+        let me = self.bizid.clone();
+        let theirs = move |b: &NodeId| b != &me;
+        let stale_members: Vec<(PeerId, NodeId)> = c
+            .replica
+            .members
+            .iter()
+            .filter(|m| m.rid == rid)
+            .filter(|m| {
+                !room
+                    .members
+                    .iter()
+                    .any(|n| n.uid == m.entry.uid && n.bizid == m.entry.bizid)
+            })
+            .map(|m| (m.entry.uid.clone(), m.entry.bizid.clone()))
+            .collect();
+        let stale_streams: Vec<(crate::ids::Mid, NodeId)> = c
+            .replica
+            .streams
+            .iter()
+            .filter(|s| s.rid == rid)
+            .filter(|s| !room.streams.iter().any(|n| n.mid == s.mid))
+            .map(|s| (s.mid.clone(), s.bizid.clone()))
+            .collect();
+        for (mid, bizid) in stale_streams {
+            self.remove_remote_stream(&rid, &mid, &bizid);
+        }
+        for (uid, bizid) in stale_members {
+            self.remove_remote_member(&rid, &uid, &bizid);
+        }
+        // The joining peer is not a member yet: what is new goes to the
+        // others here, and to it in the join's answer.
+        for m in room.members.into_iter().filter(|m| theirs(&m.bizid)) {
+            self.add_remote_member(&rid, m, joining);
+        }
+        for s in room.streams.into_iter().filter(|s| theirs(&s.bizid)) {
+            self.add_remote_stream(s, joining);
+        }
+    }
+
+    /// Forgets the other nodes' part of `rid` once nobody here is in it.
+    pub(super) fn drop_room_replica_if_unused(&mut self, rid: &RoomId) {
+        if self.rooms.iter().any(|r| &r.rid == rid) {
+            return;
+        }
+        if let Some(c) = self.cluster.as_deref_mut() {
+            c.replica.members.retain(|m| &m.rid != rid);
+            c.replica.streams.retain(|s| &s.rid != rid);
+        }
+    }
+
+    /// The other nodes' members of `rid`, for a join's answer.
+    pub(super) fn remote_members<'a>(
+        &'a self,
+        rid: &'a RoomId,
+    ) -> impl Iterator<Item = &'a MemberEntry> + 'a {
+        let rows = self.cluster.as_deref().map(|c| c.replica.members.iter());
+        rows.into_iter()
+            .flatten()
+            .filter(move |m| &m.rid == rid)
+            .map(|m| &m.entry)
+    }
+
+    /// The other nodes' streams in `rid`, for a join's answer.
+    pub(super) fn remote_streams<'a>(
+        &'a self,
+        rid: &'a RoomId,
+    ) -> impl Iterator<Item = &'a StreamEntry> + 'a {
+        let rows = self.cluster.as_deref().map(|c| c.replica.streams.iter());
+        rows.into_iter().flatten().filter(move |s| &s.rid == rid)
+    }
+
+    /// Whether another node has a member in `rid` (a broadcast must cross).
+    pub(super) fn has_remote_members(&self, rid: &RoomId) -> bool {
+        self.remote_members(rid).next().is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConnId, Effect, Node, Now};
+    use super::*;
+    use crate::limits::Limits;
+    use crate::signal::protoo::Minfo;
+    use serde_json::{json, Value};
+
+    fn id(s: &str) -> NodeId {
+        NodeId::parse(s).unwrap()
+    }
+
+    /// Node "a" of a cluster, link up, one SFU, alice on connection 1.
+    struct H {
+        node: Node,
+        now: Now,
+        next: u64,
+    }
+
+    impl H {
+        fn new() -> H {
+            let mut node = Node::new(id("a"), Limits::default(), 1);
+            let now = Now {
+                mono: Instant::now(),
+                unix_secs: 1_700_000_000,
+            };
+            node.sfu_up(now, super::super::SfuSlot(0), id("a-sfu-1"));
+            node.enable_cluster(1);
+            node.cluster_up(now);
+            let mut h = H { node, now, next: 1 };
+            assert!(matches!(h.ops()[..], [ClusterOp::Sync { .. }]));
+            h.connect(1, "alice");
+            h
+        }
+
+        fn connect(&mut self, conn: u64, uid: &str) {
+            let uid = PeerId::parse(uid).unwrap();
+            self.node
+                .connect(self.now, ConnId(conn), uid, None)
+                .unwrap();
+        }
+
+        fn effects(&mut self) -> Vec<Effect> {
+            std::iter::from_fn(|| self.node.poll_effect()).collect()
+        }
+
+        fn ops(&mut self) -> Vec<ClusterOp> {
+            self.effects()
+                .into_iter()
+                .filter_map(|e| match e {
+                    Effect::Cluster(op) => Some(op),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn req(&mut self, conn: u64, method: &str, data: Value) {
+            let text = json!({"request": true, "id": self.next, "method": method, "data": data});
+            self.next += 1;
+            match protoo::decode(&text.to_string()) {
+                protoo::Incoming::Request(rid, r) => {
+                    self.node.request(self.now, ConnId(conn), rid, *r)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// What connection `conn` was sent, decoded.
+        fn sent(effects: &[Effect], conn: u64) -> Vec<Value> {
+            effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Send { conn: c, text } if *c == ConnId(conn) => {
+                        Some(serde_json::from_str(text).unwrap())
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// Joins `conn` to `rid` with Redis answering `room`; the answer.
+        fn join(&mut self, conn: u64, rid: &str, order: u32, room: RoomSnapshot) -> Value {
+            self.req(conn, "join", json!({"rid": rid}));
+            let ops = self.ops();
+            let [ClusterOp::Join { call, .. }] = ops[..] else {
+                panic!("{ops:?}")
+            };
+            self.node
+                .cluster_answer(self.now, call, ClusterAnswer::Joined { order, room });
+            let fx = self.effects();
+            H::sent(&fx, conn).pop().unwrap()
+        }
+    }
+
+    fn member(uid: &str, bizid: &str, order: u32) -> MemberEntry {
+        MemberEntry {
+            uid: PeerId::parse(uid).unwrap(),
+            bizid: id(bizid),
+            order,
+        }
+    }
+
+    fn stream(mid: &str, uid: &str, bizid: &str) -> StreamEntry {
+        StreamEntry {
+            rid: RoomId::parse("r").unwrap(),
+            mid: crate::ids::Mid::parse(mid).unwrap(),
+            uid: PeerId::parse(uid).unwrap(),
+            bizid: id(bizid),
+            sfuid: id(&format!("{bizid}-sfu-1")),
+            minfo: Minfo {
+                audio: true,
+                video: true,
+                audiotype: 0,
+                videotype: 0,
+            },
+        }
+    }
+
+    fn room(members: Vec<MemberEntry>, streams: Vec<StreamEntry>) -> RoomSnapshot {
+        RoomSnapshot {
+            rid: RoomId::parse("r").unwrap(),
+            members,
+            streams,
+        }
+    }
+
+    #[test]
+    fn a_join_lists_every_node_s_members_in_order_and_their_streams() {
+        let mut h = H::new();
+        let snap = room(
+            vec![member("bob", "b", 1), member("carol", "c", 3)],
+            vec![stream("bob#000001", "bob", "b")],
+        );
+        let answer = h.join(1, "r", 4, snap);
+        assert_eq!(answer["ok"], true, "{answer}");
+        let users = &answer["data"]["users"];
+        assert_eq!(users[0]["uid"], "bob");
+        assert_eq!(users[0]["bizid"], "b");
+        assert_eq!(users[1]["uid"], "carol");
+        assert_eq!(answer["data"]["pubs"][0]["sfuid"], "b-sfu-1");
+        // Dan joins here at 5: he sees alice (4) after carol (3).
+        h.connect(2, "dan");
+        let answer = h.join(
+            2,
+            "r",
+            5,
+            room(vec![member("bob", "b", 1), member("carol", "c", 3)], vec![]),
+        );
+        let uids: Vec<_> = answer["data"]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["uid"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(uids, ["bob", "carol", "alice"]);
+        // The newer snapshot had no stream: alice heard it end.
+        let metrics = h.node.cluster_metrics().unwrap();
+        assert_eq!((metrics.remote_members, metrics.remote_streams), (2, 0));
+    }
+
+    #[test]
+    fn events_of_other_nodes_reach_local_members_and_their_own_are_ignored() {
+        let mut h = H::new();
+        h.join(1, "r", 1, room(vec![], vec![]));
+        let rid = RoomId::parse("r").unwrap();
+        let bob = PeerId::parse("bob").unwrap();
+        let ev = |h: &mut H, ev: ClusterEvent| {
+            h.node.cluster_event(h.now, ev);
+            let fx = h.effects();
+            H::sent(&fx, 1)
+        };
+        let own = ClusterEvent::Join {
+            rid: rid.clone(),
+            uid: bob.clone(),
+            bizid: id("a"),
+            order: 2,
+        };
+        assert!(
+            ev(&mut h, own).is_empty(),
+            "its own events were done already"
+        );
+        let join = ClusterEvent::Join {
+            rid: rid.clone(),
+            uid: bob.clone(),
+            bizid: id("b"),
+            order: 2,
+        };
+        let got = ev(&mut h, join.clone());
+        assert_eq!(got[0]["method"], "peer-join");
+        assert_eq!(got[0]["data"]["bizid"], "b");
+        assert!(ev(&mut h, join).is_empty(), "a repeated event is no news");
+        let got = ev(&mut h, ClusterEvent::Add(stream("bob#000001", "bob", "b")));
+        assert_eq!(got[0]["method"], "stream-add");
+        let other_room = ClusterEvent::Join {
+            rid: RoomId::parse("elsewhere").unwrap(),
+            uid: bob.clone(),
+            bizid: id("b"),
+            order: 1,
+        };
+        assert!(ev(&mut h, other_room).is_empty());
+        let got = ev(
+            &mut h,
+            ClusterEvent::Broadcast {
+                rid: rid.clone(),
+                uid: bob.clone(),
+                bizid: id("b"),
+                data: json!(1),
+            },
+        );
+        assert_eq!(got[0]["method"], "broadcast");
+        // Leaving takes its streams along.
+        let got = ev(
+            &mut h,
+            ClusterEvent::Leave(PeerRef {
+                rid,
+                uid: bob,
+                bizid: id("b"),
+            }),
+        );
+        let methods: Vec<_> = got.iter().map(|m| m["method"].as_str().unwrap()).collect();
+        assert_eq!(methods, ["stream-remove", "peer-leave"]);
+    }
+
+    #[test]
+    fn a_dead_node_leaves_every_room_and_is_purged() {
+        let mut h = H::new();
+        let snap = room(
+            vec![member("bob", "b", 1)],
+            vec![stream("bob#000001", "bob", "b")],
+        );
+        h.join(1, "r", 2, snap);
+        h.node.cluster_event(
+            h.now,
+            ClusterEvent::Bye {
+                bizid: id("b"),
+                epoch: 9,
+            },
+        );
+        assert!(
+            h.effects().is_empty(),
+            "an unknown process's goodbye is nothing"
+        );
+        let beat = super::super::cluster::Beat {
+            bizid: id("b"),
+            epoch: 9,
+            peers: 1,
+            streams: 1,
+            free_streams: 0,
+        };
+        h.node.cluster_event(h.now, ClusterEvent::Beat(beat));
+        h.node.cluster_event(
+            h.now,
+            ClusterEvent::Bye {
+                bizid: id("b"),
+                epoch: 9,
+            },
+        );
+        let fx = h.effects();
+        let methods: Vec<_> = H::sent(&fx, 1)
+            .iter()
+            .map(|m| m["method"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(methods, ["stream-remove", "peer-leave"]);
+        assert!(fx.contains(&Effect::Cluster(ClusterOp::Purge { bizid: id("b") })));
+    }
+
+    #[test]
+    fn without_a_link_joins_are_local_and_a_broken_link_fails_waiting_ones() {
+        let mut h = H::new();
+        h.connect(2, "bob");
+        h.req(1, "join", json!({"rid": "r"}));
+        assert_eq!(h.ops().len(), 1);
+        h.node.cluster_down(h.now, "connection refused".into());
+        let fx = h.effects();
+        let answer = &H::sent(&fx, 1)[0];
+        assert_eq!(answer["errorCode"], 503, "{answer}");
+        assert!(answer["errorReason"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"));
+        // Down: the join is this node's alone, and nothing goes to Redis.
+        h.req(2, "join", json!({"rid": "r"}));
+        let fx = h.effects();
+        assert_eq!(H::sent(&fx, 2)[0]["ok"], true);
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Cluster(_))));
+        // Up again: the first thing is the whole state.
+        h.node.cluster_up(h.now);
+        let ops = h.ops();
+        let [ClusterOp::Sync { rooms, .. }] = &ops[..] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(rooms[0].members[0].uid.as_str(), "bob");
+    }
+
+    #[test]
+    fn a_join_redis_does_not_answer_fails_and_is_undone() {
+        let mut h = H::new();
+        h.req(1, "join", json!({"rid": "r"}));
+        h.ops();
+        let due = h.node.poll_timeout().unwrap();
+        h.now.mono = due;
+        h.node.tick(h.now);
+        let fx = h.effects();
+        assert_eq!(H::sent(&fx, 1)[0]["errorCode"], 503);
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::Cluster(ClusterOp::Leave(_)))));
+    }
+
+    #[test]
+    fn refusals_from_redis_are_the_usual_errors() {
+        let mut h = H::new();
+        for (answer, code) in [
+            (ClusterAnswer::Full, 503),
+            (ClusterAnswer::Taken(id("b")), 409),
+        ] {
+            h.req(1, "join", json!({"rid": "r"}));
+            let ops = h.ops();
+            let call = ops[0].call().unwrap();
+            h.node.cluster_answer(h.now, call, answer);
+            let fx = h.effects();
+            assert_eq!(H::sent(&fx, 1)[0]["errorCode"], code);
+        }
+    }
+}
