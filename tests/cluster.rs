@@ -6,11 +6,14 @@
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use wren_testkit::calls::assert_media_stops;
+use wren_testkit::peer::run_until;
 use wren_testkit::peer::Peer;
 use wren_testkit::redis::{tls_files, Redis};
 use wren_testkit::server::wait_until;
 use wren_testkit::{
-    assert_full, http_get, media_call, metric, publish, runner, Client, Server, WAIT,
+    assert_full, http_get, media_call, metric, publish, runner, subscribe, subscribe_data, Client,
+    Server, WAIT,
 };
 
 /// A node of the cluster at `url`, named `bizid`.
@@ -394,4 +397,65 @@ fn a_redis_outage_keeps_local_calls_and_reconciles_the_rooms() {
         subscriber.received[1] > before[1],
         "video stopped: {before:?}"
     );
+}
+
+#[test]
+fn a_peer_subscribes_to_a_stream_published_on_another_node() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = node(&url, "sub-a");
+    let b = node(&url, "sub-b");
+    assert!(wait_peers(&[&a, &b], 1));
+    let (mut alice, _) = joined(&a, "alice", "r");
+    let (mut bob, _) = joined(&b, "bob", "r");
+    let (mut publisher, answer) = publish(&mut alice, "r", Peer::publisher());
+    assert_eq!(bob.note_named("stream-add")["mid"], answer["mid"]);
+
+    // Bob's answer comes from a's SFU: media flows between the boards.
+    let mut subscriber = Peer::subscriber();
+    let unknown = bob.request(
+        "subscribe",
+        subscribe_data("r", &json!("nobody#000001"), &subscriber),
+    );
+    assert_eq!(unknown["errorCode"], 404, "{unknown}");
+    let sub = bob.ok(
+        "subscribe",
+        subscribe_data("r", &answer["mid"], &subscriber),
+    );
+    subscriber.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
+    let flowing = run_until(&mut [&mut publisher, &mut subscriber], WAIT, |p| {
+        p[1].received[0] > 10 && p[1].received[1] > 10
+    });
+    assert!(flowing, "no media across nodes: {:?}", subscriber.received);
+    assert_eq!(metric(a.http, "wren_subscriptions"), Some(1), "a serves it");
+    assert_eq!(metric(b.http, "wren_subscriptions"), Some(0));
+    assert_eq!(metric(a.http, "wren_cluster_served_subscriptions"), Some(1));
+    assert_eq!(metric(b.http, "wren_cluster_remote_subscriptions"), Some(1));
+
+    // Its sid works for `layer` and `unsubscribe` through b; then media
+    // stops and a's SFU has dropped the session.
+    let sid = &sub["sid"];
+    let mid = &answer["mid"];
+    bob.ok(
+        "layer",
+        json!({"rid": "r", "mid": mid, "sid": sid, "layer": "low"}),
+    );
+    let stranger = alice.request("unsubscribe", json!({"rid": "r", "mid": mid, "sid": sid}));
+    assert_eq!(
+        stranger["errorCode"], 403,
+        "a's peers do not own it: {stranger}"
+    );
+    bob.ok("unsubscribe", json!({"rid": "r", "mid": mid, "sid": sid}));
+    assert_media_stops(&mut publisher, &mut subscriber, "unsubscribed across nodes");
+    assert!(wait_until(WAIT, || metric(a.http, "wren_subscriptions") == Some(0)));
+
+    // A subscriber that leaves the room ends its subscription on a too.
+    let mut second = subscribe(&mut bob, "r", mid);
+    assert!(run_until(&mut [&mut publisher, &mut second], WAIT, |p| p
+        [1]
+    .received[1]
+        > 10));
+    bob.ok("leave", json!({"rid": "r"}));
+    assert_media_stops(&mut publisher, &mut second, "the subscriber left");
+    assert!(wait_until(WAIT, || metric(a.http, "wren_subscriptions") == Some(0)));
 }

@@ -44,6 +44,9 @@ pub enum RequestError {
     ClusterUnavailable(String),
     /// The uid is already in that room through another node.
     JoinedElsewhere(crate::ids::NodeId),
+    /// Another node refused the request (a subscription to a stream its
+    /// SFU carries): its code and reason, passed on.
+    Remote(u16, String),
 }
 
 impl RequestError {
@@ -63,6 +66,7 @@ impl RequestError {
                 503
             }
             RequestError::SfuTimeout => 504,
+            RequestError::Remote(code, _) => *code,
             RequestError::Sfu(_) => 500,
         }
     }
@@ -90,6 +94,7 @@ impl fmt::Display for RequestError {
             RequestError::JoinedElsewhere(bizid) => {
                 write!(f, "already joined that room through node {bizid}")
             }
+            RequestError::Remote(_, reason) => f.write_str(reason),
         }
     }
 }

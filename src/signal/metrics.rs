@@ -45,6 +45,16 @@ pub fn render(m: &Metrics, redis_rtt: Option<Duration>) -> String {
             "Streams of this node's rooms published on other nodes.",
             c.remote_streams,
         );
+        gauge(
+            "wren_cluster_remote_subscriptions",
+            "Subscriptions of peers here that other nodes' SFUs serve.",
+            c.remote_subscriptions,
+        );
+        gauge(
+            "wren_cluster_served_subscriptions",
+            "Subscriptions this node's SFUs serve for other nodes' peers.",
+            c.served_subscriptions,
+        );
         let rtt = redis_rtt.map_or(f64::NAN, |d| d.as_secs_f64());
         let _ = writeln!(
             out,

@@ -137,7 +137,7 @@ impl Shared {
                     // Nothing more goes to it: its task ends after the close.
                     self.conns.borrow_mut().remove(&conn);
                 }
-                Effect::Cluster(op) => self.to_cluster(op),
+                Effect::Cluster(op) => self.to_cluster(*op),
                 Effect::Sfu { sfu, msg } => {
                     let sent = match self.sfus.borrow().get(sfu.0) {
                         Some(Some(link)) => link.tx.try_send(msg).map_err(|e| e.is_full()),

@@ -484,6 +484,18 @@ pub(crate) struct SubscribeAnswer<'a> {
     pub sid: &'a Sid,
 }
 
+impl SubscribeAnswer<'_> {
+    /// The whole response to request `id`: the SFU's answer `sdp` for
+    /// subscription `sid`.
+    pub(crate) fn response(id: RequestId, sdp: &str, sid: &Sid) -> String {
+        let jsep = AnswerJsep {
+            kind: "answer",
+            sdp,
+        };
+        ok_response(id, &SubscribeAnswer { jsep, sid })
+    }
+}
+
 /// The `data` of a `peer-join` notification.
 #[derive(Serialize)]
 pub(crate) struct PeerJoin<'a> {

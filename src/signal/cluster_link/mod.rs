@@ -21,11 +21,12 @@
 //! database; `lua/prelude.lua` lists the rooms' keys):
 //! - `wren:node:{bizid}`: a node's last heartbeat, expiring after
 //!   [`NODE_TIMEOUT`];
-//! - `wren:events`: every node's events ([`ClusterEvent`], JSON).
+//! - `wren:events`: every node's events ([`ClusterEvent`], JSON);
+//! - `wren:to:{bizid}`: messages to one node ([`NodeMsg`], JSON).
 
 mod ops;
 
-use super::node::{ClusterAnswer, ClusterEvent, ClusterOp};
+use super::node::{ClusterAnswer, ClusterEvent, ClusterOp, NodeMsg};
 use super::{clock, Shared};
 use crate::ids::NodeId;
 use crate::limits::{
@@ -56,6 +57,11 @@ pub const EVENTS: &str = "wren:events";
 /// Debian's bundle of the system's trusted CAs: what `rediss://` trusts
 /// unless `cluster-ca-file` says otherwise.
 pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The channel of messages to one node.
+pub fn node_channel(bizid: &NodeId) -> String {
+    format!("wren:to:{bizid}")
+}
 
 /// The key of a node's heartbeat.
 fn node_key(bizid: &NodeId) -> String {
@@ -262,7 +268,11 @@ async fn session(shared: &Shared, cfg: &ClusterConfig) -> String {
         "connection closed".to_string()
     };
     let work = async {
-        if let Err(e) = con.subscribe(EVENTS).await {
+        let mine = match shared.node.borrow().beat() {
+            Some(beat) => node_channel(&beat.bizid),
+            None => return "not a node of a cluster".to_string(),
+        };
+        if let Err(e) = con.subscribe(&[EVENTS, mine.as_str()]).await {
             return format!("SUBSCRIBE: {e}");
         }
         let scripts = match ops::Scripts::load(&mut con).await {
@@ -387,14 +397,23 @@ fn on_push(shared: &Shared, push: PushInfo) -> Result<(), String> {
         // Subscription confirmations and the like.
         _ => return Ok(()),
     }
-    let Some(Value::BulkString(payload)) = push.data.get(1) else {
+    let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+        (push.data.first(), push.data.get(1))
+    else {
         return Ok(());
     };
-    match serde_json::from_slice::<ClusterEvent>(payload) {
-        Ok(ev) => shared.with_node(|n| n.cluster_event(clock(), ev)),
-        // A newer node's event this one does not know: not an error of
-        // the link.
-        Err(e) => log::debug!("cluster: event ignored: {e}"),
+    // A newer node's message this one does not know is not an error of
+    // the link: it is ignored.
+    if channel.as_slice() == EVENTS.as_bytes() {
+        match serde_json::from_slice::<ClusterEvent>(payload) {
+            Ok(ev) => shared.with_node(|n| n.cluster_event(clock(), ev)),
+            Err(e) => log::debug!("cluster: event ignored: {e}"),
+        }
+    } else {
+        match serde_json::from_slice::<NodeMsg>(payload) {
+            Ok(msg) => shared.with_node(|n| n.cluster_message(clock(), msg)),
+            Err(e) => log::debug!("cluster: message ignored: {e}"),
+        }
     }
     Ok(())
 }

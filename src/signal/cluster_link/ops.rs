@@ -2,7 +2,7 @@
 //! once per connection and called by their SHA-1), and Redis's answers
 //! back as the node's [`ClusterAnswer`]s.
 
-use super::EVENTS;
+use super::{node_channel, EVENTS};
 use crate::ids::{NodeId, PeerId, RoomId};
 use crate::signal::node::{
     ClusterAnswer, ClusterCall, ClusterEvent, ClusterOp, MemberEntry, RoomSnapshot, StreamEntry,
@@ -157,6 +157,9 @@ pub fn add(pipe: &mut Pipeline, scripts: &Scripts, op: &ClusterOp) {
             for rid in rids {
                 cmd.arg(rid.as_str());
             }
+        }
+        ClusterOp::Send { to, msg } => {
+            pipe.cmd("PUBLISH").arg(node_channel(to)).arg(json(msg));
         }
         ClusterOp::Purge { bizid } => {
             scripts.call(pipe, Script::Purge).arg(bizid.as_str());

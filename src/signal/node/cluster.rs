@@ -10,9 +10,10 @@
 //! back with another `epoch` is a new process, and the old one is dead.
 
 use super::{ConnId, Node, Now};
-use crate::ids::{Mid, NodeId, PeerId, RoomId};
+use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
+use crate::ipc::LayerPin;
 use crate::limits::{
-    MAX_CLUSTER_NODES, MAX_CONNECTIONS, MAX_PENDING_SFU_CALLS, MAX_STREAMS, NODE_TIMEOUT,
+    MAX_CLUSTER_NODES, MAX_CONNECTIONS, MAX_PENDING_SFU_CALLS, MAX_STREAMS, MAX_SUBS, NODE_TIMEOUT,
 };
 use crate::signal::protoo::{Minfo, RequestId};
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,45 @@ pub struct StreamRef {
     pub mid: Mid,
     pub uid: PeerId,
     pub bizid: NodeId,
+}
+
+/// What one node asks of another, on the other's own channel
+/// (`wren:to:BIZID`): subscriptions of its peers to streams the other
+/// node's SFUs carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "kebab-case")]
+pub enum NodeMsg {
+    /// A peer of another node subscribes (boxed: the largest by far).
+    Subscribe(Box<SubscribeAsk>),
+    /// The SFU's answer to call `call`.
+    Answer { call: u64, sdp: String },
+    /// Call `call` failed: an error code and reason for the client.
+    Refused {
+        call: u64,
+        code: u16,
+        reason: String,
+    },
+    /// The subscriber is done with `sid`.
+    Unsubscribe { from: NodeId, sid: Sid },
+    /// The subscriber pins `sid`'s highest layer.
+    Pin {
+        from: NodeId,
+        sid: Sid,
+        layer: Option<LayerPin>,
+    },
+}
+
+/// Peer `uid` of node `from` subscribes to `mid` with `offer`, as `sid`
+/// (chosen by `from`, unique there); `call` numbers it at `from`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscribeAsk {
+    pub from: NodeId,
+    pub call: u64,
+    pub rid: RoomId,
+    pub mid: Mid,
+    pub uid: PeerId,
+    pub sid: Sid,
+    pub offer: String,
 }
 
 /// A published stream, as the cluster keeps it.
@@ -142,6 +182,8 @@ pub enum ClusterOp {
     },
     /// Drop what Redis has of a dead node (unless it is alive again).
     Purge { bizid: NodeId },
+    /// Send a message to one node.
+    Send { to: NodeId, msg: NodeMsg },
 }
 
 impl ClusterOp {
@@ -220,14 +262,45 @@ pub(super) struct PendingJoin {
     pub(super) deadline: Instant,
 }
 
-/// The other nodes' part of this node's rooms (see `remote`), and the
-/// joins waiting for Redis. Allocated with the cluster, never on a node
-/// without one.
+/// A subscription of a peer here to a stream of another node's SFU.
+pub(super) struct RemoteSub {
+    pub(super) sid: Sid,
+    pub(super) mid: Mid,
+    pub(super) rid: RoomId,
+    pub(super) uid: PeerId,
+    /// The node whose SFU serves it.
+    pub(super) bizid: NodeId,
+}
+
+/// A subscription to another node under way.
+pub(super) struct PendingRemoteSub {
+    pub(super) call: u64,
+    pub(super) conn: ConnId,
+    pub(super) req: RequestId,
+    pub(super) sub: RemoteSub,
+    pub(super) deadline: Instant,
+}
+
+/// A subscription on this node's SFU that another node's peer made.
+pub(super) struct ServedSub {
+    pub(super) sid: Sid,
+    /// The subscriber's node.
+    pub(super) bizid: NodeId,
+}
+
+/// The other nodes' part of this node's rooms (see `remote`), the joins
+/// waiting for Redis, and the subscriptions that cross nodes (see
+/// `remote_subs`). Allocated with the cluster, never on a node without one.
 #[derive(Default)]
 pub(super) struct Replica {
     pub(super) members: Box<heapless::Vec<MemberRow, MAX_REMOTE_MEMBERS>>,
     pub(super) streams: Box<heapless::Vec<StreamEntry, MAX_STREAMS>>,
     pub(super) joins: heapless::Vec<PendingJoin, MAX_PENDING_SFU_CALLS>,
+    /// This node's peers' subscriptions on other nodes.
+    pub(super) subs: Box<heapless::Vec<RemoteSub, MAX_SUBS>>,
+    pub(super) sub_calls: heapless::Vec<PendingRemoteSub, MAX_PENDING_SFU_CALLS>,
+    /// Other nodes' peers' subscriptions on this node's SFUs.
+    pub(super) served: Box<heapless::Vec<ServedSub, MAX_SUBS>>,
 }
 
 /// The cluster part of the node; absent on a node without one.
@@ -250,6 +323,10 @@ pub struct ClusterMetrics {
     pub remote_members: usize,
     /// Streams of this node's rooms published on other nodes.
     pub remote_streams: usize,
+    /// Subscriptions of peers here that other nodes' SFUs serve.
+    pub remote_subscriptions: usize,
+    /// Subscriptions this node's SFUs serve for other nodes' peers.
+    pub served_subscriptions: usize,
 }
 
 impl Node {
@@ -290,6 +367,7 @@ impl Node {
             c.link = Link::Down { why: why.clone() };
         }
         self.fail_cluster_calls(&why);
+        self.fail_sub_calls(None, &why);
     }
 
     /// Something arrived on the cluster's event channel.
@@ -422,6 +500,8 @@ impl Node {
             nodes: c.nodes.len(),
             remote_members: c.replica.members.len(),
             remote_streams: c.replica.streams.len(),
+            remote_subscriptions: c.replica.subs.len(),
+            served_subscriptions: c.replica.served.len(),
         })
     }
 }

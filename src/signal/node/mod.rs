@@ -17,7 +17,8 @@
 //! - [`responses`]: what goes out to clients;
 //! - [`cluster`]: the other signaling nodes, as heard through Redis;
 //! - [`remote`]: rooms that span nodes (the other nodes' members and
-//!   streams of this node's rooms).
+//!   streams of this node's rooms);
+//! - [`remote_subs`]: subscriptions to streams of another node's SFU.
 //!
 //! They use each other one way only: `sfu_calls` and `responses` use
 //! `tables`, which uses `access` (`tests/layout.rs` checks).
@@ -25,6 +26,7 @@
 mod access;
 mod cluster;
 mod remote;
+mod remote_subs;
 mod responses;
 mod sfu_calls;
 mod tables;
@@ -40,7 +42,7 @@ use crate::limits::*;
 use access::TokenBucket;
 pub use cluster::{
     ClusterAnswer, ClusterCall, ClusterEvent, ClusterMetrics, ClusterOp, Link, MemberEntry,
-    RoomSnapshot, StreamEntry,
+    NodeMsg, RoomSnapshot, StreamEntry,
 };
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -90,8 +92,8 @@ pub enum Effect {
     },
     /// Send a control message to an SFU.
     Sfu { sfu: SfuSlot, msg: ToSfu },
-    /// Carry out an operation in the cluster's Redis.
-    Cluster(ClusterOp),
+    /// Carry out an operation in the cluster's Redis (boxed: the largest).
+    Cluster(Box<ClusterOp>),
 }
 
 /// WebSocket close code for a connection replaced by a newer one with the
@@ -301,10 +303,9 @@ impl Node {
             .iter()
             .map(|p| p.last_seen + self.limits.liveness_timeout());
         let calls = self.pending.iter().map(|p| p.deadline);
-        let cluster = self
-            .cluster_timeout()
-            .into_iter()
-            .chain(self.join_timeout());
+        let cluster = (self.cluster_timeout().into_iter())
+            .chain(self.join_timeout())
+            .chain(self.sub_call_timeout());
         silent.chain(calls).chain(cluster).min()
     }
 
@@ -331,6 +332,7 @@ impl Node {
         self.expire_calls(now);
         self.expire_nodes(now);
         self.expire_joins(now);
+        self.fail_sub_calls(Some(now), "the other node did not answer in time");
     }
 
     /// Answers a request that could not be decoded.

@@ -37,7 +37,7 @@ impl Node {
     /// nobody to tell: the `Sync` after it comes back says it all.
     pub(super) fn cluster_op(&mut self, op: ClusterOp) {
         if self.cluster_linked() {
-            self.effects.push_back(Effect::Cluster(op));
+            self.effects.push_back(Effect::Cluster(Box::new(op)));
         }
     }
 
@@ -414,6 +414,7 @@ impl Node {
             return;
         };
         let s = streams.swap_remove(i);
+        self.remote_stream_ended(&s.mid);
         let note = protoo::StreamRemove {
             rid: &s.rid,
             uid: &s.uid,
@@ -448,6 +449,7 @@ impl Node {
         for (rid, uid) in gone {
             self.remove_remote_member(&rid, &uid, bizid);
         }
+        self.forget_node_subs(bizid);
     }
 
     /// Makes the replica of one room what Redis says it is, telling the
@@ -548,8 +550,11 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cluster::{NodeMsg, SubscribeAsk};
     use super::super::{ConnId, Effect, Node, Now};
     use super::*;
+    use crate::ids::Sid;
+    use crate::ipc::ToSfu;
     use crate::limits::Limits;
     use crate::signal::protoo::Minfo;
     use serde_json::{json, Value};
@@ -596,7 +601,7 @@ mod tests {
             self.effects()
                 .into_iter()
                 .filter_map(|e| match e {
-                    Effect::Cluster(op) => Some(op),
+                    Effect::Cluster(op) => Some(*op),
                     _ => None,
                 })
                 .collect()
@@ -809,7 +814,8 @@ mod tests {
             .map(|m| m["method"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(methods, ["stream-remove", "peer-leave"]);
-        assert!(fx.contains(&Effect::Cluster(ClusterOp::Purge { bizid: id("b") })));
+        let purge = ClusterOp::Purge { bizid: id("b") };
+        assert!(fx.contains(&Effect::Cluster(Box::new(purge))));
     }
 
     #[test]
@@ -852,7 +858,7 @@ mod tests {
         assert_eq!(H::sent(&fx, 1)[0]["errorCode"], 503);
         assert!(fx
             .iter()
-            .any(|e| matches!(e, Effect::Cluster(ClusterOp::Leave(_)))));
+            .any(|e| matches!(e, Effect::Cluster(op) if matches!(**op, ClusterOp::Leave(_)))));
     }
 
     #[test]
@@ -869,5 +875,201 @@ mod tests {
             let fx = h.effects();
             assert_eq!(H::sent(&fx, 1)[0]["errorCode"], code);
         }
+    }
+
+    /// The SFU call among `fx`.
+    fn sfu_call(fx: &[Effect]) -> crate::ipc::CallId {
+        fx.iter()
+            .find_map(|e| match e {
+                Effect::Sfu {
+                    msg: ToSfu::Publish { call, .. } | ToSfu::Subscribe { call, .. },
+                    ..
+                } => Some(*call),
+                _ => None,
+            })
+            .expect("an SFU call")
+    }
+
+    fn sent_to_node(fx: &[Effect]) -> Vec<(NodeId, NodeMsg)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Cluster(op) => match &**op {
+                    ClusterOp::Send { to, msg } => Some((to.clone(), msg.clone())),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_subscription_to_another_node_s_stream_goes_through_that_node() {
+        let mut h = H::new();
+        let snap = room(
+            vec![member("bob", "b", 1)],
+            vec![stream("bob#000001", "bob", "b")],
+        );
+        h.join(1, "r", 2, snap);
+        let offer = json!({"type": "offer", "sdp": "v=0"});
+        h.req(
+            1,
+            "subscribe",
+            json!({"rid": "r", "mid": "bob#000001", "jsep": offer}),
+        );
+        let fx = h.effects();
+        let sent = sent_to_node(&fx);
+        let [(to, NodeMsg::Subscribe(ask))] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!((to.as_str(), ask.uid.as_str()), ("b", "alice"));
+        let (call, sid) = (ask.call, ask.sid.clone());
+        h.node.cluster_message(
+            h.now,
+            NodeMsg::Answer {
+                call,
+                sdp: "v=0 b".into(),
+            },
+        );
+        let fx = h.effects();
+        let answer = &H::sent(&fx, 1)[0];
+        assert_eq!(answer["data"]["sid"], sid.as_str());
+        assert_eq!(answer["data"]["jsep"]["sdp"], "v=0 b");
+        // Pinning and unsubscribing go to b.
+        let ids = json!({"rid": "r", "mid": "bob#000001", "sid": sid.as_str()});
+        let mut pin = ids.clone();
+        pin["layer"] = json!("low");
+        h.req(1, "layer", pin);
+        let fx = h.effects();
+        assert!(matches!(&sent_to_node(&fx)[..], [(_, NodeMsg::Pin { .. })]));
+        h.req(1, "unsubscribe", ids.clone());
+        let fx = h.effects();
+        assert!(matches!(
+            &sent_to_node(&fx)[..],
+            [(_, NodeMsg::Unsubscribe { .. })]
+        ));
+        h.req(1, "unsubscribe", ids);
+        assert_eq!(H::sent(&h.effects(), 1)[0]["errorCode"], 404);
+        // A refusal passes b's code on.
+        let offer = json!({"type": "offer", "sdp": "v=0"});
+        h.req(
+            1,
+            "subscribe",
+            json!({"rid": "r", "mid": "bob#000001", "jsep": offer}),
+        );
+        let fx = h.effects();
+        let [(_, NodeMsg::Subscribe(ask))] = &sent_to_node(&fx)[..] else {
+            panic!()
+        };
+        let refused = NodeMsg::Refused {
+            call: ask.call,
+            code: 503,
+            reason: "capacity full: x".into(),
+        };
+        h.node.cluster_message(h.now, refused);
+        let answer = &H::sent(&h.effects(), 1)[0];
+        assert_eq!(
+            (answer["errorCode"].as_u64(), answer["errorReason"].as_str()),
+            (Some(503), Some("capacity full: x"))
+        );
+    }
+
+    #[test]
+    fn this_node_s_sfu_serves_another_node_s_subscriber_until_it_is_done_or_gone() {
+        let mut h = H::new();
+        h.join(1, "r", 1, room(vec![], vec![]));
+        let publish = json!({"rid": "r", "jsep": {"type": "offer", "sdp": "v=0"},
+            "minfo": {"audio": true, "video": true, "audiotype": 0, "videotype": 0}});
+        h.req(1, "publish", publish);
+        let fx = h.effects();
+        let call = sfu_call(&fx);
+        let slot = super::super::SfuSlot(0);
+        h.node.sfu_message(
+            h.now,
+            slot,
+            crate::ipc::FromSfu::Answer {
+                call,
+                sdp: "v=0".into(),
+            },
+        );
+        let fx = h.effects();
+        let mid = H::sent(&fx, 1)[0]["data"]["mid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let beat = super::super::cluster::Beat {
+            bizid: id("b"),
+            epoch: 1,
+            peers: 1,
+            streams: 0,
+            free_streams: 9,
+        };
+        h.node.cluster_event(h.now, ClusterEvent::Beat(beat));
+        let ask = |sid: &str, call: u64| SubscribeAsk {
+            from: id("b"),
+            call,
+            rid: RoomId::parse("r").unwrap(),
+            mid: crate::ids::Mid::parse(&mid).unwrap(),
+            uid: PeerId::parse("bob").unwrap(),
+            sid: Sid::parse(sid).unwrap(),
+            offer: "v=0".into(),
+        };
+        h.node
+            .cluster_message(h.now, NodeMsg::Subscribe(Box::new(ask("bob#000007", 5))));
+        let fx = h.effects();
+        let call = sfu_call(&fx);
+        h.node.sfu_message(
+            h.now,
+            slot,
+            crate::ipc::FromSfu::Answer {
+                call,
+                sdp: "v=0 a".into(),
+            },
+        );
+        let fx = h.effects();
+        assert_eq!(
+            sent_to_node(&fx),
+            [(
+                id("b"),
+                NodeMsg::Answer {
+                    call: 5,
+                    sdp: "v=0 a".into()
+                }
+            )]
+        );
+        assert_eq!(h.node.counts().3, 1);
+        // Unknown streams are refused with the usual code.
+        let mut bad = ask("bob#000008", 6);
+        bad.mid = crate::ids::Mid::parse("zed#000001").unwrap();
+        h.node
+            .cluster_message(h.now, NodeMsg::Subscribe(Box::new(bad)));
+        let fx = h.effects();
+        assert!(matches!(
+            &sent_to_node(&fx)[..],
+            [(
+                _,
+                NodeMsg::Refused {
+                    call: 6,
+                    code: 404,
+                    ..
+                }
+            )]
+        ));
+        // b says goodbye: its subscription ends here.
+        h.node.cluster_event(
+            h.now,
+            ClusterEvent::Bye {
+                bizid: id("b"),
+                epoch: 1,
+            },
+        );
+        let fx = h.effects();
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Sfu {
+                msg: ToSfu::Unsubscribe { .. },
+                ..
+            }
+        )));
+        assert_eq!(h.node.counts().3, 0);
     }
 }

@@ -27,7 +27,7 @@ impl Node {
             mid: mid.clone(),
             minfo,
         };
-        self.call_sfu(now, sfu, asker, kind, |call| ToSfu::Publish {
+        self.call_sfu(now, sfu, asker, kind, None, |call| ToSfu::Publish {
             call,
             mid,
             offer,
@@ -35,16 +35,27 @@ impl Node {
     }
 
     pub(super) fn subscribe(&mut self, now: Now, asker: Asker, mid: Mid, offer: String) -> Reply {
-        let stream = self
+        let local = self
             .streams
             .iter()
             .find(|s| s.mid == mid && s.rid == asker.rid)
-            .ok_or(RequestError::NoSuchStream)?;
-        let sfu = stream.sfu;
+            .map(|s| s.sfu);
+        let Some(sfu) = local else {
+            // Published on another node, maybe: its SFU serves it.
+            return self.subscribe_remote(now, asker, mid, offer);
+        };
+        self.room_for_sub(&mid)?;
+        let sid = unique(|| Sid::random(&asker.uid), |s| self.sid_in_use(s));
+        self.sfu_subscribe(now, sfu, asker, mid, sid, offer, None)
+    }
+
+    /// Whether a subscription to `mid` (a stream of this node) fits its
+    /// bounds, counting those under way.
+    pub(super) fn room_for_sub(&self, mid: &Mid) -> Result<(), RequestError> {
         let is_sub = |k: &PendingKind| matches!(k, PendingKind::Subscribe { .. });
-        let to_this = self.subs.iter().filter(|s| s.mid == mid).count()
+        let to_this = self.subs.iter().filter(|s| &s.mid == mid).count()
             + self.pending_count(
-                |p| matches!(&p.kind, PendingKind::Subscribe { mid: m, .. } if *m == mid),
+                |p| matches!(&p.kind, PendingKind::Subscribe { mid: m, .. } if m == mid),
             );
         if to_this >= self.limits.subs_per_stream {
             return Err(RequestError::Full("subscriptions per stream"));
@@ -52,17 +63,33 @@ impl Node {
         if self.subs.len() + self.pending_count(|p| is_sub(&p.kind)) >= self.limits.subs {
             return Err(RequestError::Full("subscriptions"));
         }
-        let sid = unique(|| Sid::random(&asker.uid), |s| self.sid_in_use(s));
+        Ok(())
+    }
+
+    /// Asks `sfu` for subscription `sid` to `mid`; `for_node`: on behalf
+    /// of another node's peer (that node and its call).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sfu_subscribe(
+        &mut self,
+        now: Now,
+        sfu: SfuSlot,
+        asker: Asker,
+        mid: Mid,
+        sid: Sid,
+        offer: String,
+        for_node: Option<Box<(NodeId, u64)>>,
+    ) -> Reply {
         let kind = PendingKind::Subscribe {
             mid: mid.clone(),
             sid: sid.clone(),
         };
-        self.call_sfu(now, sfu, asker, kind, |call| ToSfu::Subscribe {
+        let msg = |call| ToSfu::Subscribe {
             call,
             sid,
             mid,
             offer,
-        })
+        };
+        self.call_sfu(now, sfu, asker, kind, for_node, msg)
     }
 
     /// An SFU connected and said hello.
@@ -92,9 +119,10 @@ impl Node {
             self.remove_stream(mid, Removal::BySfu);
         }
         self.subs.retain(|s| s.sfu != sfu);
+        self.prune_served();
         while let Some(i) = self.pending.iter().position(|p| p.sfu == sfu) {
             let p = self.pending.swap_remove(i);
-            self.reply(p.conn, p.req, Err(RequestError::NoSfu));
+            self.fail_call(&p, RequestError::NoSfu);
         }
     }
 
@@ -116,6 +144,7 @@ impl Node {
             }
             FromSfu::SubscriptionClosed { sid } => {
                 self.subs.retain(|s| !(s.sid == sid && s.sfu == sfu));
+                self.prune_served();
             }
         }
     }
@@ -139,10 +168,25 @@ impl Node {
                     SfuError::Full => RequestError::Full("SFU sessions"),
                     other => RequestError::Sfu(other.to_string()),
                 };
-                self.reply(p.conn, p.req, Err(err));
+                self.fail_call(&p, err);
                 return;
             }
         };
+        if let Some(node) = p.for_node {
+            let PendingKind::Subscribe { mid, sid } = p.kind else {
+                return;
+            };
+            let (bizid, call) = *node;
+            let sub = Subscription {
+                sid,
+                mid,
+                rid: p.rid,
+                uid: p.uid,
+                sfu,
+            };
+            self.served_subscribed(sub, bizid, call, sdp);
+            return;
+        }
         // The peer may have left (or the stream gone) while the SFU worked.
         let still_here = self
             .peers
@@ -211,16 +255,7 @@ impl Node {
                     self.reply(p.conn, p.req, Err(err));
                     return;
                 }
-                let answer = protoo::ok_response(
-                    p.req,
-                    &protoo::SubscribeAnswer {
-                        jsep: protoo::AnswerJsep {
-                            kind: "answer",
-                            sdp: &sdp,
-                        },
-                        sid: &sid,
-                    },
-                );
+                let answer = protoo::SubscribeAnswer::response(p.req, &sdp, &sid);
                 self.send(p.conn, answer);
                 log::info!("{}: subscribed to {mid} as {sid}", p.uid);
                 let _ = self.subs.push(Subscription {
@@ -234,14 +269,24 @@ impl Node {
         }
     }
 
+    /// Answers the asker of a failed SFU call: a client, or the node that
+    /// asked for one of its peers.
+    fn fail_call(&mut self, p: &PendingCall, err: RequestError) {
+        match &p.for_node {
+            None => self.reply(p.conn, p.req, Err(err)),
+            Some(node) => self.refuse_node(&node.0, node.1, &err),
+        }
+    }
+
     /// Sends a call to an SFU; the request is answered when the SFU
     /// answers (or does not, in time).
-    fn call_sfu(
+    pub(super) fn call_sfu(
         &mut self,
         now: Now,
         sfu: SfuSlot,
         asker: Asker,
         kind: PendingKind,
+        for_node: Option<Box<(NodeId, u64)>>,
         msg: impl FnOnce(CallId) -> ToSfu,
     ) -> Reply {
         if self.pending.len() >= self.limits.pending_sfu_calls {
@@ -257,6 +302,7 @@ impl Node {
             rid: asker.rid,
             req: asker.req,
             kind,
+            for_node,
         };
         self.pending
             .push(pending)
@@ -297,7 +343,7 @@ impl Node {
                 PendingKind::Subscribe { sid, .. } => ToSfu::Unsubscribe { sid: sid.clone() },
             };
             self.effects.push_back(Effect::Sfu { sfu: p.sfu, msg });
-            self.reply(p.conn, p.req, Err(RequestError::SfuTimeout));
+            self.fail_call(&p, RequestError::SfuTimeout);
         }
     }
 }

@@ -96,6 +96,10 @@ pub(super) struct Asker {
 
 pub(super) struct PendingCall {
     pub(super) call: CallId,
+    /// Set when another node asked (for its peer `uid`): that node and
+    /// its call number, to answer instead of a connection (boxed: rare,
+    /// and the table is paid for up front).
+    pub(super) for_node: Option<Box<(NodeId, u64)>>,
     pub(super) sfu: SfuSlot,
     pub(super) deadline: Instant,
     pub(super) conn: ConnId,
@@ -287,11 +291,14 @@ impl Node {
         mid: &Mid,
         sid: &Sid,
     ) -> Reply {
-        let i = self
+        let Some(i) = self
             .subs
             .iter()
             .position(|s| &s.sid == sid && &s.mid == mid && &s.rid == rid)
-            .ok_or(RequestError::NoSuchSubscription)?;
+        else {
+            return (self.unsubscribe_remote(uid, rid, mid, sid))
+                .unwrap_or(Err(RequestError::NoSuchSubscription));
+        };
         if &self.subs[i].uid != uid {
             return Err(RequestError::NotOwner);
         }
@@ -309,11 +316,14 @@ impl Node {
         sid: &Sid,
         layer: Option<LayerPin>,
     ) -> Reply {
-        let sub = self
+        let Some(sub) = self
             .subs
             .iter()
             .find(|s| &s.sid == sid && &s.mid == mid && &s.rid == rid)
-            .ok_or(RequestError::NoSuchSubscription)?;
+        else {
+            return (self.pin_remote(uid, rid, mid, sid, layer))
+                .unwrap_or(Err(RequestError::NoSuchSubscription));
+        };
         if &sub.uid != uid {
             return Err(RequestError::NotOwner);
         }
@@ -328,12 +338,13 @@ impl Node {
     }
 
     /// Removes subscription `i` and tells its SFU.
-    fn close_subscription(&mut self, i: usize) {
+    pub(super) fn close_subscription(&mut self, i: usize) {
         let sub = self.subs.swap_remove(i);
         self.effects.push_back(Effect::Sfu {
             sfu: sub.sfu,
             msg: ToSfu::Unsubscribe { sid: sub.sid },
         });
+        self.prune_served();
     }
 
     /// Leaves one room: the peer's streams there are unpublished (others
@@ -355,6 +366,7 @@ impl Node {
         {
             self.close_subscription(i);
         }
+        self.leave_remote_subs(uid, rid);
         if let Some(ridx) = self.rooms.iter().position(|r| &r.rid == rid) {
             self.rooms[ridx].members -= 1;
             if self.rooms[ridx].members == 0 {
@@ -384,6 +396,7 @@ impl Node {
         let s = self.streams.swap_remove(i);
         // The SFU closes the stream's subscriptions itself.
         self.subs.retain(|sub| &sub.mid != mid);
+        self.prune_served();
         if why == Removal::ByOwner {
             self.effects.push_back(Effect::Sfu {
                 sfu: s.sfu,
@@ -428,6 +441,10 @@ impl Node {
                 .pending
                 .iter()
                 .any(|p| matches!(&p.kind, PendingKind::Subscribe { sid: s, .. } if s == sid))
+            || self.cluster.as_deref().is_some_and(|c| {
+                c.replica.subs.iter().any(|s| &s.sid == sid)
+                    || c.replica.sub_calls.iter().any(|p| &p.sub.sid == sid)
+            })
     }
 
     /// The peers in `rid`, in the order they joined.
