@@ -36,7 +36,7 @@ const SCRIPTS: [(Script, &str); 7] = [
 ];
 
 /// The SHA-1s Redis gave the scripts on this connection.
-pub struct Scripts([String; 7]);
+pub struct Scripts([String; SCRIPTS.len()]);
 
 impl Scripts {
     /// Loads every script (`SCRIPT LOAD`, one round trip). A Redis that
@@ -52,7 +52,7 @@ impl Scripts {
             .query_async(con)
             .await
             .map_err(|e| format!("SCRIPT LOAD: {e}"))?;
-        let shas: [String; 7] = shas
+        let shas: [String; SCRIPTS.len()] = shas
             .try_into()
             .map_err(|_| "SCRIPT LOAD: wrong number of answers".to_string())?;
         Ok(Scripts(shas))

@@ -366,7 +366,7 @@ impl Node {
         if let Some(c) = self.cluster.as_deref_mut() {
             c.link = Link::Down { why: why.clone() };
         }
-        self.fail_cluster_calls(&why);
+        self.fail_joins(None, &why);
         self.fail_sub_calls(None, &why);
     }
 

@@ -331,7 +331,7 @@ impl Node {
         }
         self.expire_calls(now);
         self.expire_nodes(now);
-        self.expire_joins(now);
+        self.fail_joins(Some(now), "Redis did not answer in time");
         self.fail_sub_calls(Some(now), "the other node did not answer in time");
     }
 

@@ -131,50 +131,31 @@ impl Node {
     /// gave it, and the other nodes' members and streams come with the
     /// answer. If it went away meanwhile, Redis is told it left.
     fn joined(&mut self, _now: Now, j: PendingJoin, order: u32, room: RoomSnapshot) {
-        let asker = &j;
         let here = self
             .peers
             .iter()
-            .position(|p| p.conn == asker.conn && p.uid == asker.uid)
-            .filter(|&i| !self.peers[i].in_room(&asker.rid));
+            .position(|p| p.conn == j.conn && p.uid == j.uid)
+            .filter(|&i| !self.peers[i].in_room(&j.rid));
         let Some(pidx) = here else {
             self.cluster_op(ClusterOp::Leave(PeerRef {
-                rid: asker.rid.clone(),
-                uid: asker.uid.clone(),
+                rid: j.rid.clone(),
+                uid: j.uid.clone(),
                 bizid: self.bizid.clone(),
             }));
             return;
         };
         self.replace_room(room, true);
-        match self.enter_room(
-            asker.req,
-            pidx,
-            asker.rid.clone(),
-            j.may_publish,
-            Some(order),
-        ) {
-            Ok(text) => self.send(asker.conn, text),
+        match self.enter_room(j.req, pidx, j.rid.clone(), j.may_publish, Some(order)) {
+            Ok(text) => self.send(j.conn, text),
             Err(e) => {
                 self.cluster_op(ClusterOp::Leave(PeerRef {
-                    rid: asker.rid.clone(),
-                    uid: asker.uid.clone(),
+                    rid: j.rid.clone(),
+                    uid: j.uid.clone(),
                     bizid: self.bizid.clone(),
                 }));
-                self.drop_room_replica_if_unused(&asker.rid);
-                self.reply(asker.conn, asker.req, Err(e));
+                self.drop_room_replica_if_unused(&j.rid);
+                self.reply(j.conn, j.req, Err(e));
             }
-        }
-    }
-
-    /// Fails the joins waiting for Redis: the link is gone.
-    pub(super) fn fail_cluster_calls(&mut self, why: &str) {
-        let Some(c) = self.cluster.as_deref_mut() else {
-            return;
-        };
-        let joins: Vec<PendingJoin> = c.replica.joins.drain(..).collect();
-        for j in joins {
-            let err = RequestError::ClusterUnavailable(why.to_string());
-            self.reply(j.conn, j.req, Err(err));
         }
     }
 
@@ -184,19 +165,23 @@ impl Node {
         c.replica.joins.iter().map(|j| j.deadline).min()
     }
 
-    /// Fails the joins Redis did not answer in time. Each is undone with
-    /// a `Leave` queued behind it: operations are carried out in order, so
-    /// whenever the join is done, the leave follows.
-    pub(super) fn expire_joins(&mut self, now: Instant) {
+    /// Fails the joins waiting for Redis: all of them (`now` None: the
+    /// link is gone), or those whose time is up. Each is undone with a
+    /// `Leave` queued behind it: operations are carried out in order, so
+    /// whenever the join is done, the leave follows (with the link down
+    /// there is nothing to undo, and `cluster_op` sends nothing).
+    pub(super) fn fail_joins(&mut self, now: Option<Instant>, why: &str) {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
         let mut due = Vec::new();
-        while let Some(i) = c.replica.joins.iter().position(|j| j.deadline <= now) {
+        while let Some(i) =
+            (c.replica.joins.iter()).position(|j| now.is_none_or(|now| j.deadline <= now))
+        {
             due.push(c.replica.joins.swap_remove(i));
         }
         for j in due {
-            let err = RequestError::ClusterUnavailable("Redis did not answer in time".into());
+            let err = RequestError::ClusterUnavailable(why.to_string());
             self.reply(j.conn, j.req, Err(err));
             self.cluster_op(ClusterOp::Leave(PeerRef {
                 rid: j.rid,

@@ -267,6 +267,24 @@ impl Node {
         });
     }
 
+    /// Peer `uid`'s subscription `sid` to `mid` in `rid` on another node:
+    /// its index, NotOwner if it is another peer's, None if there is none
+    /// (the same checks as for a subscription here).
+    fn own_remote_sub(
+        &self,
+        uid: &PeerId,
+        rid: &RoomId,
+        mid: &Mid,
+        sid: &Sid,
+    ) -> Option<Result<usize, RequestError>> {
+        let subs = &self.cluster.as_deref()?.replica.subs;
+        let i = (subs.iter()).position(|s| &s.sid == sid && &s.mid == mid && &s.rid == rid)?;
+        Some(match &subs[i].uid == uid {
+            true => Ok(i),
+            false => Err(RequestError::NotOwner),
+        })
+    }
+
     /// `unsubscribe` of a subscription on another node (None: not one).
     pub(super) fn unsubscribe_remote(
         &mut self,
@@ -275,16 +293,11 @@ impl Node {
         mid: &Mid,
         sid: &Sid,
     ) -> Option<Reply> {
-        let c = self.cluster.as_deref_mut()?;
-        let i = c
-            .replica
-            .subs
-            .iter()
-            .position(|s| &s.sid == sid && &s.mid == mid && &s.rid == rid)?;
-        if &c.replica.subs[i].uid != uid {
-            return Some(Err(RequestError::NotOwner));
-        }
-        let sub = c.replica.subs.swap_remove(i);
+        let i = match self.own_remote_sub(uid, rid, mid, sid)? {
+            Ok(i) => i,
+            Err(e) => return Some(Err(e)),
+        };
+        let sub = self.cluster.as_deref_mut()?.replica.subs.swap_remove(i);
         self.tell_unsubscribe(&sub);
         Some(Ok(Outcome::Ok))
     }
@@ -298,21 +311,16 @@ impl Node {
         sid: &Sid,
         layer: Option<LayerPin>,
     ) -> Option<Reply> {
-        let c = self.cluster.as_deref()?;
-        let sub = c
-            .replica
-            .subs
-            .iter()
-            .find(|s| &s.sid == sid && &s.mid == mid && &s.rid == rid)?;
-        if &sub.uid != uid {
-            return Some(Err(RequestError::NotOwner));
-        }
+        let i = match self.own_remote_sub(uid, rid, mid, sid)? {
+            Ok(i) => i,
+            Err(e) => return Some(Err(e)),
+        };
+        let to = self.cluster.as_deref()?.replica.subs[i].bizid.clone();
         let msg = NodeMsg::Pin {
             from: self.bizid.clone(),
             sid: sid.clone(),
             layer,
         };
-        let to = sub.bizid.clone();
         self.cluster_op(ClusterOp::Send { to, msg });
         Some(Ok(Outcome::Ok))
     }
