@@ -152,6 +152,10 @@ pub const CLUSTER_OPS_BATCH: usize = 64;
 /// Pub/sub messages queued from Redis at most; past it the node has fallen
 /// behind, drops the link, and resynchronises when it makes it again.
 pub const CLUSTER_PUSH_QUEUE: usize = 1024;
+/// Streams of other boards one node's SFUs pull at once (relays), each on
+/// a UDP port of its own: past it a subscription to another board's
+/// stream is refused with 503.
+pub const MAX_RELAYS: usize = 32;
 
 // The SFU's forwarding loop and media handling. Compile-time only: each
 // is a trade-off measured in the SFU (see README, Capacity), not a knob an

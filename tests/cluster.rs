@@ -399,8 +399,13 @@ fn a_redis_outage_keeps_local_calls_and_reconciles_the_rooms() {
     );
 }
 
+/// What `s`'s first SFU has forwarded so far, in packets.
+fn forwarded(s: &Server) -> u64 {
+    metric(s.http, "wren_forwarded_packets_total").unwrap_or(0)
+}
+
 #[test]
-fn a_peer_subscribes_to_a_stream_published_on_another_node() {
+fn a_stream_of_another_board_is_relayed_once_to_all_its_subscribers() {
     let redis = Redis::start();
     let url = redis.url();
     let a = node(&url, "sub-a");
@@ -408,54 +413,106 @@ fn a_peer_subscribes_to_a_stream_published_on_another_node() {
     assert!(wait_peers(&[&a, &b], 1));
     let (mut alice, _) = joined(&a, "alice", "r");
     let (mut bob, _) = joined(&b, "bob", "r");
+    let (mut carol, _) = joined(&b, "carol", "r");
+    let (mut dan, _) = joined(&b, "dan", "r");
     let (mut publisher, answer) = publish(&mut alice, "r", Peer::publisher());
-    assert_eq!(bob.note_named("stream-add")["mid"], answer["mid"]);
-
-    // Bob's answer comes from a's SFU: media flows between the boards.
-    let mut subscriber = Peer::subscriber();
+    let mid = &answer["mid"];
+    assert_eq!(bob.note_named("stream-add")["mid"], *mid);
     let unknown = bob.request(
         "subscribe",
-        subscribe_data("r", &json!("nobody#000001"), &subscriber),
+        subscribe_data("r", &json!("nobody#000001"), &Peer::subscriber()),
     );
     assert_eq!(unknown["errorCode"], 404, "{unknown}");
-    let sub = bob.ok(
-        "subscribe",
-        subscribe_data("r", &answer["mid"], &subscriber),
-    );
-    subscriber.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
-    let flowing = run_until(&mut [&mut publisher, &mut subscriber], WAIT, |p| {
-        p[1].received[0] > 10 && p[1].received[1] > 10
+
+    // Three subscribers on b, each answered by b's own SFU: b pulls the
+    // stream from a once and serves all three.
+    let mut subs = Vec::new();
+    let mut sids = Vec::new();
+    for client in [&mut bob, &mut carol, &mut dan] {
+        let mut peer = Peer::subscriber();
+        let sub = client.ok("subscribe", subscribe_data("r", mid, &peer));
+        peer.accept_answer(sub["jsep"]["sdp"].as_str().unwrap());
+        sids.push(sub["sid"].clone());
+        subs.push(peer);
+    }
+    let [s0, s1, s2] = &mut subs[..] else {
+        unreachable!()
+    };
+    let flowing = run_until(&mut [&mut publisher, s0, s1, s2], WAIT, |p| {
+        p[1..]
+            .iter()
+            .all(|s| s.received[0] > 10 && s.received[1] > 10)
     });
-    assert!(flowing, "no media across nodes: {:?}", subscriber.received);
-    assert_eq!(metric(a.http, "wren_subscriptions"), Some(1), "a serves it");
-    assert_eq!(metric(b.http, "wren_subscriptions"), Some(0));
+    assert!(
+        flowing,
+        "no media through the relay: {:?} {:?} {:?}",
+        s0.received, s1.received, s2.received
+    );
+    // a's SFU sends the stream once: one subscription (b's relay) and two
+    // sessions (the publisher and the relay's).
+    assert_eq!(metric(a.http, "wren_subscriptions"), Some(1));
     assert_eq!(metric(a.http, "wren_cluster_served_subscriptions"), Some(1));
-    assert_eq!(metric(b.http, "wren_cluster_remote_subscriptions"), Some(1));
-
-    // Its sid works for `layer` and `unsubscribe` through b; then media
-    // stops and a's SFU has dropped the session.
-    let sid = &sub["sid"];
-    let mid = &answer["mid"];
-    bob.ok(
-        "layer",
-        json!({"rid": "r", "mid": mid, "sid": sid, "layer": "low"}),
+    // (The SFU reports its sessions once a second.)
+    let sessions = || metric(a.http, "wren_sfu_sessions");
+    assert!(
+        wait_until(WAIT, || sessions() == Some(2)),
+        "{:?}",
+        sessions()
     );
-    let stranger = alice.request("unsubscribe", json!({"rid": "r", "mid": mid, "sid": sid}));
-    assert_eq!(
-        stranger["errorCode"], 403,
-        "a's peers do not own it: {stranger}"
+    assert_eq!(metric(b.http, "wren_cluster_relays"), Some(1));
+    assert_eq!(metric(b.http, "wren_subscriptions"), Some(3));
+    // What each board's SFU forwards, over the same second: b three times
+    // what a does (printed; the counts above are what is asserted).
+    let (fa, fb) = (forwarded(&a), forwarded(&b));
+    run_until(
+        &mut [&mut publisher, s0, s1, s2],
+        Duration::from_secs(2),
+        |_| false,
     );
-    bob.ok("unsubscribe", json!({"rid": "r", "mid": mid, "sid": sid}));
-    assert_media_stops(&mut publisher, &mut subscriber, "unsubscribed across nodes");
-    assert!(wait_until(WAIT, || metric(a.http, "wren_subscriptions") == Some(0)));
+    println!(
+        "forwarded over 2 s: a {} packets, b {}",
+        forwarded(&a) - fa,
+        forwarded(&b) - fb
+    );
 
-    // A subscriber that leaves the room ends its subscription on a too.
-    let mut second = subscribe(&mut bob, "r", mid);
-    assert!(run_until(&mut [&mut publisher, &mut second], WAIT, |p| p
-        [1]
-    .received[1]
+    // The sids are b's: `layer` and `unsubscribe` work there; a knows
+    // nothing of them.
+    let ids = |i: usize| json!({"rid": "r", "mid": mid, "sid": sids[i]});
+    let mut pin = ids(0);
+    pin["layer"] = json!("low");
+    bob.ok("layer", pin);
+    assert_eq!(alice.err("unsubscribe", ids(0)), 404);
+    bob.ok("unsubscribe", ids(0));
+    assert_media_stops(&mut publisher, s0, "unsubscribed");
+    // The relay stays while carol and dan watch.
+    let before = (s1.received[1], s2.received[1]);
+    assert!(run_until(&mut [&mut publisher, s1, s2], WAIT, |p| {
+        p[1].received[1] > before.0 + 10 && p[2].received[1] > before.1 + 10
+    }));
+    assert_eq!(metric(b.http, "wren_cluster_relays"), Some(1));
+
+    // When the last subscriber here goes (one unsubscribes, one leaves the
+    // room), the relay ends on both boards.
+    carol.ok("unsubscribe", ids(1));
+    dan.ok("leave", json!({"rid": "r"}));
+    assert_media_stops(&mut publisher, s2, "the last subscriber left");
+    assert!(wait_until(WAIT, || {
+        metric(b.http, "wren_cluster_relays") == Some(0)
+            && metric(a.http, "wren_cluster_served_subscriptions") == Some(0)
+            && metric(a.http, "wren_subscriptions") == Some(0)
+    }));
+
+    // A new subscriber makes a new relay; when the publisher leaves, the
+    // stream's end reaches b and takes the relay along.
+    let mut again = subscribe(&mut carol, "r", mid);
+    assert!(run_until(&mut [&mut publisher, &mut again], WAIT, |p| p[1]
+        .received[1]
         > 10));
-    bob.ok("leave", json!({"rid": "r"}));
-    assert_media_stops(&mut publisher, &mut second, "the subscriber left");
-    assert!(wait_until(WAIT, || metric(a.http, "wren_subscriptions") == Some(0)));
+    assert_eq!(metric(b.http, "wren_cluster_relays"), Some(1));
+    alice.ok("leave", json!({"rid": "r"}));
+    assert_eq!(carol.note_named("stream-remove")["mid"], *mid);
+    assert!(wait_until(WAIT, || {
+        metric(b.http, "wren_cluster_relays") == Some(0)
+            && metric(b.http, "wren_subscriptions") == Some(0)
+    }));
 }

@@ -63,6 +63,29 @@ pub enum ToSfu {
         /// The subscriber's SDP offer, as the client sent it.
         offer: String,
     },
+    /// Pull stream `mid` from another board's SFU (a relay): this SFU
+    /// makes the offer, as a full-ICE client receiving audio and/or video
+    /// on a UDP port of its own; the relay is then a local publisher of
+    /// `mid`. The `answer` settles the call with the offer, for the other
+    /// board's SFU; `Unpublish` ends the relay.
+    RelayOffer {
+        /// Echoed by the `answer` (carrying the offer) or `failed`.
+        call: CallId,
+        /// The stream, as the other board knows it.
+        mid: Mid,
+        /// Whether to receive audio.
+        audio: bool,
+        /// Whether to receive video.
+        video: bool,
+    },
+    /// The other board's answer to a relay's offer. If it cannot be used,
+    /// the relay ends with `stream-closed`.
+    RelayAnswer {
+        /// The relayed stream.
+        mid: Mid,
+        /// The other board's SDP answer.
+        answer: String,
+    },
     /// Stop a stream and every subscription to it.
     Unpublish {
         /// The stream to stop.

@@ -23,7 +23,9 @@ use str0m::{Rtc, RtcConfig};
 /// not pay.
 pub fn rtc_config(offer: &str, link: Link, cert: &DtlsCert, rtx_cache_packets: usize) -> RtcConfig {
     let mut config = Rtc::builder()
-        .set_ice_lite(true)
+        // A relay calls another board's SFU, which is ICE-lite: it must
+        // run full ICE itself (and so be the controlling side).
+        .set_ice_lite(link != Link::Relay)
         .set_rtp_mode(true)
         .set_send_buffer_video(rtx_cache_packets)
         .clear_codecs()
@@ -63,6 +65,9 @@ pub enum Link {
     Estimated,
     /// A subscriber's with no estimate: no transport-wide numbering.
     Plain,
+    /// A relay's (this SFU receives another board's stream as a client of
+    /// that board's SFU): a publisher's, with full ICE.
+    Relay,
 }
 
 /// The video codecs we forward (VP8, VP9, H.264), in the order the offer's

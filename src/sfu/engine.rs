@@ -16,7 +16,7 @@ use super::codec::{rtc_config, Link};
 use super::deadlines::Deadlines;
 use super::fasthash::FastMap;
 use super::keyframe::Ask;
-use super::session::{Happening, Role, Session, SessionId};
+use super::session::{Happening, RelayLeg, Role, Session, SessionId};
 use super::temporal::{remb_budget, StepUp};
 use super::track::{Media, Slot};
 use crate::ids::{Mid, Sid};
@@ -29,9 +29,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::bwe::Bitrate;
-use str0m::change::SdpOffer;
+use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid as TrackMid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid as TrackMid, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::RtpPacket;
 use str0m::{Candidate, Input, Rtc};
@@ -51,6 +51,10 @@ pub struct Sfu {
     by_addr: FastMap<SocketAddr, SessionId>,
     publishers: HashMap<Mid, SessionId>,
     subscribers: HashMap<Sid, SessionId>,
+    /// Relays, by the address of their own UDP port.
+    relays: FastMap<SocketAddr, SessionId>,
+    /// Relays' ports no longer used, for the shell to close.
+    released: Vec<SocketAddr>,
     next_id: u64,
     /// When each session next needs `handle_timeout`.
     deadlines: Deadlines<SessionId>,
@@ -88,6 +92,8 @@ impl Sfu {
             by_addr: FastMap::default(),
             publishers: HashMap::new(),
             subscribers: HashMap::new(),
+            relays: FastMap::default(),
+            released: Vec::new(),
             next_id: 1,
             deadlines: Deadlines::default(),
             queue: VecDeque::new(),
@@ -118,6 +124,11 @@ impl Sfu {
     /// subscription that closed), in order.
     pub fn poll_event(&mut self) -> Option<FromSfu> {
         self.events.pop_front()
+    }
+
+    /// A relay's port that is no longer used: the shell closes it.
+    pub fn poll_released(&mut self) -> Option<SocketAddr> {
+        self.released.pop()
     }
 
     /// The earliest time any session needs `handle_timeout`.
@@ -173,6 +184,98 @@ impl Sfu {
         }
         self.subscribers.insert(sid, id);
         Ok(answer)
+    }
+
+    /// Starts pulling stream `mid` from another board's SFU: a relay, a
+    /// full-ICE client on its own UDP port (`local`, bound by the shell),
+    /// receiving what `audio` and `video` say. Returns its offer, for the
+    /// other board; `relay_answer` completes it. Until it connects the
+    /// relay is a publisher of `mid` like any other: subscribers may come.
+    pub fn relay_offer(
+        &mut self,
+        now: Instant,
+        mid: Mid,
+        (audio, video): (bool, bool),
+        local: SocketAddr,
+    ) -> Result<String, SfuError> {
+        if self.publishers.contains_key(&mid) || self.relays.contains_key(&local) {
+            return Err(SfuError::Duplicate);
+        }
+        if self.sessions.len() >= self.sfu_sessions {
+            return Err(SfuError::Full);
+        }
+        if !(audio || video) {
+            return Err(SfuError::BadOffer("a relay of nothing".into()));
+        }
+        let candidate = Candidate::host(local, "udp")
+            .map_err(|e| SfuError::Internal(format!("relay port {local}: {e}")))?;
+        let mut rtc = rtc_config("", Link::Relay, &self.cert, self.rtx_cache_packets).build(now);
+        rtc.add_local_candidate(candidate);
+        let mut api = rtc.sdp_api();
+        let mut tracks = Vec::with_capacity(2);
+        for (wanted, kind) in [(audio, MediaKind::Audio), (video, MediaKind::Video)] {
+            if wanted {
+                let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
+                tracks.push((mid, kind));
+            }
+        }
+        let (offer, pending) = api
+            .apply()
+            .ok_or_else(|| SfuError::Internal("no relay offer".into()))?;
+        let mut role = Role::publisher(mid.clone(), false);
+        if let Role::Publisher(p) = &mut role {
+            p.relay = Some(RelayLeg {
+                local,
+                offer: Some(pending),
+            });
+        }
+        let mut session = Box::new(Session::new(rtc, role, now));
+        for (track, kind) in tracks {
+            session.add_track(track, kind, &[]);
+        }
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        self.sessions.insert(id, session);
+        self.publishers.insert(mid, id);
+        self.relays.insert(local, id);
+        self.mark(id);
+        self.propagate(now);
+        Ok(offer.to_sdp_string())
+    }
+
+    /// The other board's answer to relay `mid`'s offer. One that cannot be
+    /// used ends the relay (reported as its stream closing).
+    pub fn relay_answer(&mut self, now: Instant, mid: &Mid, answer: &str) {
+        let Some(&id) = self.publishers.get(mid) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let pending = match &mut s.role {
+            Role::Publisher(p) => p.relay.as_mut().and_then(|r| r.offer.take()),
+            Role::Subscriber(_) => None,
+        };
+        let Some(pending) = pending else {
+            log::debug!("stream {mid}: an answer, but no relay offer waits for one");
+            return;
+        };
+        let accepted = SdpAnswer::from_sdp_string(answer)
+            .map_err(|e| e.to_string())
+            .and_then(|a| (s.rtc.sdp_api().accept_answer(pending, a)).map_err(|e| e.to_string()));
+        match accepted {
+            Ok(()) => self.mark(id),
+            Err(e) => {
+                log::warn!("relay of {mid}: unusable answer: {e}");
+                self.remove(id, true);
+            }
+        }
+        self.propagate(now);
+    }
+
+    /// Relays pulling from other boards now.
+    pub fn relays(&self) -> usize {
+        self.relays.len()
     }
 
     /// Stops a stream and every subscription to it.
@@ -291,6 +394,36 @@ impl Sfu {
         if let Some(s) = self.sessions.get_mut(&id) {
             if let Err(e) = s.rtc.handle_input(input) {
                 log::debug!("session {id:?}: input rejected: {e}");
+                s.rtc.disconnect();
+            }
+            self.drain(id);
+        }
+        self.propagate(now);
+    }
+
+    /// A datagram arrived on relay port `local` from `source`: it can only
+    /// be for that relay (its port is its alone).
+    pub fn handle_relay_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        source: SocketAddr,
+        data: &[u8],
+    ) {
+        let Some(&id) = self.relays.get(&local) else {
+            return;
+        };
+        let Ok(input) = Receive::new(Protocol::Udp, source, local, data) else {
+            return;
+        };
+        let input = Input::Receive(now, input);
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if !s.rtc.accepts(&input) {
+                log::trace!("relay port {local}: a stranger's datagram from {source}");
+                return;
+            }
+            if let Err(e) = s.rtc.handle_input(input) {
+                log::debug!("relay {id:?}: input rejected: {e}");
                 s.rtc.disconnect();
             }
             self.drain(id);
@@ -892,6 +1025,10 @@ impl Sfu {
             Role::Publisher(p) => {
                 log::info!("stream {} closed", p.mid);
                 self.publishers.remove(&p.mid);
+                if let Some(relay) = p.relay {
+                    self.relays.remove(&relay.local);
+                    self.released.push(relay.local);
+                }
                 for sub in p.subscribers {
                     // The signaling node removes subscriptions of a closed
                     // stream itself: no report per subscriber.
@@ -958,7 +1095,6 @@ fn ask_keyframe(rtc: &mut Rtc, mid: TrackMid, rid: Option<Rid>) {
 mod tests {
     use super::*;
     use crate::ids::PeerId;
-    use str0m::media::Direction;
 
     /// An audio + video offer as a str0m peer makes it.
     fn offer(now: Instant, dir: Direction) -> String {
@@ -1002,5 +1138,58 @@ mod tests {
             answer.contains("urn:ietf:params:rtp-hdrext:sdes:mid"),
             "{answer}"
         );
+    }
+
+    #[test]
+    fn a_relay_calls_another_sfu_with_full_ice_and_gives_its_port_back() {
+        let now = Instant::now();
+        let limits = Limits {
+            sfu_sessions: 8,
+            ..Limits::default()
+        };
+        let mut here = Sfu::new("127.0.0.1:40000".parse().unwrap(), &limits).unwrap();
+        let mut there = Sfu::new("127.0.0.1:41000".parse().unwrap(), &limits).unwrap();
+        let uid = PeerId::parse("alice").unwrap();
+        let mid = Mid::random(&uid);
+        there
+            .publish(now, mid.clone(), &offer(now, Direction::SendOnly))
+            .unwrap();
+
+        let port = "127.0.0.1:40001".parse().unwrap();
+        let relay = here
+            .relay_offer(now, mid.clone(), (true, true), port)
+            .unwrap();
+        assert!(!relay.contains("a=ice-lite"), "{relay}");
+        assert!(
+            relay.contains("m=audio") && relay.contains("m=video"),
+            "{relay}"
+        );
+        assert!(
+            relay.contains("a=recvonly") && relay.contains(" 40001 typ host"),
+            "{relay}"
+        );
+        let other = "127.0.0.1:40002".parse().unwrap();
+        let again = here.relay_offer(now, mid.clone(), (true, true), other);
+        assert_eq!(again, Err(SfuError::Duplicate));
+        let nothing = here.relay_offer(now, Mid::random(&uid), (false, false), other);
+        assert!(matches!(nothing, Err(SfuError::BadOffer(_))));
+
+        // The publisher's SFU answers it as any subscriber's offer, and
+        // the answer completes it.
+        let answer = there
+            .subscribe(now, Sid::random(&uid), &mid, &relay)
+            .unwrap();
+        here.relay_answer(now, &mid, &answer);
+        assert_eq!(here.poll_event(), None);
+        assert_eq!(here.relays(), 1);
+        here.unpublish(&mid);
+        assert_eq!((here.relays(), here.poll_released()), (0, Some(port)));
+
+        // An answer it cannot use ends it: reported as its stream closing.
+        here.relay_offer(now, mid.clone(), (false, true), port)
+            .unwrap();
+        here.relay_answer(now, &mid, "v=0 nonsense");
+        assert_eq!(here.poll_event(), Some(FromSfu::StreamClosed { mid }));
+        assert_eq!((here.relays(), here.poll_released()), (0, Some(port)));
     }
 }

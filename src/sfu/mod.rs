@@ -38,7 +38,7 @@ mod temporal;
 mod track;
 
 use crate::ids::NodeId;
-use crate::ipc::{FromSfu, ToSfu};
+use crate::ipc::{FromSfu, SfuError, ToSfu};
 use crate::limits::Limits;
 use async_signal::{Signal, Signals};
 use engine::Sfu;
@@ -115,7 +115,7 @@ pub(crate) fn run(cfg: SfuConfig) -> io::Result<()> {
         cfg.socket.display()
     );
     crate::notify::notify("READY=1");
-    let result = shell::Shell::new(sfu, udp, listener, cfg.sfuid.clone()).run(&signals);
+    let result = shell::Shell::new(sfu, udp, local, listener, cfg.sfuid.clone()).run(&signals);
     // Sessions end with the process; the control socket must not linger.
     let _ = std::fs::remove_file(&cfg.socket);
     result
@@ -182,5 +182,14 @@ pub(crate) fn handle_control(sfu: &mut Sfu, now: Instant, msg: ToSfu) -> Option<
             sfu.pin_layer(now, &sid, layer);
             None
         }
+        ToSfu::RelayAnswer { mid, answer } => {
+            sfu.relay_answer(now, &mid, &answer);
+            None
+        }
+        // Needs a port of its own: the shell binds one first.
+        ToSfu::RelayOffer { call, .. } => Some(FromSfu::Failed {
+            call,
+            error: SfuError::Internal("a relay needs the shell".into()),
+        }),
     }
 }

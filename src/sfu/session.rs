@@ -6,8 +6,10 @@ use super::track::{DownTrack, UpTrack};
 use crate::ids::{Mid, Sid};
 use crate::limits::MAX_SSRCS_PER_PUBLISHER;
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Instant;
 use str0m::bwe::BweKind;
+use str0m::change::SdpPendingOffer;
 use str0m::media::{MediaKind, Mid as TrackMid, Rid};
 use str0m::net::Transmit;
 use str0m::rtp::{RtpPacket, Ssrc};
@@ -29,6 +31,25 @@ pub struct Publisher {
     /// When its subscribers' layers are next chosen again.
     pub next_allocation: Option<Instant>,
     pub cap: Cap,
+    /// Set for a relay: another board's stream this SFU pulls.
+    pub relay: Option<RelayLeg>,
+}
+
+/// A relay's side of its call to another board's SFU.
+pub struct RelayLeg {
+    /// Its own UDP port's address (its ICE candidate).
+    pub local: SocketAddr,
+    /// Its offer, until the other board's answer comes.
+    pub offer: Option<SdpPendingOffer>,
+}
+
+impl std::fmt::Debug for RelayLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayLeg")
+            .field("local", &self.local)
+            .field("answered", &self.offer.is_none())
+            .finish()
+    }
 }
 
 /// The most a publisher is told to send (REMB): what its best-served
@@ -96,6 +117,7 @@ impl Role {
             ssrcs: Vec::new(),
             next_allocation: None,
             cap: Cap::default(),
+            relay: None,
         })
     }
 
@@ -256,7 +278,10 @@ impl Session {
         }
     }
 
-    fn add_track(&mut self, mid: TrackMid, kind: MediaKind, rids: &[Rid]) {
+    /// A media line of its own: a browser's, once str0m says it was
+    /// added; a relay's, when it makes its offer (str0m tells an offerer
+    /// nothing of the lines it added itself).
+    pub fn add_track(&mut self, mid: TrackMid, kind: MediaKind, rids: &[Rid]) {
         match &mut self.role {
             Role::Publisher(p) => {
                 let t = UpTrack::new(&p.tracks, mid, kind, rids);

@@ -13,16 +13,17 @@
 use super::batch;
 use super::engine::Sfu;
 use super::handle_control;
-use crate::ids::NodeId;
-use crate::ipc::{self, FrameReader, FromSfu, ToSfu};
+use crate::ids::{Mid, NodeId};
+use crate::ipc::{self, CallId, FrameReader, FromSfu, SfuError, ToSfu};
 use crate::limits::{
-    MAX_DATAGRAM_BYTES, SFU_CONTROL_QUEUE, SFU_RECV_BURST, SFU_SEND_BATCH, SFU_STATS_INTERVAL,
+    MAX_DATAGRAM_BYTES, MAX_RELAYS, SFU_CONTROL_QUEUE, SFU_RECV_BURST, SFU_SEND_BATCH,
+    SFU_STATS_INTERVAL,
 };
 use async_signal::Signals;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, UdpSocket};
+use std::net::{Shutdown, SocketAddr, UdpSocket};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 use str0m::net::Transmit;
@@ -98,9 +99,32 @@ impl Control {
     }
 }
 
+/// A relay's own UDP port: it calls another board's SFU from there.
+struct RelayPort {
+    /// Its advertised address (the media address, its port), as the
+    /// engine knows it.
+    local: SocketAddr,
+    udp: UdpSocket,
+}
+
+impl RelayPort {
+    /// A port on the media address (or, behind 1:1 NAT, the wildcard
+    /// address), chosen by the kernel.
+    fn bind(media: SocketAddr) -> io::Result<RelayPort> {
+        let udp = UdpSocket::bind(SocketAddr::new(media.ip(), 0))
+            .or_else(|_| UdpSocket::bind(SocketAddr::new(super::unspecified(media.ip()), 0)))?;
+        udp.set_nonblocking(true)?;
+        let local = SocketAddr::new(media.ip(), udp.local_addr()?.port());
+        Ok(RelayPort { local, udp })
+    }
+}
+
 pub struct Shell {
     sfu: Sfu,
     udp: UdpSocket,
+    /// The media port's advertised address.
+    media: SocketAddr,
+    relays: heapless::Vec<RelayPort, MAX_RELAYS>,
     listener: UnixListener,
     sfuid: NodeId,
     control: Option<Control>,
@@ -110,10 +134,18 @@ pub struct Shell {
 }
 
 impl Shell {
-    pub fn new(sfu: Sfu, udp: UdpSocket, listener: UnixListener, sfuid: NodeId) -> Shell {
+    pub fn new(
+        sfu: Sfu,
+        udp: UdpSocket,
+        media: SocketAddr,
+        listener: UnixListener,
+        sfuid: NodeId,
+    ) -> Shell {
         Shell {
             sfu,
             udp,
+            media,
+            relays: heapless::Vec::new(),
             listener,
             sfuid,
             control: None,
@@ -160,10 +192,17 @@ impl Shell {
                     self.send_media()?;
                 }
             }
+            for i in ready.relays {
+                self.read_relay(now, i);
+                self.send_media()?;
+            }
             if now >= deadline {
                 self.sfu.handle_timeout(now);
             }
             self.send_media()?;
+            while let Some(local) = self.sfu.poll_released() {
+                self.relays.retain(|r| r.local != local);
+            }
             if now >= next_stats {
                 next_stats = now + SFU_STATS_INTERVAL;
                 let stats = FromSfu::Stats(self.sfu.stats());
@@ -198,26 +237,38 @@ impl Shell {
             PollFd::new(&c.stream, flags)
         });
         let has_control = control.is_some();
-        let mut fds = [
+        let mut fds: heapless::Vec<PollFd<'_>, { 4 + MAX_RELAYS }> = heapless::Vec::new();
+        let fixed = [
             PollFd::new(&self.udp, PollFlags::IN),
             PollFd::new(&self.listener, PollFlags::IN),
             PollFd::new(signals, PollFlags::IN),
             // Without a control connection the slot is left out of the call.
             control.unwrap_or_else(|| PollFd::new(&self.udp, PollFlags::empty())),
         ];
-        let n = if has_control { 4 } else { 3 };
-        let result = poll(&mut fds[..n], Some(&timeout));
+        // Room for all: the fixed four and at most MAX_RELAYS relays.
+        for fd in fixed.into_iter().take(if has_control { 4 } else { 3 }) {
+            let _ = fds.push(fd);
+        }
+        for r in &self.relays {
+            let _ = fds.push(PollFd::new(&r.udp, PollFlags::IN));
+        }
+        let result = poll(&mut fds, Some(&timeout));
         match result {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => return Ok(Ready::default()),
             Err(e) => return Err(e.into()),
         }
         let any = |f: &PollFd| !f.revents().is_empty();
+        let first_relay = if has_control { 4 } else { 3 };
         Ok(Ready {
             udp: any(&fds[0]),
             listener: any(&fds[1]),
             stop: any(&fds[2]),
             control: has_control && any(&fds[3]),
+            relays: (fds[first_relay..].iter().enumerate())
+                .filter(|(_, f)| any(f))
+                .map(|(i, _)| i)
+                .collect(),
         })
     }
 
@@ -253,7 +304,22 @@ impl Shell {
         let result = c.read(&mut self.buf, &mut self.msgs);
         // Messages that came whole before an end or error still count.
         for msg in self.msgs.drain(..) {
-            if let Some(reply) = handle_control(&mut self.sfu, now, msg) {
+            let reply = match msg {
+                ToSfu::RelayOffer {
+                    call,
+                    mid,
+                    audio,
+                    video,
+                } => Some(relay_offer(
+                    &mut self.sfu,
+                    &mut self.relays,
+                    self.media,
+                    now,
+                    (call, mid, audio, video),
+                )),
+                msg => handle_control(&mut self.sfu, now, msg),
+            };
+            if let Some(reply) = reply {
                 c.send(&reply);
             }
         }
@@ -263,6 +329,21 @@ impl Shell {
                 self.drop_control("signaling node gone")
             }
             Err(e) => self.drop_control(&format!("control connection: {e}")),
+        }
+    }
+
+    /// Every datagram waiting on relay port `i`, up to a burst.
+    fn read_relay(&mut self, now: Instant, i: usize) {
+        let Some(r) = self.relays.get(i) else {
+            return;
+        };
+        for _ in 0..SFU_RECV_BURST {
+            match r.udp.recv_from(&mut self.buf) {
+                Ok((n, src)) => self
+                    .sfu
+                    .handle_relay_datagram(now, r.local, src, &self.buf[..n]),
+                Err(_) => break,
+            }
         }
     }
 
@@ -283,6 +364,14 @@ impl Shell {
         loop {
             while self.outgoing.len() < SFU_SEND_BATCH {
                 match self.sfu.poll_transmit() {
+                    // A relay's: its feedback and ICE checks, a trickle.
+                    Some(t) if t.source != self.media => {
+                        if let Some(r) = self.relays.iter().find(|r| r.local == t.source) {
+                            if let Err(e) = r.udp.send_to(&t.contents, t.destination) {
+                                log::debug!("relay send to {} failed: {e}", t.destination);
+                            }
+                        }
+                    }
                     Some(t) => self.outgoing.push(t),
                     None => break,
                 }
@@ -315,6 +404,37 @@ impl Shell {
     }
 }
 
+/// Starts a relay on a port of its own; the reply carries its offer.
+fn relay_offer(
+    sfu: &mut Sfu,
+    relays: &mut heapless::Vec<RelayPort, MAX_RELAYS>,
+    media: SocketAddr,
+    now: Instant,
+    (call, mid, audio, video): (CallId, Mid, bool, bool),
+) -> FromSfu {
+    if relays.is_full() {
+        return FromSfu::Failed {
+            call,
+            error: SfuError::Full,
+        };
+    }
+    let port = match RelayPort::bind(media) {
+        Ok(p) => p,
+        Err(e) => {
+            let error = SfuError::Internal(format!("no port for a relay: {e}"));
+            return FromSfu::Failed { call, error };
+        }
+    };
+    match sfu.relay_offer(now, mid, (audio, video), port.local) {
+        Ok(sdp) => {
+            // Not full: checked above.
+            let _ = relays.push(port);
+            FromSfu::Answer { call, sdp }
+        }
+        Err(error) => FromSfu::Failed { call, error },
+    }
+}
+
 /// What `poll` found ready.
 #[derive(Debug, Default)]
 struct Ready {
@@ -322,4 +442,6 @@ struct Ready {
     listener: bool,
     control: bool,
     stop: bool,
+    /// Relay ports with datagrams waiting (indexes into `Shell::relays`).
+    relays: heapless::Vec<usize, MAX_RELAYS>,
 }

@@ -46,13 +46,13 @@ pub fn render(m: &Metrics, redis_rtt: Option<Duration>) -> String {
             c.remote_streams,
         );
         gauge(
-            "wren_cluster_remote_subscriptions",
-            "Subscriptions of peers here that other nodes' SFUs serve.",
-            c.remote_subscriptions,
+            "wren_cluster_relays",
+            "Streams of other nodes this node's SFUs pull (relays).",
+            c.relays,
         );
         gauge(
             "wren_cluster_served_subscriptions",
-            "Subscriptions this node's SFUs serve for other nodes' peers.",
+            "Subscriptions this node's SFUs serve for other nodes' relays.",
             c.served_subscriptions,
         );
         let rtt = redis_rtt.map_or(f64::NAN, |d| d.as_secs_f64());

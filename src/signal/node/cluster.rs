@@ -9,11 +9,11 @@
 //! from it for [`NODE_TIMEOUT`] while our own link was up; one that comes
 //! back with another `epoch` is a new process, and the old one is dead.
 
-use super::{ConnId, Node, Now};
+use super::{ConnId, Node, Now, SfuSlot};
 use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
-use crate::ipc::LayerPin;
 use crate::limits::{
-    MAX_CLUSTER_NODES, MAX_CONNECTIONS, MAX_PENDING_SFU_CALLS, MAX_STREAMS, MAX_SUBS, NODE_TIMEOUT,
+    MAX_CLUSTER_NODES, MAX_CONNECTIONS, MAX_PENDING_SFU_CALLS, MAX_RELAYS, MAX_STREAMS, MAX_SUBS,
+    NODE_TIMEOUT,
 };
 use crate::signal::protoo::{Minfo, RequestId};
 use serde::{Deserialize, Serialize};
@@ -73,33 +73,33 @@ pub struct StreamRef {
 }
 
 /// What one node asks of another, on the other's own channel
-/// (`wren:to:BIZID`): subscriptions of its peers to streams the other
-/// node's SFUs carry.
+/// (`wren:to:BIZID`): relays, its SFUs' subscriptions to streams the
+/// other node's SFUs carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "kebab-case")]
 pub enum NodeMsg {
-    /// A peer of another node subscribes (boxed: the largest by far).
+    /// A relay of another node subscribes (boxed: the largest by far).
     Subscribe(Box<SubscribeAsk>),
-    /// The SFU's answer to call `call`.
-    Answer { call: u64, sdp: String },
+    /// Node `from`'s SFU answered call `call`, as subscription `sid`.
+    Answer {
+        from: NodeId,
+        call: u64,
+        sid: Sid,
+        sdp: String,
+    },
     /// Call `call` failed: an error code and reason for the client.
     Refused {
         call: u64,
         code: u16,
         reason: String,
     },
-    /// The subscriber is done with `sid`.
+    /// The relay is done with `sid`.
     Unsubscribe { from: NodeId, sid: Sid },
-    /// The subscriber pins `sid`'s highest layer.
-    Pin {
-        from: NodeId,
-        sid: Sid,
-        layer: Option<LayerPin>,
-    },
 }
 
-/// Peer `uid` of node `from` subscribes to `mid` with `offer`, as `sid`
-/// (chosen by `from`, unique there); `call` numbers it at `from`.
+/// A relay of node `from` subscribes to `mid` with `offer`, as `sid`
+/// (chosen by `from`, unique there), for its peer `uid` (the first to
+/// want it); `call` numbers it at `from`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscribeAsk {
     pub from: NodeId,
@@ -262,26 +262,46 @@ pub(super) struct PendingJoin {
     pub(super) deadline: Instant,
 }
 
-/// A subscription of a peer here to a stream of another node's SFU.
-pub(super) struct RemoteSub {
-    pub(super) sid: Sid,
+/// A stream of another node that an SFU here pulls (see `relays`).
+pub(super) struct Relay {
     pub(super) mid: Mid,
     pub(super) rid: RoomId,
+    /// The peer here that first wanted it.
     pub(super) uid: PeerId,
-    /// The node whose SFU serves it.
+    /// The node whose SFU carries the stream.
     pub(super) bizid: NodeId,
+    /// The relay's subscription on that node.
+    pub(super) sid: Sid,
+    /// The SFU here that pulls it.
+    pub(super) sfu: SfuSlot,
+    pub(super) state: RelayState,
+    /// Subscriptions here waiting for it to be up (all relays' together
+    /// at most [`MAX_PENDING_SFU_CALLS`]).
+    pub(super) waiting: Vec<Waiter>,
 }
 
-/// A subscription to another node under way.
-pub(super) struct PendingRemoteSub {
-    pub(super) call: u64,
+/// Where a relay is in its setting up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RelayState {
+    /// The SFU here makes its offer (a pending SFU call).
+    Offering,
+    /// The publisher's node answers call `call` by `deadline`.
+    Asking { call: u64, deadline: Instant },
+    /// Answered: media flows, or is about to.
+    Up,
+}
+
+/// A subscription waiting for its relay: who asked, and what.
+pub(super) struct Waiter {
     pub(super) conn: ConnId,
     pub(super) req: RequestId,
-    pub(super) sub: RemoteSub,
-    pub(super) deadline: Instant,
+    pub(super) uid: PeerId,
+    pub(super) rid: RoomId,
+    pub(super) sid: Sid,
+    pub(super) offer: String,
 }
 
-/// A subscription on this node's SFU that another node's peer made.
+/// A subscription on this node's SFU that another node's relay made.
 pub(super) struct ServedSub {
     pub(super) sid: Sid,
     /// The subscriber's node.
@@ -296,10 +316,9 @@ pub(super) struct Replica {
     pub(super) members: Box<heapless::Vec<MemberRow, MAX_REMOTE_MEMBERS>>,
     pub(super) streams: Box<heapless::Vec<StreamEntry, MAX_STREAMS>>,
     pub(super) joins: heapless::Vec<PendingJoin, MAX_PENDING_SFU_CALLS>,
-    /// This node's peers' subscriptions on other nodes.
-    pub(super) subs: Box<heapless::Vec<RemoteSub, MAX_SUBS>>,
-    pub(super) sub_calls: heapless::Vec<PendingRemoteSub, MAX_PENDING_SFU_CALLS>,
-    /// Other nodes' peers' subscriptions on this node's SFUs.
+    /// Streams of other nodes this node's SFUs pull.
+    pub(super) relays: heapless::Vec<Relay, MAX_RELAYS>,
+    /// Other nodes' relays' subscriptions on this node's SFUs.
     pub(super) served: Box<heapless::Vec<ServedSub, MAX_SUBS>>,
 }
 
@@ -323,9 +342,9 @@ pub struct ClusterMetrics {
     pub remote_members: usize,
     /// Streams of this node's rooms published on other nodes.
     pub remote_streams: usize,
-    /// Subscriptions of peers here that other nodes' SFUs serve.
-    pub remote_subscriptions: usize,
-    /// Subscriptions this node's SFUs serve for other nodes' peers.
+    /// Streams of other nodes this node's SFUs pull (relays).
+    pub relays: usize,
+    /// Subscriptions this node's SFUs serve for other nodes' relays.
     pub served_subscriptions: usize,
 }
 
@@ -367,7 +386,7 @@ impl Node {
             c.link = Link::Down { why: why.clone() };
         }
         self.fail_joins(None, &why);
-        self.fail_sub_calls(None, &why);
+        self.fail_relay_calls(None, &why);
     }
 
     /// Something arrived on the cluster's event channel.
@@ -500,7 +519,7 @@ impl Node {
             nodes: c.nodes.len(),
             remote_members: c.replica.members.len(),
             remote_streams: c.replica.streams.len(),
-            remote_subscriptions: c.replica.subs.len(),
+            relays: c.replica.relays.len(),
             served_subscriptions: c.replica.served.len(),
         })
     }

@@ -18,15 +18,16 @@
 //! - [`cluster`]: the other signaling nodes, as heard through Redis;
 //! - [`remote`]: rooms that span nodes (the other nodes' members and
 //!   streams of this node's rooms);
-//! - [`remote_subs`]: subscriptions to streams of another node's SFU.
+//! - [`relays`]: streams of another node's SFU, pulled once by an SFU of
+//!   this node for all its subscribers (and the other side of it).
 //!
 //! They use each other one way only: `sfu_calls` and `responses` use
 //! `tables`, which uses `access` (`tests/layout.rs` checks).
 
 mod access;
 mod cluster;
+mod relays;
 mod remote;
-mod remote_subs;
 mod responses;
 mod sfu_calls;
 mod tables;
@@ -305,7 +306,7 @@ impl Node {
         let calls = self.pending.iter().map(|p| p.deadline);
         let cluster = (self.cluster_timeout().into_iter())
             .chain(self.join_timeout())
-            .chain(self.sub_call_timeout());
+            .chain(self.relay_call_timeout());
         silent.chain(calls).chain(cluster).min()
     }
 
@@ -332,7 +333,7 @@ impl Node {
         self.expire_calls(now);
         self.expire_nodes(now);
         self.fail_joins(Some(now), "Redis did not answer in time");
-        self.fail_sub_calls(Some(now), "the other node did not answer in time");
+        self.fail_relay_calls(Some(now), "the other node did not answer in time");
     }
 
     /// Answers a request that could not be decoded.

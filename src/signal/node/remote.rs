@@ -535,8 +535,8 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cluster::{NodeMsg, SubscribeAsk};
-    use super::super::{ConnId, Effect, Node, Now};
+    use super::super::cluster::{NodeMsg, StreamRef, SubscribeAsk};
+    use super::super::{ConnId, Effect, Node, Now, SfuSlot};
     use super::*;
     use crate::ids::Sid;
     use crate::ipc::ToSfu;
@@ -887,63 +887,150 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_subscription_to_another_node_s_stream_goes_through_that_node() {
+    /// Every message to an SFU among `fx`.
+    fn to_sfu(fx: &[Effect]) -> Vec<ToSfu> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Sfu { msg, .. } => Some(msg.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn relays(h: &H) -> usize {
+        h.node.cluster_metrics().unwrap().relays
+    }
+
+    /// Alice (connection 1) and dan (2) here, in room "r" with bob of
+    /// node b, who publishes bob#000001.
+    fn with_a_stream_on_b() -> H {
         let mut h = H::new();
         let snap = room(
             vec![member("bob", "b", 1)],
             vec![stream("bob#000001", "bob", "b")],
         );
-        h.join(1, "r", 2, snap);
+        h.join(1, "r", 2, snap.clone());
+        h.connect(2, "dan");
+        h.join(2, "r", 3, snap);
+        h
+    }
+
+    fn subscribe_bob(h: &mut H, conn: u64) {
         let offer = json!({"type": "offer", "sdp": "v=0"});
         h.req(
-            1,
+            conn,
             "subscribe",
             json!({"rid": "r", "mid": "bob#000001", "jsep": offer}),
         );
+    }
+
+    /// The SFU answers every subscribe among `msgs`; the sids.
+    fn answer_subscribes(h: &mut H, msgs: &[ToSfu]) -> Vec<Sid> {
+        let mut sids = Vec::new();
+        for m in msgs {
+            if let ToSfu::Subscribe { call, sid, mid, .. } = m {
+                assert_eq!(mid.as_str(), "bob#000001");
+                let answer = crate::ipc::FromSfu::Answer {
+                    call: *call,
+                    sdp: format!("v=0 {sid}"),
+                };
+                h.node.sfu_message(h.now, SfuSlot(0), answer);
+                sids.push(sid.clone());
+            }
+        }
+        sids
+    }
+
+    #[test]
+    fn subscriptions_to_another_node_s_stream_share_one_relay() {
+        let mut h = with_a_stream_on_b();
+        subscribe_bob(&mut h, 1);
+        // The SFU here makes the relay's offer first; nothing goes to b.
+        let fx = h.effects();
+        let [ToSfu::RelayOffer {
+            call,
+            audio: true,
+            video: true,
+            ..
+        }] = to_sfu(&fx)[..]
+        else {
+            panic!("{fx:?}")
+        };
+        assert!(sent_to_node(&fx).is_empty());
+        // Dan's subscription waits for the same relay.
+        subscribe_bob(&mut h, 2);
+        let fx = h.effects();
+        assert!(to_sfu(&fx).is_empty() && sent_to_node(&fx).is_empty());
+        let offer = crate::ipc::FromSfu::Answer {
+            call,
+            sdp: "v=0 relay".into(),
+        };
+        h.node.sfu_message(h.now, SfuSlot(0), offer);
         let fx = h.effects();
         let sent = sent_to_node(&fx);
         let [(to, NodeMsg::Subscribe(ask))] = &sent[..] else {
             panic!("{sent:?}")
         };
-        assert_eq!((to.as_str(), ask.uid.as_str()), ("b", "alice"));
-        let (call, sid) = (ask.call, ask.sid.clone());
-        h.node.cluster_message(
-            h.now,
-            NodeMsg::Answer {
-                call,
-                sdp: "v=0 b".into(),
-            },
+        assert_eq!((to.as_str(), ask.offer.as_str()), ("b", "v=0 relay"));
+        let relay_sid = ask.sid.clone();
+        let answer = NodeMsg::Answer {
+            from: id("b"),
+            call: ask.call,
+            sid: relay_sid.clone(),
+            sdp: "v=0 b".into(),
+        };
+        h.node.cluster_message(h.now, answer);
+        // The relay is completed, and both subscriptions are made on the
+        // SFU here, to the relayed stream.
+        let fx = h.effects();
+        let msgs = to_sfu(&fx);
+        assert!(
+            matches!(&msgs[0], ToSfu::RelayAnswer { answer, .. } if answer == "v=0 b"),
+            "{msgs:?}"
         );
+        let sids = answer_subscribes(&mut h, &msgs[1..]);
+        assert_eq!(sids.len(), 2);
         let fx = h.effects();
-        let answer = &H::sent(&fx, 1)[0];
-        assert_eq!(answer["data"]["sid"], sid.as_str());
-        assert_eq!(answer["data"]["jsep"]["sdp"], "v=0 b");
-        // Pinning and unsubscribing go to b.
-        let ids = json!({"rid": "r", "mid": "bob#000001", "sid": sid.as_str()});
-        let mut pin = ids.clone();
-        pin["layer"] = json!("low");
-        h.req(1, "layer", pin);
+        for conn in [1, 2] {
+            let answer = &H::sent(&fx, conn)[0];
+            let sid = answer["data"]["sid"].as_str().unwrap();
+            assert!(sids.iter().any(|s| s.as_str() == sid), "{answer}");
+        }
+        assert_eq!((h.node.counts().3, relays(&h)), (2, 1));
+        // Alice is done: the relay stays for dan. When dan is done too, it
+        // ends here and on b.
+        for (conn, sid) in [(1, &sids[0]), (2, &sids[1])] {
+            let ids = json!({"rid": "r", "mid": "bob#000001", "sid": sid.as_str()});
+            h.req(conn, "unsubscribe", ids);
+        }
         let fx = h.effects();
-        assert!(matches!(&sent_to_node(&fx)[..], [(_, NodeMsg::Pin { .. })]));
-        h.req(1, "unsubscribe", ids.clone());
-        let fx = h.effects();
+        assert!(to_sfu(&fx)
+            .iter()
+            .any(|m| matches!(m, ToSfu::Unpublish { mid } if mid.as_str() == "bob#000001")));
         assert!(matches!(
             &sent_to_node(&fx)[..],
-            [(_, NodeMsg::Unsubscribe { .. })]
+            [(_, NodeMsg::Unsubscribe { sid, .. })] if sid == &relay_sid
         ));
-        h.req(1, "unsubscribe", ids);
-        assert_eq!(H::sent(&h.effects(), 1)[0]["errorCode"], 404);
-        // A refusal passes b's code on.
-        let offer = json!({"type": "offer", "sdp": "v=0"});
-        h.req(
-            1,
-            "subscribe",
-            json!({"rid": "r", "mid": "bob#000001", "jsep": offer}),
-        );
+        assert_eq!((h.node.counts().3, relays(&h)), (0, 0));
+    }
+
+    #[test]
+    fn a_relay_refused_or_ended_takes_its_subscriptions_along() {
+        let mut h = with_a_stream_on_b();
+        // b refuses: the waiting subscriber hears b's code.
+        subscribe_bob(&mut h, 1);
+        let fx = h.effects();
+        let [ToSfu::RelayOffer { call, .. }] = to_sfu(&fx)[..] else {
+            panic!("{fx:?}")
+        };
+        let offer = crate::ipc::FromSfu::Answer {
+            call,
+            sdp: "v=0".into(),
+        };
+        h.node.sfu_message(h.now, SfuSlot(0), offer);
         let fx = h.effects();
         let [(_, NodeMsg::Subscribe(ask))] = &sent_to_node(&fx)[..] else {
-            panic!()
+            panic!("{fx:?}")
         };
         let refused = NodeMsg::Refused {
             call: ask.call,
@@ -951,11 +1038,58 @@ mod tests {
             reason: "capacity full: x".into(),
         };
         h.node.cluster_message(h.now, refused);
-        let answer = &H::sent(&h.effects(), 1)[0];
+        let fx = h.effects();
+        let answer = &H::sent(&fx, 1)[0];
         assert_eq!(
             (answer["errorCode"].as_u64(), answer["errorReason"].as_str()),
             (Some(503), Some("capacity full: x"))
         );
+        assert!(to_sfu(&fx)
+            .iter()
+            .any(|m| matches!(m, ToSfu::Unpublish { .. })));
+        assert_eq!(relays(&h), 0);
+
+        // The next one is made; then bob unpublishes on b: the relay and
+        // the subscription end here, with no word to b (its side ended).
+        subscribe_bob(&mut h, 1);
+        let fx = h.effects();
+        let [ToSfu::RelayOffer { call, .. }] = to_sfu(&fx)[..] else {
+            panic!("{fx:?}")
+        };
+        let offer = crate::ipc::FromSfu::Answer {
+            call,
+            sdp: "v=0".into(),
+        };
+        h.node.sfu_message(h.now, SfuSlot(0), offer);
+        let fx = h.effects();
+        let [(_, NodeMsg::Subscribe(ask))] = &sent_to_node(&fx)[..] else {
+            panic!("{fx:?}")
+        };
+        let answer = NodeMsg::Answer {
+            from: id("b"),
+            call: ask.call,
+            sid: ask.sid.clone(),
+            sdp: "v=0".into(),
+        };
+        h.node.cluster_message(h.now, answer);
+        let fx = h.effects();
+        assert_eq!(answer_subscribes(&mut h, &to_sfu(&fx)).len(), 1);
+        h.effects();
+        assert_eq!((h.node.counts().3, relays(&h)), (1, 1));
+        let gone = StreamRef {
+            rid: RoomId::parse("r").unwrap(),
+            mid: crate::ids::Mid::parse("bob#000001").unwrap(),
+            uid: PeerId::parse("bob").unwrap(),
+            bizid: id("b"),
+        };
+        h.node.cluster_event(h.now, ClusterEvent::Remove(gone));
+        let fx = h.effects();
+        assert!(to_sfu(&fx)
+            .iter()
+            .any(|m| matches!(m, ToSfu::Unpublish { .. })));
+        assert!(sent_to_node(&fx).is_empty(), "{fx:?}");
+        assert_eq!(H::sent(&fx, 1)[0]["method"], "stream-remove");
+        assert_eq!((h.node.counts().3, relays(&h)), (0, 0));
     }
 
     #[test]
@@ -1016,7 +1150,9 @@ mod tests {
             [(
                 id("b"),
                 NodeMsg::Answer {
+                    from: id("a"),
                     call: 5,
+                    sid: Sid::parse("bob#000007").unwrap(),
                     sdp: "v=0 a".into()
                 }
             )]

@@ -56,11 +56,13 @@ impl Node {
         let to_this = self.subs.iter().filter(|s| &s.mid == mid).count()
             + self.pending_count(
                 |p| matches!(&p.kind, PendingKind::Subscribe { mid: m, .. } if m == mid),
-            );
+            )
+            + self.relay_waiters(Some(mid));
         if to_this >= self.limits.subs_per_stream {
             return Err(RequestError::Full("subscriptions per stream"));
         }
-        if self.subs.len() + self.pending_count(|p| is_sub(&p.kind)) >= self.limits.subs {
+        let all = self.subs.len() + self.pending_count(|p| is_sub(&p.kind));
+        if all + self.relay_waiters(None) >= self.limits.subs {
             return Err(RequestError::Full("subscriptions"));
         }
         Ok(())
@@ -119,6 +121,7 @@ impl Node {
             self.remove_stream(mid, Removal::BySfu);
         }
         self.subs.retain(|s| s.sfu != sfu);
+        self.sfu_relays_gone(sfu);
         self.prune_served();
         while let Some(i) = self.pending.iter().position(|p| p.sfu == sfu) {
             let p = self.pending.swap_remove(i);
@@ -130,11 +133,13 @@ impl Node {
     pub fn sfu_message(&mut self, now: Now, sfu: SfuSlot, msg: FromSfu) {
         match msg {
             FromSfu::Hello { sfuid, .. } => self.sfu_up(now, sfu, sfuid),
-            FromSfu::Answer { call, sdp } => self.call_done(sfu, call, Ok(sdp)),
-            FromSfu::Failed { call, error } => self.call_done(sfu, call, Err(error)),
+            FromSfu::Answer { call, sdp } => self.call_done(now, sfu, call, Ok(sdp)),
+            FromSfu::Failed { call, error } => self.call_done(now, sfu, call, Err(error)),
             FromSfu::StreamClosed { mid } => {
                 if self.streams.iter().any(|s| s.mid == mid && s.sfu == sfu) {
                     self.remove_stream(&mid, Removal::BySfu);
+                } else {
+                    self.relay_closed(sfu, &mid);
                 }
             }
             FromSfu::Stats(stats) => {
@@ -149,7 +154,13 @@ impl Node {
         }
     }
 
-    fn call_done(&mut self, sfu: SfuSlot, call: CallId, result: Result<String, SfuError>) {
+    fn call_done(
+        &mut self,
+        now: Now,
+        sfu: SfuSlot,
+        call: CallId,
+        result: Result<String, SfuError>,
+    ) {
         let Some(i) = self
             .pending
             .iter()
@@ -193,6 +204,9 @@ impl Node {
             .iter()
             .any(|peer| peer.conn == p.conn && peer.in_room(&p.rid));
         match p.kind {
+            // The relay's offer, for the publisher's node (its own waiting
+            // subscribers are answered once the relay is up).
+            PendingKind::Relay { mid } => self.relay_offered(now.mono, sfu, mid, sdp),
             PendingKind::Publish { mid, minfo } => {
                 let sfuid = self.sfus[sfu.0].id.clone();
                 let (true, Some(sfuid)) = (still_here, sfuid) else {
@@ -241,7 +255,8 @@ impl Node {
                 let _ = self.streams.push(stream);
             }
             PendingKind::Subscribe { mid, sid } => {
-                let stream_alive = self.streams.iter().any(|s| s.mid == mid);
+                let stream_alive =
+                    self.streams.iter().any(|s| s.mid == mid) || self.relay_is_up(&mid);
                 if !(still_here && stream_alive) {
                     self.effects.push_back(Effect::Sfu {
                         sfu,
@@ -253,6 +268,8 @@ impl Node {
                         RequestError::NotInRoom
                     };
                     self.reply(p.conn, p.req, Err(err));
+                    // A relay only it was to use is no longer needed.
+                    self.prune_relays();
                     return;
                 }
                 let answer = protoo::SubscribeAnswer::response(p.req, &sdp, &sid);
@@ -272,6 +289,10 @@ impl Node {
     /// Answers the asker of a failed SFU call: a client, or the node that
     /// asked for one of its peers.
     fn fail_call(&mut self, p: &PendingCall, err: RequestError) {
+        if let PendingKind::Relay { mid } = &p.kind {
+            self.relay_failed(mid, err);
+            return;
+        }
         match &p.for_node {
             None => self.reply(p.conn, p.req, Err(err)),
             Some(node) => self.refuse_node(&node.0, node.1, &err),
@@ -321,7 +342,7 @@ impl Node {
 
     /// The live SFU with the fewest sessions (streams + subscriptions +
     /// calls under way); ties go to the lowest slot.
-    fn least_loaded_sfu(&self) -> Option<SfuSlot> {
+    pub(super) fn least_loaded_sfu(&self) -> Option<SfuSlot> {
         (0..self.sfus.len())
             .filter(|&i| self.sfus[i].id.is_some())
             .map(SfuSlot)
@@ -339,7 +360,9 @@ impl Node {
             log::warn!("SFU slot {} did not answer call {} in time", p.sfu, p.call);
             // The SFU may still set the session up: make sure it does not linger.
             let msg = match &p.kind {
-                PendingKind::Publish { mid, .. } => ToSfu::Unpublish { mid: mid.clone() },
+                PendingKind::Publish { mid, .. } | PendingKind::Relay { mid } => {
+                    ToSfu::Unpublish { mid: mid.clone() }
+                }
                 PendingKind::Subscribe { sid, .. } => ToSfu::Unsubscribe { sid: sid.clone() },
             };
             self.effects.push_back(Effect::Sfu { sfu: p.sfu, msg });

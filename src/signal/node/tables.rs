@@ -82,11 +82,22 @@ pub(super) struct SfuState {
 }
 
 pub(super) enum PendingKind {
-    Publish { mid: Mid, minfo: Minfo },
-    Subscribe { mid: Mid, sid: Sid },
+    Publish {
+        mid: Mid,
+        minfo: Minfo,
+    },
+    Subscribe {
+        mid: Mid,
+        sid: Sid,
+    },
+    /// A relay's offer, to pull another node's stream `mid`.
+    Relay {
+        mid: Mid,
+    },
 }
 
 /// Who asked for a call to an SFU, to answer them later.
+#[derive(Clone)]
 pub(super) struct Asker {
     pub(super) conn: ConnId,
     pub(super) req: RequestId,
@@ -296,8 +307,7 @@ impl Node {
             .iter()
             .position(|s| &s.sid == sid && &s.mid == mid && &s.rid == rid)
         else {
-            return (self.unsubscribe_remote(uid, rid, mid, sid))
-                .unwrap_or(Err(RequestError::NoSuchSubscription));
+            return Err(RequestError::NoSuchSubscription);
         };
         if &self.subs[i].uid != uid {
             return Err(RequestError::NotOwner);
@@ -321,8 +331,7 @@ impl Node {
             .iter()
             .find(|s| &s.sid == sid && &s.mid == mid && &s.rid == rid)
         else {
-            return (self.pin_remote(uid, rid, mid, sid, layer))
-                .unwrap_or(Err(RequestError::NoSuchSubscription));
+            return Err(RequestError::NoSuchSubscription);
         };
         if &sub.uid != uid {
             return Err(RequestError::NotOwner);
@@ -366,7 +375,6 @@ impl Node {
         {
             self.close_subscription(i);
         }
-        self.leave_remote_subs(uid, rid);
         if let Some(ridx) = self.rooms.iter().position(|r| &r.rid == rid) {
             self.rooms[ridx].members -= 1;
             if self.rooms[ridx].members == 0 {
@@ -441,10 +449,7 @@ impl Node {
                 .pending
                 .iter()
                 .any(|p| matches!(&p.kind, PendingKind::Subscribe { sid: s, .. } if s == sid))
-            || self.cluster.as_deref().is_some_and(|c| {
-                c.replica.subs.iter().any(|s| &s.sid == sid)
-                    || c.replica.sub_calls.iter().any(|p| &p.sub.sid == sid)
-            })
+            || self.relay_sid_in_use(sid)
     }
 
     /// The peers in `rid`, in the order they joined.
