@@ -92,16 +92,25 @@ export class Harness {
     return page;
   }
 
-  // The web client joining `room` as `name` on load; `params` are more URL parameters.
-  pageUrl(room, name, params = {}) {
+  // The web client joining `room` as `name` on load; `params` are more URL
+  // parameters; `server`: another than this.wren (see spawnWren).
+  pageUrl(room, name, params = {}, server = this.wren) {
     const query = new URLSearchParams({ room, name, autojoin: '1', ...params });
-    return `http://${this.host}:${this.wren.port}/?${query}`;
+    return `http://${this.host}:${server.port}/?${query}`;
   }
 
   // Starts the server and resolves once it can carry calls (within 10 s):
   // /healthz answers 200 only once its SFU child is connected, GET / before.
-  async startWren() {
+  // `args` are added to its command line.
+  async startWren(args = []) {
     assert.equal(this.wren, null, 'a wren server is already running');
+    this.wren = this.lastWren = await this.spawnWren(args);
+    return this.wren;
+  }
+
+  // Another server besides `this.wren` (a node of a cluster, say), started
+  // as startWren starts one; the caller stops it with stopServer().
+  async spawnWren(args = []) {
     const port = await freePort('tcp');
     const mediaPort = await freePort('udp');
     const logLevel = process.env.WREN_LOG_LEVEL ? ['--log-level', process.env.WREN_LOG_LEVEL] : [];
@@ -110,60 +119,37 @@ export class Harness {
       '--media-ip', '127.0.0.1',
       '--media-port', String(mediaPort),
       ...logLevel,
+      ...args,
     ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: this.tmp } });
     let output = '';
     proc.stdout.on('data', (chunk) => { output += chunk; });
     proc.stderr.on('data', (chunk) => { output += chunk; });
     const spawned = new Promise((resolve, reject) => proc.once('spawn', resolve).once('error', reject));
     await spawned.catch((err) => assert.fail(`cannot start ${WREN_BIN}: ${err.message}`));
-    this.wren = this.lastWren = { proc, port, output: () => output };
+    const server = { proc, port, mediaPort, output: () => output };
 
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
       if (proc.exitCode !== null || proc.signalCode !== null) {
-        this.wren = null;
         assert.fail(`wren exited (${proc.exitCode ?? proc.signalCode}) before it was ready:\n${output}`);
       }
       const status = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(1000) })
         .then((res) => res.status, () => null);
       if (status === 200) {
-        await this.checkEmbeddedWeb();
-        return this.wren;
+        await checkEmbeddedWeb(server);
+        return server;
       }
       await delay(100);
     }
-    await this.stopWren();
+    await stopServer(server);
     assert.fail(`wren's /healthz did not answer 200 within 10 s:\n${output}`);
-  }
-
-  // The binary compiles web/ in: a binary built before the last edit there
-  // would test an old client, and a test of a new feature would fail obscurely.
-  async checkEmbeddedWeb() {
-    const stale = [];
-    for (const [path, file] of Object.entries(WEB_ASSETS)) {
-      const served = await fetch(`http://127.0.0.1:${this.wren.port}${path}`, { signal: AbortSignal.timeout(5000) })
-        .then((res) => res.text());
-      if (served !== await readFile(join(REPO, 'web', file), 'utf8')) stale.push(file);
-    }
-    if (stale.length > 0) {
-      await this.stopWren();
-      assert.fail(`${WREN_BIN} serves another ${stale.join(', ')} than web/ has: rebuild it (it compiles web/ in)`);
-    }
   }
 
   // SIGTERM to the server's own pid; SIGKILL if it is still running after 5 s.
   async stopWren() {
-    const proc = this.wren?.proc;
-    if (!proc) return;
+    const server = this.wren;
     this.wren = null;
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise((resolve) => proc.once('exit', resolve));
-    proc.kill('SIGTERM');
-    const timedOut = await Promise.race([exited.then(() => false), delay(5000).then(() => true)]);
-    if (timedOut) {
-      proc.kill('SIGKILL');
-      await exited;
-    }
+    await stopServer(server);
   }
 
   // Wraps a test body: when it fails, prints the server's output and the pages' console.
@@ -177,6 +163,35 @@ export class Harness {
         throw err;
       }
     };
+  }
+}
+
+// The binary compiles web/ in: a binary built before the last edit there
+// would test an old client, and a test of a new feature would fail obscurely.
+async function checkEmbeddedWeb(server) {
+  const stale = [];
+  for (const [path, file] of Object.entries(WEB_ASSETS)) {
+    const served = await fetch(`http://127.0.0.1:${server.port}${path}`, { signal: AbortSignal.timeout(5000) })
+      .then((res) => res.text());
+    if (served !== await readFile(join(REPO, 'web', file), 'utf8')) stale.push(file);
+  }
+  if (stale.length > 0) {
+    await stopServer(server);
+    assert.fail(`${WREN_BIN} serves another ${stale.join(', ')} than web/ has: rebuild it (it compiles web/ in)`);
+  }
+}
+
+// SIGTERM to a server's own pid; SIGKILL if it is still running after 5 s.
+export async function stopServer(server) {
+  const proc = server?.proc;
+  if (!proc) return;
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  proc.kill('SIGTERM');
+  const timedOut = await Promise.race([exited.then(() => false), delay(5000).then(() => true)]);
+  if (timedOut) {
+    proc.kill('SIGKILL');
+    await exited;
   }
 }
 
@@ -224,7 +239,7 @@ export async function firstFrameMs(page, mid) {
   return Math.round(await handle.jsonValue());
 }
 
-async function freePort(kind) {
+export async function freePort(kind) {
   if (kind === 'udp') {
     const socket = createSocket('udp4');
     await new Promise((resolve, reject) => socket.once('error', reject).bind(0, '127.0.0.1', resolve));

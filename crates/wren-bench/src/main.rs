@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use wren_testkit::server::{free_tcp_port, free_udp_port, wait_for_sfus, wait_until};
 
+mod cluster;
 mod scenarios;
 
 const USAGE: &str = "\
@@ -21,8 +22,9 @@ usage: wren-bench [OPTIONS]
                        split at spaces, e.g. 'taskset -c 1' or 'qemu-aarch64'
   --patience N         let every wait take N times longer (default 1, or 10
                        with --wrapper: an emulated wren is that much slower)
-  --only LIST          scenarios, comma-separated: signaling,media,first-frame
-                       (default: all)
+  --only LIST          scenarios, comma-separated: signaling,media,first-frame,
+                       cluster (default: the first three; cluster starts its
+                       own redis-server and three wren nodes)
   --peers K            signaling: peers (default 200)
   --rooms R            signaling: rooms (default 20)
   --rate N             signaling: requests per second per peer (default 2)
@@ -38,6 +40,8 @@ usage: wren-bench [OPTIONS]
                        and --fps do not apply); subscribers' loss is not counted
   --seconds SECS       length of each load window (default 5)
   --tries N            first-frame: attempts (default 5)
+  --cluster-peers K    cluster: peers over the three nodes (default 60)
+  --cluster-rooms R    cluster: rooms they join, each on every node (default 4)
   --json FILE          also write the results as JSON";
 
 struct Opts {
@@ -58,6 +62,8 @@ struct Opts {
     simulcast: bool,
     seconds: f64,
     tries: usize,
+    cluster_peers: usize,
+    cluster_rooms: usize,
     json: Option<PathBuf>,
 }
 
@@ -90,6 +96,8 @@ fn parse() -> Result<Opts, String> {
         simulcast: false,
         seconds: 5.0,
         tries: 5,
+        cluster_peers: 60,
+        cluster_rooms: 4,
         json: None,
     };
     let mut args = std::env::args().skip(1);
@@ -117,6 +125,8 @@ fn parse() -> Result<Opts, String> {
             "--simulcast" => o.simulcast = true,
             "--seconds" => o.seconds = num(v()?)?,
             "--tries" => o.tries = num(v()?)? as usize,
+            "--cluster-peers" => o.cluster_peers = (num(v()?)? as usize).max(3),
+            "--cluster-rooms" => o.cluster_rooms = (num(v()?)? as usize).max(1),
             "--json" => o.json = Some(v()?.into()),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
@@ -135,7 +145,8 @@ impl Drop for Wren {
     }
 }
 
-fn start_wren(o: &Opts) -> Result<(Wren, Target), String> {
+/// Starts a wren for the scenarios, with `extra` arguments.
+fn start_wren(o: &Opts, extra: &[String]) -> Result<(Wren, Target), String> {
     let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port())
         .parse()
         .map_err(|e| format!("{e}"))?;
@@ -155,6 +166,7 @@ fn start_wren(o: &Opts) -> Result<(Wren, Target), String> {
         .args(["--listen", &http.to_string(), "--media-ip", "127.0.0.1"])
         .args(["--media-port", &free_udp_port().to_string()])
         .args(["--sfus", &o.sfus.to_string(), "--log-level", "warn"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -193,9 +205,111 @@ fn main() {
 }
 
 fn bench(o: &Opts) -> Result<(), String> {
-    let (_wren, target) = start_wren(o)?;
     let mut json = serde_json::Map::new();
     let mut rows: Vec<(String, String)> = Vec::new();
+    let single = ["signaling", "media", "first-frame"];
+    if o.only.iter().any(|s| single.contains(&s.as_str())) {
+        single_node(o, &mut rows, &mut json)?;
+    }
+    if o.only.iter().any(|s| s == "cluster") {
+        cluster(o, &mut rows, &mut json)?;
+    }
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    for (k, v) in &rows {
+        println!("{k:width$}  {v}");
+    }
+    if let Some(path) = &o.json {
+        let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+type Rows = Vec<(String, String)>;
+type Json = serde_json::Map<String, serde_json::Value>;
+
+/// Three nodes on one Redis (the test kit's: a redis-server of its own).
+fn cluster(o: &Opts, rows: &mut Rows, json: &mut Json) -> Result<(), String> {
+    let redis = wren_testkit::redis::Redis::start();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let args = ["--cluster", &redis.url(), "--bizid", &format!("bench-{i}")];
+        nodes.push(start_wren(o, &args.map(String::from))?);
+    }
+    let targets: Vec<Target> = nodes.iter().map(|(_, t)| *t).collect();
+    let counted = |t: &Target| {
+        scenarios::http_get(t.http, "/metrics")
+            .is_ok_and(|m| m.lines().any(|l| l == "wren_cluster_nodes 2"))
+    };
+    let limit = Duration::from_secs(15) * o.patience();
+    if !wait_until(limit, || targets.iter().all(counted)) {
+        return Err("the three nodes did not find each other".into());
+    }
+    let load = cluster::ClusterLoad {
+        peers: o.cluster_peers,
+        rooms: o.cluster_rooms,
+        broadcasts: 50,
+        subscribers: o.subscribers,
+        bps: o.bitrate_kbps * 1000,
+        size: o.packet_size,
+        seconds: o.seconds,
+    };
+    let r = cluster::cluster(&redis, &targets, load)?;
+    rows.push((
+        format!(
+            "cluster: {} nodes on one redis-server, {} peers in {} rooms spanning them",
+            r.nodes, r.peers, r.rooms
+        ),
+        String::new(),
+    ));
+    rows.push((
+        "  join answer p50 / p99".into(),
+        format!("{:.3} / {:.3} ms", r.join_p50_ms, r.join_p99_ms),
+    ));
+    rows.push((
+        "  Redis commands per join".into(),
+        format!("{:.1}", r.redis_commands_per_join),
+    ));
+    rows.push((
+        "  broadcast to another node's peer p50 / p99".into(),
+        format!("{:.3} / {:.3} ms", r.fanout_p50_ms, r.fanout_p99_ms),
+    ));
+    rows.push((
+        format!(
+            "  {} subscribers of a {} kbps stream ({:.0} packets/s)",
+            r.subscribers, o.bitrate_kbps, r.sent_pps
+        ),
+        String::new(),
+    ));
+    rows.push((
+        "    on its board: SFU CPU per packet forwarded".into(),
+        format!("{:.1} us", r.local_us_per_packet),
+    ));
+    rows.push((
+        "    on another board: both SFUs' CPU per packet delivered".into(),
+        format!("{:.1} us", r.relayed_us_per_packet),
+    ));
+    rows.push((
+        "    relay cost per packet carried between boards".into(),
+        format!("{:.1} us", r.relay_us_per_packet),
+    ));
+    rows.push((
+        "    publisher's board: copies sent per packet, local / relayed".into(),
+        format!(
+            "{:.2} / {:.2}",
+            r.publisher_board_copies_local, r.publisher_board_copies_relayed
+        ),
+    ));
+    json.insert(
+        "cluster".into(),
+        serde_json::to_value(&r).map_err(|e| e.to_string())?,
+    );
+    Ok(())
+}
+
+/// The scenarios of one wren.
+fn single_node(o: &Opts, rows: &mut Rows, json: &mut Json) -> Result<(), String> {
+    let (_wren, target) = start_wren(o, &[])?;
     if o.only.iter().any(|s| s == "signaling") {
         let r = scenarios::signaling(target, o.peers, o.rooms, o.rate, o.seconds)?;
         rows.push((
@@ -305,14 +419,6 @@ fn bench(o: &Opts) -> Result<(), String> {
             "first_frame".into(),
             serde_json::to_value(&r).map_err(|e| e.to_string())?,
         );
-    }
-    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    for (k, v) in &rows {
-        println!("{k:width$}  {v}");
-    }
-    if let Some(path) = &o.json {
-        let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }

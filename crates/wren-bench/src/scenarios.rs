@@ -23,7 +23,7 @@ pub struct Target {
 
 impl Target {
     /// A wait that is `d` natively, stretched by the patience.
-    fn wait(&self, d: Duration) -> Duration {
+    pub(crate) fn wait(&self, d: Duration) -> Duration {
         d * self.patience.max(1)
     }
 }
@@ -33,7 +33,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The `p`-th percentile (0..=100) of sorted durations, in ms.
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -42,7 +42,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Prints a progress line on stderr, in place.
-fn progress(what: &str, line: std::fmt::Arguments) {
+pub(crate) fn progress(what: &str, line: std::fmt::Arguments) {
     eprint!("\r\x1b[K[{what}] {line}");
 }
 
@@ -214,7 +214,7 @@ fn forwarded_total(t: Target) -> Result<u64, String> {
         .sum())
 }
 
-fn sfus_cpu(pids: &[u32]) -> f64 {
+pub(crate) fn sfus_cpu(pids: &[u32]) -> f64 {
     pids.iter().filter_map(|p| procfs::cpu_seconds(*p)).sum()
 }
 

@@ -95,3 +95,67 @@ fn the_load_tool_measures_a_small_scenario() {
     assert_eq!(f["tries"], 2);
     assert!(f["first_packet_p50_ms"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn the_load_tool_measures_a_small_cluster() {
+    let json = socket_path("bench-cluster").with_extension("json");
+    let mut cmd = match runner() {
+        [] => Command::new(env!("CARGO_BIN_EXE_wren-bench")),
+        [qemu, rest @ ..] => {
+            let mut c = Command::new(qemu);
+            c.args(rest).arg(env!("CARGO_BIN_EXE_wren-bench"));
+            c.args(["--wrapper", &runner().join(" ")]);
+            c
+        }
+    };
+    if !runner().is_empty() {
+        let config = json.with_extension("toml");
+        std::fs::write(&config, "[limits]\nsfu-call-timeout-ms = 50000\n").unwrap();
+        cmd.arg("--config").arg(config);
+    }
+    let out = cmd
+        .args(["--wren", &wren_bin(), "--only", "cluster"])
+        .args(["--cluster-peers", "9", "--cluster-rooms", "2"])
+        .args(["--subscribers", "2", "--bitrate", "300", "--seconds", "2"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("wren-bench runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{table}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let c = &r["cluster"];
+    assert_eq!(
+        (c["nodes"].as_u64(), c["peers"].as_u64()),
+        (Some(3), Some(9))
+    );
+    let f = |k: &str| c[k].as_f64().unwrap();
+    assert!(
+        f("join_p50_ms") > 0.0 && f("join_p50_ms") <= f("join_p99_ms"),
+        "{c}"
+    );
+    assert!(
+        f("fanout_p50_ms") > 0.0 && f("fanout_p50_ms") <= f("fanout_p99_ms"),
+        "{c}"
+    );
+    // A join is one script call and what it runs: never none.
+    assert!(f("redis_commands_per_join") >= 1.0, "{c}");
+    assert!(f("sent_pps") > 0.0, "{c}");
+    // The publisher's board sends a copy per local subscriber, and one
+    // (the relay's) for all of another board's.
+    let (local, relayed) = (
+        f("publisher_board_copies_local"),
+        f("publisher_board_copies_relayed"),
+    );
+    assert!((1.5..2.5).contains(&local), "{c}");
+    assert!((0.5..1.5).contains(&relayed), "{c}");
+    assert!(
+        f("local_us_per_packet") > 0.0 && f("relayed_us_per_packet") > 0.0,
+        "{c}"
+    );
+}

@@ -113,6 +113,25 @@ impl Session {
         }
     }
 
+    /// Waits for the next notification (a response without a request
+    /// waiting for it is not one): its method and data.
+    pub async fn next_note(&mut self) -> Result<(String, Value), String> {
+        loop {
+            let text = match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("closed".into()),
+            };
+            let v: Value = serde_json::from_str(text.as_str()).map_err(|e| e.to_string())?;
+            if v["notification"] == true {
+                self.notifications += 1;
+                let method = v["method"].as_str().unwrap_or_default().to_string();
+                return Ok((method, v["data"].clone()));
+            }
+        }
+    }
+
     /// Like `request`, but an error response is an error.
     pub async fn ok(&mut self, method: &str, data: Value) -> Result<(Value, Duration), String> {
         let (v, rtt) = self.request(method, data).await?;

@@ -162,6 +162,31 @@ impl Redis {
         Some(line.trim_end().to_string())
     }
 
+    /// Commands Redis has run since it started (`INFO commandstats`,
+    /// summed; scripts' own calls included).
+    pub fn commands(&self) -> Option<u64> {
+        let mut r = self.request(&["INFO", "commandstats"])?;
+        let mut line = String::new();
+        r.read_line(&mut line).ok()?;
+        let len: usize = line.trim_end().trim_start_matches('$').parse().ok()?;
+        let mut body = vec![0; len + 2];
+        std::io::Read::read_exact(&mut r, &mut body).ok()?;
+        let body = String::from_utf8_lossy(&body);
+        // cmdstat_get:calls=3,usec=...
+        Some(
+            body.lines()
+                .filter_map(|l| {
+                    l.split_once(":calls=")?
+                        .1
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum(),
+        )
+    }
+
     /// The keys matching `pattern` (`KEYS`: a test's Redis is small).
     pub fn keys(&self, pattern: &str) -> Vec<String> {
         let Some(mut r) = self.request(&["KEYS", pattern]) else {
