@@ -6,9 +6,10 @@ use serde_json::Value;
 use std::process::Command;
 use wren_testkit::{runner, socket_path, wren_bin};
 
-#[test]
-fn the_load_tool_measures_a_small_scenario() {
-    let json = socket_path("bench").with_extension("json");
+/// Runs wren-bench (under QEMU when the tests are) with `args` against
+/// the wren under test; its numbers, as it wrote them.
+fn run_bench(name: &str, args: &[&str]) -> Value {
+    let json = socket_path(name).with_extension("json");
     let mut cmd = match runner() {
         [] => Command::new(env!("CARGO_BIN_EXE_wren-bench")),
         [qemu, rest @ ..] => {
@@ -26,26 +27,8 @@ fn the_load_tool_measures_a_small_scenario() {
         cmd.arg("--config").arg(config);
     }
     let out = cmd
-        .args(["--wren", &wren_bin(), "--sfus", "2"])
-        .args([
-            "--peers",
-            "20",
-            "--rooms",
-            "4",
-            "--rate",
-            "5",
-            "--seconds",
-            "2",
-        ])
-        .args([
-            "--publishers",
-            "2",
-            "--subscribers",
-            "2",
-            "--bitrate",
-            "300",
-        ])
-        .args(["--packet-size", "800", "--tries", "2"])
+        .args(["--wren", &wren_bin()])
+        .args(args)
         .arg("--json")
         .arg(&json)
         .output()
@@ -57,7 +40,36 @@ fn the_load_tool_measures_a_small_scenario() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{table}");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn the_load_tool_measures_a_small_scenario() {
+    let r = run_bench(
+        "bench",
+        &[
+            "--sfus",
+            "2",
+            "--peers",
+            "20",
+            "--rooms",
+            "4",
+            "--rate",
+            "5",
+            "--seconds",
+            "2",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "2",
+            "--bitrate",
+            "300",
+            "--packet-size",
+            "800",
+            "--tries",
+            "2",
+        ],
+    );
 
     let s = &r["signaling"];
     assert_eq!(s["peers"], 20);
@@ -98,37 +110,23 @@ fn the_load_tool_measures_a_small_scenario() {
 
 #[test]
 fn the_load_tool_measures_a_small_cluster() {
-    let json = socket_path("bench-cluster").with_extension("json");
-    let mut cmd = match runner() {
-        [] => Command::new(env!("CARGO_BIN_EXE_wren-bench")),
-        [qemu, rest @ ..] => {
-            let mut c = Command::new(qemu);
-            c.args(rest).arg(env!("CARGO_BIN_EXE_wren-bench"));
-            c.args(["--wrapper", &runner().join(" ")]);
-            c
-        }
-    };
-    if !runner().is_empty() {
-        let config = json.with_extension("toml");
-        std::fs::write(&config, "[limits]\nsfu-call-timeout-ms = 50000\n").unwrap();
-        cmd.arg("--config").arg(config);
-    }
-    let out = cmd
-        .args(["--wren", &wren_bin(), "--only", "cluster"])
-        .args(["--cluster-peers", "9", "--cluster-rooms", "2"])
-        .args(["--subscribers", "2", "--bitrate", "300", "--seconds", "2"])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("wren-bench runs");
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{table}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = run_bench(
+        "bench-cluster",
+        &[
+            "--only",
+            "cluster",
+            "--cluster-peers",
+            "9",
+            "--cluster-rooms",
+            "2",
+            "--subscribers",
+            "2",
+            "--bitrate",
+            "300",
+            "--seconds",
+            "2",
+        ],
     );
-    println!("{table}");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let c = &r["cluster"];
     assert_eq!(
         (c["nodes"].as_u64(), c["peers"].as_u64()),

@@ -99,13 +99,7 @@ impl Session {
             .await
             .map_err(|e| e.to_string())?;
         loop {
-            let text = match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => t,
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("closed".into()),
-            };
-            let v: Value = serde_json::from_str(text.as_str()).map_err(|e| e.to_string())?;
+            let v = self.next_message().await?;
             if answers(&v, id) {
                 return Ok((v, sent.elapsed()));
             }
@@ -113,9 +107,8 @@ impl Session {
         }
     }
 
-    /// Waits for the next notification (a response without a request
-    /// waiting for it is not one): its method and data.
-    pub async fn next_note(&mut self) -> Result<(String, Value), String> {
+    /// The next text message, decoded.
+    async fn next_message(&mut self) -> Result<Value, String> {
         loop {
             let text = match self.ws.next().await {
                 Some(Ok(Message::Text(t))) => t,
@@ -123,7 +116,15 @@ impl Session {
                 Some(Err(e)) => return Err(e.to_string()),
                 None => return Err("closed".into()),
             };
-            let v: Value = serde_json::from_str(text.as_str()).map_err(|e| e.to_string())?;
+            return serde_json::from_str(text.as_str()).map_err(|e| e.to_string());
+        }
+    }
+
+    /// Waits for the next notification (a response without a request
+    /// waiting for it is not one): its method and data.
+    pub async fn next_note(&mut self) -> Result<(String, Value), String> {
+        loop {
+            let v = self.next_message().await?;
             if v["notification"] == true {
                 self.notifications += 1;
                 let method = v["method"].as_str().unwrap_or_default().to_string();

@@ -973,13 +973,8 @@ mod tests {
         };
         assert_eq!((to.as_str(), ask.offer.as_str()), ("b", "v=0 relay"));
         let relay_sid = ask.sid.clone();
-        let answer = NodeMsg::Answer {
-            from: id("b"),
-            call: ask.call,
-            sid: relay_sid.clone(),
-            sdp: "v=0 b".into(),
-        };
-        h.node.cluster_message(h.now, answer);
+        let call = ask.call;
+        b_answers(&mut h, call, &relay_sid, "v=0 b");
         // The relay is completed, and both subscriptions are made on the
         // SFU here, to the relayed stream.
         let fx = h.effects();
@@ -1018,22 +1013,9 @@ mod tests {
     fn a_relay_refused_or_ended_takes_its_subscriptions_along() {
         let mut h = with_a_stream_on_b();
         // b refuses: the waiting subscriber hears b's code.
-        subscribe_bob(&mut h, 1);
-        let fx = h.effects();
-        let [ToSfu::RelayOffer { call, .. }] = to_sfu(&fx)[..] else {
-            panic!("{fx:?}")
-        };
-        let offer = crate::ipc::FromSfu::Answer {
-            call,
-            sdp: "v=0".into(),
-        };
-        h.node.sfu_message(h.now, SfuSlot(0), offer);
-        let fx = h.effects();
-        let [(_, NodeMsg::Subscribe(ask))] = &sent_to_node(&fx)[..] else {
-            panic!("{fx:?}")
-        };
+        let (call, _) = relay_asked(&mut h);
         let refused = NodeMsg::Refused {
-            call: ask.call,
+            call,
             code: 503,
             reason: "capacity full: x".into(),
         };
@@ -1051,30 +1033,7 @@ mod tests {
 
         // The next one is made; then bob unpublishes on b: the relay and
         // the subscription end here, with no word to b (its side ended).
-        subscribe_bob(&mut h, 1);
-        let fx = h.effects();
-        let [ToSfu::RelayOffer { call, .. }] = to_sfu(&fx)[..] else {
-            panic!("{fx:?}")
-        };
-        let offer = crate::ipc::FromSfu::Answer {
-            call,
-            sdp: "v=0".into(),
-        };
-        h.node.sfu_message(h.now, SfuSlot(0), offer);
-        let fx = h.effects();
-        let [(_, NodeMsg::Subscribe(ask))] = &sent_to_node(&fx)[..] else {
-            panic!("{fx:?}")
-        };
-        let answer = NodeMsg::Answer {
-            from: id("b"),
-            call: ask.call,
-            sid: ask.sid.clone(),
-            sdp: "v=0".into(),
-        };
-        h.node.cluster_message(h.now, answer);
-        let fx = h.effects();
-        assert_eq!(answer_subscribes(&mut h, &to_sfu(&fx)).len(), 1);
-        h.effects();
+        relay_up(&mut h);
         assert_eq!((h.node.counts().3, relays(&h)), (1, 1));
         let gone = StreamRef {
             rid: RoomId::parse("r").unwrap(),
@@ -1090,6 +1049,85 @@ mod tests {
         assert!(sent_to_node(&fx).is_empty(), "{fx:?}");
         assert_eq!(H::sent(&fx, 1)[0]["method"], "stream-remove");
         assert_eq!((h.node.counts().3, relays(&h)), (0, 0));
+    }
+
+    /// b's SFU answers relay call `call` as subscription `sid`.
+    fn b_answers(h: &mut H, call: u64, sid: &Sid, sdp: &str) {
+        let answer = NodeMsg::Answer {
+            from: id("b"),
+            call,
+            sid: sid.clone(),
+            sdp: sdp.into(),
+        };
+        h.node.cluster_message(h.now, answer);
+    }
+
+    /// Alice subscribes to bob's stream; the relay's offer goes to b.
+    /// The relay's subscription id there.
+    fn relay_asked(h: &mut H) -> (u64, Sid) {
+        subscribe_bob(h, 1);
+        let fx = h.effects();
+        let [ToSfu::RelayOffer { call, .. }] = to_sfu(&fx)[..] else {
+            panic!("{fx:?}")
+        };
+        let offer = crate::ipc::FromSfu::Answer {
+            call,
+            sdp: "v=0".into(),
+        };
+        h.node.sfu_message(h.now, SfuSlot(0), offer);
+        let fx = h.effects();
+        let [(_, NodeMsg::Subscribe(ask))] = &sent_to_node(&fx)[..] else {
+            panic!("{fx:?}")
+        };
+        (ask.call, ask.sid.clone())
+    }
+
+    /// `relay_asked`, then b answers and alice's subscription is made on
+    /// the SFU here. The relay's subscription id on b.
+    fn relay_up(h: &mut H) -> Sid {
+        let (call, sid) = relay_asked(h);
+        b_answers(h, call, &sid, "v=0");
+        let fx = h.effects();
+        assert_eq!(answer_subscribes(h, &to_sfu(&fx)).len(), 1);
+        h.effects();
+        sid
+    }
+
+    #[test]
+    fn a_relay_whose_answer_comes_too_late_or_whose_link_fails_ends_on_both_nodes() {
+        let mut h = with_a_stream_on_b();
+        // b does not answer in time: alice hears 503, and b's late answer
+        // is told to go away.
+        let (call, sid) = relay_asked(&mut h);
+        h.now.mono += std::time::Duration::from_secs(8);
+        h.node.tick(h.now);
+        let fx = h.effects();
+        assert_eq!(H::sent(&fx, 1)[0]["errorCode"], 503, "{fx:?}");
+        assert_eq!(relays(&h), 0);
+        b_answers(&mut h, call, &sid, "v=0");
+        let fx = h.effects();
+        assert!(matches!(
+            &sent_to_node(&fx)[..],
+            [(to, NodeMsg::Unsubscribe { sid: s, .. })] if to.as_str() == "b" && s == &sid
+        ));
+        assert!(to_sfu(&fx).is_empty(), "nothing for the SFU here: {fx:?}");
+
+        // A relay made, then its media link fails on the SFU here: the
+        // subscription here is gone, and b is told.
+        let sid = relay_up(&mut h);
+        assert_eq!((h.node.counts().3, relays(&h)), (1, 1));
+        let closed = crate::ipc::FromSfu::StreamClosed {
+            mid: crate::ids::Mid::parse("bob#000001").unwrap(),
+        };
+        h.node.sfu_message(h.now, SfuSlot(0), closed);
+        let fx = h.effects();
+        assert!(matches!(
+            &sent_to_node(&fx)[..],
+            [(_, NodeMsg::Unsubscribe { sid: s, .. })] if s == &sid
+        ));
+        assert_eq!((h.node.counts().3, relays(&h)), (0, 0));
+        // The stream itself is still there: no stream-remove.
+        assert!(H::sent(&fx, 1).is_empty(), "{fx:?}");
     }
 
     #[test]
