@@ -152,6 +152,12 @@ pub const CLUSTER_OPS_BATCH: usize = 64;
 /// Pub/sub messages queued from Redis at most; past it the node has fallen
 /// behind, drops the link, and resynchronises when it makes it again.
 pub const CLUSTER_PUSH_QUEUE: usize = 1024;
+/// After its link to Redis is made again, how long a node keeps the
+/// entries of another live node that Redis no longer has, waiting for that
+/// node to write its state again (a Redis that restarted empty loses
+/// everything; each node writes its own back when its own link returns,
+/// within the longest retry pause). Then the rooms are read once more.
+pub const RESYNC_GRACE: Duration = Duration::from_secs(6);
 /// Streams of other boards one node's SFUs pull at once (relays), each on
 /// a UDP port of its own: past it a subscription to another board's
 /// stream is refused with 503.

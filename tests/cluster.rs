@@ -516,3 +516,54 @@ fn a_stream_of_another_board_is_relayed_once_to_all_its_subscribers() {
             && metric(b.http, "wren_subscriptions") == Some(0)
     }));
 }
+
+#[test]
+fn a_call_across_nodes_outlives_a_redis_restart() {
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let a = node(&url, "keep-a");
+    let b = node(&url, "keep-b");
+    assert!(wait_peers(&[&a, &b], 1));
+    let (mut alice, _) = joined(&a, "alice", "r");
+    let (mut bob, _) = joined(&b, "bob", "r");
+    let (mut publisher, answer) = publish(&mut alice, "r", Peer::publisher());
+    let mid = &answer["mid"];
+    assert_eq!(bob.note_named("stream-add")["mid"], *mid);
+    let mut watching = subscribe(&mut bob, "r", mid);
+    assert!(run_until(&mut [&mut publisher, &mut watching], WAIT, |p| p
+        [1]
+    .received[1]
+        > 10));
+
+    // Redis restarts empty (no persistence): each node writes its state
+    // again when its link is back, at its own moment. Until the other has,
+    // neither takes the other's peers and streams for gone.
+    redis.stop();
+    assert!(wait_until(WAIT, || !link_up(&a) && !link_up(&b)));
+    redis.restart();
+    assert!(wait_until(WAIT, || link_up(&a) && link_up(&b)));
+    let before = watching.received[1];
+    assert!(
+        run_until(&mut [&mut publisher, &mut watching], WAIT, |p| p[1]
+            .received[1]
+            > before + 50),
+        "the relayed media stopped"
+    );
+    for (who, c) in [("alice", &mut alice), ("bob", &mut bob)] {
+        while let Some((method, data)) = c.try_note(Duration::from_millis(200)) {
+            assert!(
+                !matches!(method.as_str(), "peer-leave" | "stream-remove"),
+                "{who} was told {method} {data}"
+            );
+        }
+    }
+    assert_eq!(metric(b.http, "wren_cluster_relays"), Some(1));
+    // And the room is whole in Redis again: a newcomer sees both.
+    let (_, carol) = joined(&b, "carol", "r");
+    let users = users(&carol);
+    assert!(
+        users.contains(&pair("alice", "keep-a")) && users.contains(&pair("bob", "keep-b")),
+        "{users:?}"
+    );
+    assert_eq!(carol["pubs"][0]["mid"], *mid);
+}

@@ -13,7 +13,7 @@ use super::{ConnId, Node, Now, SfuSlot};
 use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
 use crate::limits::{
     MAX_CLUSTER_NODES, MAX_CONNECTIONS, MAX_PENDING_SFU_CALLS, MAX_RELAYS, MAX_STREAMS, MAX_SUBS,
-    NODE_TIMEOUT,
+    NODE_TIMEOUT, RESYNC_GRACE,
 };
 use crate::signal::protoo::{Minfo, RequestId};
 use serde::{Deserialize, Serialize};
@@ -330,6 +330,11 @@ pub(super) struct Cluster {
     /// The other nodes' members and streams of this node's rooms.
     pub(super) replica: Replica,
     pub(super) next_call: u64,
+    /// Until when, after the link was made again, entries of live nodes
+    /// that Redis lacks are kept (see `RESYNC_GRACE`).
+    pub(super) settle_at: Option<Instant>,
+    /// The nodes heard writing their state again since then.
+    pub(super) synced: heapless::Vec<NodeId, MAX_CLUSTER_NODES>,
 }
 
 /// What `/metrics` and `/healthz` show of the cluster.
@@ -361,6 +366,8 @@ impl Node {
             nodes: heapless::Vec::new(),
             replica: Replica::default(),
             next_call: 1,
+            settle_at: None,
+            synced: heapless::Vec::new(),
         }));
     }
 
@@ -375,6 +382,8 @@ impl Node {
         for n in c.nodes.iter_mut() {
             n.last_heard = now.mono;
         }
+        c.settle_at = Some(now.mono + RESYNC_GRACE);
+        c.synced.clear();
         log::info!("cluster link up; {} other nodes known", c.nodes.len());
         self.sync(now);
     }
@@ -384,6 +393,8 @@ impl Node {
     pub fn cluster_down(&mut self, _now: Now, why: String) {
         if let Some(c) = self.cluster.as_deref_mut() {
             c.link = Link::Down { why: why.clone() };
+            // Its next coming up starts another grace.
+            c.settle_at = None;
         }
         self.fail_joins(None, &why);
         self.fail_relay_calls(None, &why);

@@ -306,7 +306,8 @@ impl Node {
         let calls = self.pending.iter().map(|p| p.deadline);
         let cluster = (self.cluster_timeout().into_iter())
             .chain(self.join_timeout())
-            .chain(self.relay_call_timeout());
+            .chain(self.relay_call_timeout())
+            .chain(self.settle_timeout());
         silent.chain(calls).chain(cluster).min()
     }
 
@@ -334,6 +335,7 @@ impl Node {
         self.expire_nodes(now);
         self.fail_joins(Some(now), "Redis did not answer in time");
         self.fail_relay_calls(Some(now), "the other node did not answer in time");
+        self.settle(now);
     }
 
     /// Answers a request that could not be decoded.

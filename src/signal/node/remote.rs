@@ -276,14 +276,57 @@ impl Node {
                 self.notify_room(&rid, None, note);
             }
             ClusterEvent::Sync { bizid } if bizid != self.bizid => {
-                // It may share any of our rooms: read them all again.
-                let rids: Vec<RoomId> = self.rooms.iter().map(|r| r.rid.clone()).collect();
-                if let (false, Some(call)) = (rids.is_empty(), self.new_cluster_call()) {
-                    self.cluster_op(ClusterOp::Snapshot { call, rids });
+                if let Some(c) = self.cluster.as_deref_mut() {
+                    if !c.synced.contains(&bizid) {
+                        // Full: the rest are kept until the grace ends.
+                        let _ = c.synced.push(bizid);
+                    }
                 }
+                // It may share any of our rooms: read them all again.
+                self.reread_rooms();
             }
             _ => {}
         }
+    }
+
+    /// Reads every room of this node from Redis again.
+    fn reread_rooms(&mut self) {
+        let rids: Vec<RoomId> = self.rooms.iter().map(|r| r.rid.clone()).collect();
+        if let (false, Some(call)) = (rids.is_empty(), self.new_cluster_call()) {
+            self.cluster_op(ClusterOp::Snapshot { call, rids });
+        }
+    }
+
+    /// The grace after the link came back is over: the rooms are read
+    /// again, and what Redis still lacks is gone.
+    pub(super) fn settle(&mut self, now: Instant) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        if c.settle_at.is_none_or(|t| t > now) {
+            return;
+        }
+        c.settle_at = None;
+        c.synced.clear();
+        if c.link == Link::Up {
+            self.reread_rooms();
+        }
+    }
+
+    /// When the grace after the link came back ends.
+    pub(super) fn settle_timeout(&self) -> Option<Instant> {
+        self.cluster.as_deref()?.settle_at
+    }
+
+    /// Whether an entry of node `bizid` that Redis lacks is kept for now:
+    /// during the grace after the link came back, the node is alive and
+    /// has not written its state again yet.
+    fn awaiting_resync(&self, bizid: &NodeId) -> bool {
+        self.cluster.as_deref().is_some_and(|c| {
+            c.settle_at.is_some()
+                && !c.synced.contains(bizid)
+                && c.nodes.iter().any(|n| &n.beat.bizid == bizid)
+        })
     }
 
     /// A member of another node enters a room here; the local members
@@ -463,6 +506,7 @@ impl Node {
             .members
             .iter()
             .filter(|m| m.rid == rid)
+            .filter(|m| !self.awaiting_resync(&m.entry.bizid))
             .filter(|m| {
                 !room
                     .members
@@ -476,6 +520,7 @@ impl Node {
             .streams
             .iter()
             .filter(|s| s.rid == rid)
+            .filter(|s| !self.awaiting_resync(&s.bizid))
             .filter(|s| !room.streams.iter().any(|n| n.mid == s.mid))
             .map(|s| (s.mid.clone(), s.bizid.clone()))
             .collect();
@@ -829,6 +874,75 @@ mod tests {
             panic!("{ops:?}")
         };
         assert_eq!(rooms[0].members[0].uid.as_str(), "bob");
+    }
+
+    #[test]
+    fn after_the_link_returns_a_live_node_s_entries_wait_for_it_to_write_them_again() {
+        let mut h = H::new();
+        let with_bob = || {
+            room(
+                vec![member("bob", "b", 1)],
+                vec![stream("bob#000001", "bob", "b")],
+            )
+        };
+        h.join(1, "r", 2, with_bob());
+        let beat = super::super::cluster::Beat {
+            bizid: id("b"),
+            epoch: 1,
+            peers: 1,
+            streams: 1,
+            free_streams: 9,
+        };
+        h.node.cluster_event(h.now, ClusterEvent::Beat(beat));
+        // Redis restarted empty: this node's own sync finds nothing of b.
+        let sync_answer = |h: &mut H| {
+            let ops = h.ops();
+            let call = ops.iter().find_map(|op| op.call()).expect("a call");
+            h.node.cluster_answer(
+                h.now,
+                call,
+                ClusterAnswer::Rooms(vec![room(vec![], vec![])]),
+            );
+            h.effects()
+        };
+        h.node.cluster_down(h.now, "gone".into());
+        h.node.cluster_up(h.now);
+        let fx = sync_answer(&mut h);
+        assert!(H::sent(&fx, 1).is_empty(), "bob kept: {fx:?}");
+        // b writes its state again: the rooms are read, bob is there.
+        h.node
+            .cluster_event(h.now, ClusterEvent::Sync { bizid: id("b") });
+        let ops = h.ops();
+        let call = ops.iter().find_map(|op| op.call()).expect("a snapshot");
+        h.node
+            .cluster_answer(h.now, call, ClusterAnswer::Rooms(vec![with_bob()]));
+        assert!(H::sent(&h.effects(), 1).is_empty());
+
+        // Another time b never writes again (its peer left meanwhile):
+        // when the grace ends the rooms are read again, and bob is gone.
+        h.node.cluster_down(h.now, "gone".into());
+        h.node.cluster_up(h.now);
+        let fx = sync_answer(&mut h);
+        assert!(H::sent(&fx, 1).is_empty());
+        h.now.mono += crate::limits::RESYNC_GRACE;
+        h.node.cluster_event(
+            h.now,
+            ClusterEvent::Beat(super::super::cluster::Beat {
+                bizid: id("b"),
+                epoch: 1,
+                peers: 0,
+                streams: 0,
+                free_streams: 9,
+            }),
+        );
+        assert_eq!(h.node.poll_timeout(), Some(h.now.mono));
+        h.node.tick(h.now);
+        let fx = sync_answer(&mut h);
+        let methods: Vec<_> = H::sent(&fx, 1)
+            .iter()
+            .map(|m| m["method"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(methods, ["stream-remove", "peer-leave"]);
     }
 
     #[test]
