@@ -28,7 +28,7 @@ pub const MAX_PEERS_PER_ROOM: usize = 48;
 pub const MAX_ROOMS_PER_PEER: usize = 4;
 /// Streams published in one room.
 pub const MAX_STREAMS_PER_ROOM: usize = 16;
-/// Streams published on the whole node (240 B each).
+/// Streams published on the whole node (248 B each).
 pub const MAX_STREAMS: usize = 128;
 /// Subscriptions to one stream: everyone else in a full room watching
 /// one publisher (the teacher).

@@ -12,8 +12,8 @@ use wren_testkit::peer::Peer;
 use wren_testkit::redis::{tls_files, Redis};
 use wren_testkit::server::wait_until;
 use wren_testkit::{
-    assert_full, http_get, media_call, metric, publish, runner, subscribe, subscribe_data, Client,
-    Server, WAIT,
+    assert_full, http_get, media_call, metric, publish, runner, socket_path, subscribe,
+    subscribe_data, Client, Server, WAIT,
 };
 
 /// A node of the cluster at `url`, named `bizid`.
@@ -566,4 +566,104 @@ fn a_call_across_nodes_outlives_a_redis_restart() {
         "{users:?}"
     );
     assert_eq!(carol["pubs"][0]["mid"], *mid);
+}
+
+/// A node of the cluster at `url` whose stream table holds `streams`.
+fn node_with_streams(url: &str, bizid: &str, streams: usize) -> Server {
+    let config = socket_path(bizid).with_extension("toml");
+    std::fs::write(&config, format!("[limits]\nstreams = {streams}\n")).unwrap();
+    let config = config.to_string_lossy().to_string();
+    Server::start_with(&["--cluster", url, "--bizid", bizid, "--config", &config])
+}
+
+#[test]
+fn a_full_board_places_a_publish_on_the_least_loaded_one() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = node_with_streams(&url, "place-a", 1);
+    let b = node(&url, "place-b");
+    let c = node_with_streams(&url, "place-c", 2);
+    assert!(wait_peers(&[&a, &b, &c], 2));
+    let (mut alice, _) = joined(&a, "alice", "r");
+    let (mut bob, _) = joined(&b, "bob", "r");
+    let (mut carol, _) = joined(&c, "carol", "r");
+    let (mut dave, _) = joined(&a, "dave", "r");
+
+    // a carries one stream; the second goes to b, which has the most room
+    // (c has two). Alice's answer names b's SFU: her media goes there.
+    let (mut first, one) = publish(&mut alice, "r", Peer::publisher());
+    assert_eq!(one["sfuid"], "place-a-sfu-1");
+    let (mut second, two) = publish(&mut alice, "r", Peer::publisher());
+    assert_eq!(two["sfuid"], "place-b-sfu-1", "{two}");
+    let mid = &two["mid"];
+    for c in [&mut bob, &mut carol, &mut dave] {
+        c.note_named("stream-add");
+        let add = c.note_named("stream-add");
+        assert_eq!((&add["mid"], &add["sfuid"]), (mid, &two["sfuid"]));
+    }
+    assert_eq!(metric(a.http, "wren_cluster_placed_streams"), Some(1));
+    assert_eq!(metric(b.http, "wren_cluster_hosted_streams"), Some(1));
+    // A newcomer anywhere lists it once, with b's SFU.
+    let (_, joiner) = joined(&b, "erin", "r");
+    let listed: Vec<&Value> = (joiner["pubs"].as_array().unwrap().iter())
+        .filter(|p| p["mid"] == *mid)
+        .collect();
+    assert_eq!(listed.len(), 1, "{joiner}");
+    assert_eq!(listed[0]["sfuid"], "place-b-sfu-1");
+
+    // Bob (on b) gets it from b's SFU directly; carol (on c) and dave (on
+    // a, the owner's board) through relays from b.
+    let mut subs: Vec<Peer> = [&mut bob, &mut carol, &mut dave]
+        .into_iter()
+        .map(|c| subscribe(c, "r", mid))
+        .collect();
+    let [s0, s1, s2] = &mut subs[..] else {
+        unreachable!()
+    };
+    let flowing = run_until(&mut [&mut first, &mut second, s0, s1, s2], WAIT, |p| {
+        p[2..]
+            .iter()
+            .all(|s| s.received[0] > 10 && s.received[1] > 10)
+    });
+    assert!(
+        flowing,
+        "{:?} {:?} {:?}",
+        s0.received, s1.received, s2.received
+    );
+    assert_eq!(metric(c.http, "wren_cluster_relays"), Some(1));
+    assert_eq!(metric(a.http, "wren_cluster_relays"), Some(1));
+    assert_eq!(metric(b.http, "wren_cluster_served_subscriptions"), Some(2));
+
+    // Only alice may unpublish it, on her own node; then it is gone
+    // everywhere, relays included.
+    assert_eq!(dave.err("unpublish", json!({"rid": "r", "mid": mid})), 403);
+    alice.ok("unpublish", json!({"rid": "r", "mid": mid}));
+    for c in [&mut bob, &mut carol, &mut dave] {
+        assert_eq!(c.note_named("stream-remove")["mid"], *mid);
+    }
+    assert_media_stops(&mut second, s0, "unpublished");
+    assert!(wait_until(WAIT, || {
+        metric(b.http, "wren_cluster_hosted_streams") == Some(0)
+            && metric(a.http, "wren_cluster_placed_streams") == Some(0)
+            && metric(c.http, "wren_cluster_relays") == Some(0)
+            && metric(a.http, "wren_cluster_relays") == Some(0)
+    }));
+
+    // Placed again, then its owner's node dies: b drops it.
+    let (_second, again) = publish(&mut alice, "r", Peer::publisher());
+    assert_eq!(again["sfuid"], "place-b-sfu-1", "{again}");
+    assert!(wait_until(WAIT, || metric(
+        b.http,
+        "wren_cluster_hosted_streams"
+    ) == Some(1)));
+    drop(a);
+    let limit = WAIT * if runner().is_empty() { 1 } else { 3 };
+    assert!(wait_until(limit, || {
+        metric(b.http, "wren_cluster_hosted_streams") == Some(0)
+    }));
+    // Both of alice's streams end for bob: the one on a, and this one.
+    let removed: Vec<Value> = (0..2)
+        .map(|_| bob.note_named("stream-remove")["mid"].clone())
+        .collect();
+    assert!(removed.contains(&again["mid"]), "{removed:?}");
 }

@@ -51,6 +51,16 @@ pub fn render(m: &Metrics, redis_rtt: Option<Duration>) -> String {
             c.relays,
         );
         gauge(
+            "wren_cluster_placed_streams",
+            "Streams of peers here placed on other nodes (this one was full).",
+            c.placed_streams,
+        );
+        gauge(
+            "wren_cluster_hosted_streams",
+            "Streams of other nodes' peers placed on this node's SFUs.",
+            c.hosted_streams,
+        );
+        gauge(
             "wren_cluster_served_subscriptions",
             "Subscriptions this node's SFUs serve for other nodes' relays.",
             c.served_subscriptions,

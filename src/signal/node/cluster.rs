@@ -95,6 +95,36 @@ pub enum NodeMsg {
     },
     /// The relay is done with `sid`.
     Unsubscribe { from: NodeId, sid: Sid },
+    /// A peer of node `from` publishes here: this node was full
+    /// (boxed: the largest by far).
+    Publish(Box<PublishAsk>),
+    /// Node `from`'s SFU took publish call `call` (stream `mid`): its id
+    /// and answer.
+    Placed {
+        from: NodeId,
+        call: u64,
+        mid: Mid,
+        sfuid: NodeId,
+        sdp: String,
+    },
+    /// The owner unpublished stream `mid` that node `from` placed here.
+    Unpublish { from: NodeId, mid: Mid },
+    /// Stream `mid`, placed by the receiving node on node `from`, ended
+    /// there (its publisher's connection failed, or its SFU went).
+    Ended { from: NodeId, mid: Mid },
+}
+
+/// Peer `uid` of node `from` publishes `mid` in `rid` with `offer`;
+/// `call` numbers it at `from`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishAsk {
+    pub from: NodeId,
+    pub call: u64,
+    pub rid: RoomId,
+    pub mid: Mid,
+    pub uid: PeerId,
+    pub minfo: Minfo,
+    pub offer: String,
 }
 
 /// A relay of node `from` subscribes to `mid` with `offer`, as `sid`
@@ -122,6 +152,17 @@ pub struct StreamEntry {
     /// The SFU it lives on.
     pub sfuid: NodeId,
     pub minfo: Minfo,
+    /// The node whose SFU carries it, when not `bizid`'s (that board was
+    /// full: the publish was placed on another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<NodeId>,
+}
+
+impl StreamEntry {
+    /// The node whose SFU carries it: relays pull it from there.
+    pub fn home(&self) -> &NodeId {
+        self.host.as_ref().unwrap_or(&self.bizid)
+    }
 }
 
 /// A room member, as the cluster keeps it.
@@ -301,6 +342,16 @@ pub(super) struct Waiter {
     pub(super) offer: String,
 }
 
+/// A publish placed on another node, waiting for its answer.
+pub(super) struct PendingPlace {
+    pub(super) call: u64,
+    pub(super) conn: ConnId,
+    pub(super) req: RequestId,
+    /// The stream as it will be known (its `host`, the node asked).
+    pub(super) entry: StreamEntry,
+    pub(super) deadline: Instant,
+}
+
 /// A subscription on this node's SFU that another node's relay made.
 pub(super) struct ServedSub {
     pub(super) sid: Sid,
@@ -318,6 +369,10 @@ pub(super) struct Replica {
     pub(super) joins: heapless::Vec<PendingJoin, MAX_PENDING_SFU_CALLS>,
     /// Streams of other nodes this node's SFUs pull.
     pub(super) relays: heapless::Vec<Relay, MAX_RELAYS>,
+    /// This node's peers' streams placed on other nodes (this node was
+    /// full), and those waiting for the other node's answer.
+    pub(super) placed: Box<heapless::Vec<StreamEntry, MAX_STREAMS>>,
+    pub(super) placing: heapless::Vec<PendingPlace, MAX_PENDING_SFU_CALLS>,
     /// Other nodes' relays' subscriptions on this node's SFUs.
     pub(super) served: Box<heapless::Vec<ServedSub, MAX_SUBS>>,
 }
@@ -349,6 +404,10 @@ pub struct ClusterMetrics {
     pub remote_streams: usize,
     /// Streams of other nodes this node's SFUs pull (relays).
     pub relays: usize,
+    /// This node's peers' streams placed on other nodes (it was full).
+    pub placed_streams: usize,
+    /// Other nodes' peers' streams placed on this node's SFUs.
+    pub hosted_streams: usize,
     /// Subscriptions this node's SFUs serve for other nodes' relays.
     pub served_subscriptions: usize,
 }
@@ -398,6 +457,7 @@ impl Node {
         }
         self.fail_joins(None, &why);
         self.fail_relay_calls(None, &why);
+        self.fail_placing(None, &why);
     }
 
     /// Something arrived on the cluster's event channel.
@@ -476,11 +536,7 @@ impl Node {
     /// This node's heartbeat.
     pub fn beat(&self) -> Option<Beat> {
         let c = self.cluster.as_deref()?;
-        let live_sfu = self.sfus.iter().any(|s| s.id.is_some());
-        let free = match live_sfu {
-            true => self.limits.streams.saturating_sub(self.streams.len()),
-            false => 0,
-        };
+        let free = self.room_for_streams();
         Some(Beat {
             bizid: self.bizid.clone(),
             epoch: c.epoch,
@@ -531,6 +587,8 @@ impl Node {
             remote_members: c.replica.members.len(),
             remote_streams: c.replica.streams.len(),
             relays: c.replica.relays.len(),
+            placed_streams: c.replica.placed.len(),
+            hosted_streams: self.streams.iter().filter(|s| s.owner.is_some()).count(),
             served_subscriptions: c.replica.served.len(),
         })
     }

@@ -19,13 +19,16 @@
 //! - [`remote`]: rooms that span nodes (the other nodes' members and
 //!   streams of this node's rooms);
 //! - [`relays`]: streams of another node's SFU, pulled once by an SFU of
-//!   this node for all its subscribers (and the other side of it).
+//!   this node for all its subscribers (and the other side of it);
+//! - [`placement`]: publishes this node is too full to carry, placed on
+//!   the least loaded other node (and the other side of it).
 //!
 //! They use each other one way only: `sfu_calls` and `responses` use
 //! `tables`, which uses `access` (`tests/layout.rs` checks).
 
 mod access;
 mod cluster;
+mod placement;
 mod relays;
 mod remote;
 mod responses;
@@ -307,6 +310,7 @@ impl Node {
         let cluster = (self.cluster_timeout().into_iter())
             .chain(self.join_timeout())
             .chain(self.relay_call_timeout())
+            .chain(self.placing_timeout())
             .chain(self.settle_timeout());
         silent.chain(calls).chain(cluster).min()
     }
@@ -335,6 +339,7 @@ impl Node {
         self.expire_nodes(now);
         self.fail_joins(Some(now), "Redis did not answer in time");
         self.fail_relay_calls(Some(now), "the other node did not answer in time");
+        self.fail_placing(Some(now), "the other node did not answer in time");
         self.settle(now);
     }
 

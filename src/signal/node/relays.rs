@@ -25,7 +25,7 @@
 //! other nodes' relays.
 
 use super::cluster::{ClusterOp, NodeMsg, Relay, RelayState, ServedSub, SubscribeAsk, Waiter};
-use super::tables::{unique, Asker, PendingKind, Subscription};
+use super::tables::{unique, Asker, PendingKind, Removal, Subscription};
 use super::{Effect, Node, Now, Outcome, Reply, SfuSlot};
 use crate::ids::{Mid, NodeId, Sid};
 use crate::ipc::ToSfu;
@@ -48,9 +48,12 @@ impl Node {
         mid: Mid,
         offer: String,
     ) -> Reply {
-        let home = self.remote_streams(&asker.rid).find(|s| s.mid == mid);
+        // Another node's, or one of this node's placed on another.
+        let home = (self.remote_streams(&asker.rid))
+            .chain(self.placed_in(&asker.rid))
+            .find(|s| s.mid == mid);
         let (bizid, minfo) = home
-            .map(|s| (s.bizid.clone(), s.minfo))
+            .map(|s| (s.home().clone(), s.minfo))
             .ok_or(RequestError::NoSuchStream)?;
         self.room_for_sub(&mid)?;
         let sid = unique(|| Sid::random(&asker.uid), |s| self.sid_in_use(s));
@@ -165,8 +168,30 @@ impl Node {
                 sdp,
             } => self.relay_answered(now, (from, call, sid), sdp),
             NodeMsg::Refused { call, code, reason } => {
+                let err = RequestError::Remote(code, reason);
                 if let Some(mid) = self.asking(call) {
-                    self.relay_failed(&mid, RequestError::Remote(code, reason));
+                    self.relay_failed(&mid, err);
+                } else {
+                    self.place_refused(call, err);
+                }
+            }
+            NodeMsg::Publish(ask) => {
+                let (from, call) = (ask.from.clone(), ask.call);
+                if let Err(e) = self.serve_publish(now, *ask) {
+                    self.refuse_node(&from, call, &e);
+                }
+            }
+            NodeMsg::Placed {
+                from,
+                call,
+                mid,
+                sfuid,
+                sdp,
+            } => self.placed((from, call), &mid, sfuid, &sdp),
+            NodeMsg::Unpublish { from, mid } => self.drop_hosted(&from, &mid),
+            NodeMsg::Ended { from, mid } => {
+                if self.placed_stream(&mid).is_some_and(|s| s.home() == &from) {
+                    self.remove_placed(&mid, Removal::BySfu);
                 }
             }
             NodeMsg::Unsubscribe { from, sid } => {

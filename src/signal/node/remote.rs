@@ -214,8 +214,9 @@ impl Node {
                 streams: self
                     .streams
                     .iter()
-                    .filter(|s| s.rid == r.rid)
+                    .filter(|s| s.rid == r.rid && s.owner.is_none())
                     .filter_map(|s| self.stream_entry(s))
+                    .chain(self.placed_in(&r.rid).cloned())
                     .collect(),
             })
             .collect();
@@ -236,6 +237,7 @@ impl Node {
             bizid: self.bizid.clone(),
             sfuid: self.sfus[s.sfu.0].id.clone()?,
             minfo: s.minfo,
+            host: None,
         })
     }
 
@@ -409,16 +411,7 @@ impl Node {
         if streams.iter().any(|s| s.mid == entry.mid) {
             return;
         }
-        let note = protoo::notification(
-            "stream-add",
-            &protoo::StreamAdd {
-                rid: &entry.rid,
-                uid: &entry.uid,
-                mid: &entry.mid,
-                sfuid: &entry.sfuid,
-                minfo: &entry.minfo,
-            },
-        );
+        let note = super::responses::stream_add(&entry);
         let rid = entry.rid.clone();
         if streams.push(entry).is_err() {
             log::warn!(
@@ -478,6 +471,8 @@ impl Node {
             self.remove_remote_member(&rid, &uid, bizid);
         }
         self.forget_node_subs(bizid);
+        self.host_gone(bizid);
+        self.owner_gone(bizid);
     }
 
     /// Makes the replica of one room what Redis says it is, telling the
@@ -602,7 +597,11 @@ mod tests {
 
     impl H {
         fn new() -> H {
-            let mut node = Node::new(id("a"), Limits::default(), 1);
+            H::with(Limits::default())
+        }
+
+        fn with(limits: Limits) -> H {
+            let mut node = Node::new(id("a"), limits, 1);
             let now = Now {
                 mono: Instant::now(),
                 unix_secs: 1_700_000_000,
@@ -689,6 +688,7 @@ mod tests {
             mid: crate::ids::Mid::parse(mid).unwrap(),
             uid: PeerId::parse(uid).unwrap(),
             bizid: id(bizid),
+            host: None,
             sfuid: id(&format!("{bizid}-sfu-1")),
             minfo: Minfo {
                 audio: true,
@@ -1244,6 +1244,138 @@ mod tests {
         assert!(H::sent(&fx, 1).is_empty(), "{fx:?}");
     }
 
+    /// Node `bizid` (epoch 1) says goodbye.
+    fn bye(h: &mut H, bizid: &str) {
+        let bye = ClusterEvent::Bye {
+            bizid: id(bizid),
+            epoch: 1,
+        };
+        h.node.cluster_event(h.now, bye);
+    }
+
+    /// Node "a" with no room for a stream of its own, alice in "r", and
+    /// b (room for 9) and c (room for 3) alive.
+    fn full_with_b_and_c() -> H {
+        let mut h = H::with(Limits {
+            streams: 0,
+            ..Limits::default()
+        });
+        h.join(1, "r", 1, room(vec![], vec![]));
+        beat_b_and_c(&mut h);
+        h
+    }
+
+    fn beat_b_and_c(h: &mut H) {
+        for (bizid, free) in [("b", 9), ("c", 3)] {
+            let beat = super::super::cluster::Beat {
+                bizid: id(bizid),
+                epoch: 1,
+                peers: 0,
+                streams: 0,
+                free_streams: free,
+            };
+            h.node.cluster_event(h.now, ClusterEvent::Beat(beat));
+        }
+    }
+
+    /// b's SFU took `ask`.
+    fn b_places(h: &mut H, ask: &super::super::cluster::PublishAsk, sdp: &str) {
+        let placed = NodeMsg::Placed {
+            from: id("b"),
+            call: ask.call,
+            mid: ask.mid.clone(),
+            sfuid: id("b-sfu-1"),
+            sdp: sdp.into(),
+        };
+        h.node.cluster_message(h.now, placed);
+    }
+
+    /// Alice publishes: the ask that went to another node.
+    fn publish_placed(h: &mut H) -> (NodeId, super::super::cluster::PublishAsk) {
+        let publish = json!({"rid": "r", "jsep": {"type": "offer", "sdp": "v=0"},
+            "minfo": {"audio": true, "video": true, "audiotype": 0, "videotype": 0}});
+        h.req(1, "publish", publish);
+        let fx = h.effects();
+        assert!(to_sfu(&fx).is_empty(), "not on this node's SFU: {fx:?}");
+        let sent = sent_to_node(&fx);
+        let [(to, NodeMsg::Publish(ask))] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        (to.clone(), (**ask).clone())
+    }
+
+    #[test]
+    fn a_full_node_places_a_publish_and_ends_it_with_its_host() {
+        let mut h = full_with_b_and_c();
+        // The most room: b. b refuses: alice hears b's code.
+        let (to, ask) = publish_placed(&mut h);
+        assert_eq!(to.as_str(), "b");
+        let refused = NodeMsg::Refused {
+            call: ask.call,
+            code: 503,
+            reason: "capacity full: streams".into(),
+        };
+        h.node.cluster_message(h.now, refused);
+        assert_eq!(H::sent(&h.effects(), 1)[0]["errorCode"], 503);
+        // b does not answer in time: 503, and b is told to drop it.
+        let (_, ask) = publish_placed(&mut h);
+        h.now.mono += std::time::Duration::from_secs(8);
+        beat_b_and_c(&mut h);
+        h.node.tick(h.now);
+        let fx = h.effects();
+        assert_eq!(H::sent(&fx, 1)[0]["errorCode"], 503);
+        assert!(sent_to_node(&fx).iter().any(|(to, m)| to.as_str() == "b"
+            && matches!(m, NodeMsg::Unpublish { mid, .. } if mid == &ask.mid)));
+        // Placed: alice's answer names b's SFU; the room and the cluster
+        // learn the stream, with b as its host.
+        let (_, ask) = publish_placed(&mut h);
+        b_places(&mut h, &ask, "v=0 b");
+        let fx = h.effects();
+        let answer = &H::sent(&fx, 1)[0];
+        assert_eq!(answer["data"]["sfuid"], "b-sfu-1", "{answer}");
+        assert_eq!(answer["data"]["jsep"]["sdp"], "v=0 b");
+        let added = fx.iter().find_map(|e| match e {
+            Effect::Cluster(op) => match &**op {
+                ClusterOp::Add(entry) => Some(entry.clone()),
+                _ => None,
+            },
+            _ => None,
+        });
+        let added = added.expect("announced");
+        assert_eq!((added.bizid.as_str(), added.home().as_str()), ("a", "b"));
+        assert_eq!(h.node.cluster_metrics().unwrap().placed_streams, 1);
+        // b's SFU lost the publisher: the stream ends here for everyone.
+        let ended = NodeMsg::Ended {
+            from: id("b"),
+            mid: ask.mid.clone(),
+        };
+        h.node.cluster_message(h.now, ended);
+        let fx = h.effects();
+        assert_eq!(H::sent(&fx, 1)[0]["method"], "stream-remove");
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::Cluster(op) if matches!(**op, ClusterOp::Remove(_)))));
+        assert_eq!(h.node.cluster_metrics().unwrap().placed_streams, 0);
+        // Placed once more, then b dies: the same.
+        let (_, ask) = publish_placed(&mut h);
+        b_places(&mut h, &ask, "v=0");
+        h.effects();
+        bye(&mut h, "b");
+        let fx = h.effects();
+        assert_eq!(H::sent(&fx, 1)[0]["method"], "stream-remove");
+        assert_eq!(h.node.cluster_metrics().unwrap().placed_streams, 0);
+        // With only c left, c is asked; with nobody, the usual 503.
+        let (to, _) = publish_placed(&mut h);
+        assert_eq!(to.as_str(), "c");
+        bye(&mut h, "c");
+        h.effects();
+        let publish = json!({"rid": "r", "jsep": {"type": "offer", "sdp": "v=0"},
+            "minfo": {"audio": true, "video": true, "audiotype": 0, "videotype": 0}});
+        h.req(1, "publish", publish);
+        let answer = &H::sent(&h.effects(), 1)[0];
+        assert_eq!(answer["errorCode"], 503, "{answer}");
+    }
+
     #[test]
     fn this_node_s_sfu_serves_another_node_s_subscriber_until_it_is_done_or_gone() {
         let mut h = H::new();
@@ -1328,13 +1460,7 @@ mod tests {
             )]
         ));
         // b says goodbye: its subscription ends here.
-        h.node.cluster_event(
-            h.now,
-            ClusterEvent::Bye {
-                bizid: id("b"),
-                epoch: 1,
-            },
-        );
+        bye(&mut h, "b");
         let fx = h.effects();
         assert!(fx.iter().any(|e| matches!(
             e,

@@ -1,6 +1,7 @@
 //! What goes out to clients: responses, notifications to a room, and the
 //! shapes they carry.
 
+use super::cluster::{ClusterOp, StreamEntry};
 use super::tables::Stream;
 use super::{ConnId, Effect, Node};
 use crate::ids::{PeerId, RoomId};
@@ -8,10 +9,49 @@ use crate::signal::error::RequestError;
 use crate::signal::protoo::{self, RequestId};
 use std::rc::Rc;
 
+/// The `stream-add` notification of a stream.
+pub(super) fn stream_add(entry: &StreamEntry) -> String {
+    protoo::notification(
+        "stream-add",
+        &protoo::StreamAdd {
+            rid: &entry.rid,
+            uid: &entry.uid,
+            mid: &entry.mid,
+            sfuid: &entry.sfuid,
+            minfo: &entry.minfo,
+        },
+    )
+}
+
 impl Node {
     /// A stream as a join answer lists it. Its SFU is up while it exists
     /// (`sfu_down` removes its streams); the fallback to this node's id only
     /// keeps the answer well-formed.
+    /// A publish is answered (`sdp`, for the client on `conn`) and its
+    /// stream announced: the room hears `stream-add`, the cluster learns it.
+    pub(super) fn announce_stream(
+        &mut self,
+        conn: ConnId,
+        req: RequestId,
+        entry: &StreamEntry,
+        sdp: &str,
+    ) {
+        let answer = protoo::ok_response(
+            req,
+            &protoo::PublishAnswer {
+                jsep: protoo::AnswerJsep {
+                    kind: "answer",
+                    sdp,
+                },
+                mid: &entry.mid,
+                sfuid: &entry.sfuid,
+            },
+        );
+        self.send(conn, answer);
+        self.notify_room(&entry.rid, Some(&entry.uid), stream_add(entry));
+        self.cluster_op(ClusterOp::Add(entry.clone()));
+    }
+
     pub(super) fn pub_info(&self, s: &Stream) -> protoo::PubInfo {
         protoo::PubInfo {
             mid: s.mid.clone(),

@@ -1,7 +1,7 @@
 //! Calls to SFUs: a publish or subscribe waits here for the SFU's answer
 //! (or its deadline); SFUs come up, go down, and report.
 
-use super::cluster::ClusterOp;
+use super::cluster::StreamEntry;
 use super::tables::{unique, Asker, PendingCall, PendingKind, Removal, Stream, Subscription};
 use super::{Effect, Node, Now, Outcome, Reply, SfuSlot};
 use crate::ids::{Mid, NodeId, Sid};
@@ -13,13 +13,25 @@ use std::time::Instant;
 impl Node {
     pub(super) fn publish(&mut self, now: Now, asker: Asker, offer: String, minfo: Minfo) -> Reply {
         let is_publish = |k: &PendingKind| matches!(k, PendingKind::Publish { .. });
-        let in_room = self.streams.iter().filter(|s| s.rid == asker.rid).count()
-            + self.pending_count(|p| is_publish(&p.kind) && p.rid == asker.rid);
+        let mine = |s: &Stream| s.owner.is_none() && s.rid == asker.rid;
+        let in_room = self.streams.iter().filter(|s| mine(s)).count()
+            + self.pending_count(|p| {
+                is_publish(&p.kind) && p.rid == asker.rid && p.for_node.is_none()
+            })
+            + self.placed_count(Some(&asker.rid));
         if in_room >= self.limits.streams_per_room {
             return Err(RequestError::Full("streams per room"));
         }
-        if self.streams.len() + self.pending_count(|p| is_publish(&p.kind)) >= self.limits.streams {
-            return Err(RequestError::Full("streams"));
+        if self.room_for_streams() == 0 {
+            // This board is full: the least loaded other one, if any.
+            if let Some(reply) = self.publish_elsewhere(now, &asker, &offer, minfo) {
+                return reply;
+            }
+            if self.streams.len() + self.pending_count(|p| is_publish(&p.kind))
+                >= self.limits.streams
+            {
+                return Err(RequestError::Full("streams"));
+            }
         }
         let sfu = self.least_loaded_sfu().ok_or(RequestError::NoSfu)?;
         let mid = unique(|| Mid::random(&asker.uid), |m| self.mid_in_use(m));
@@ -184,18 +196,25 @@ impl Node {
             }
         };
         if let Some(node) = p.for_node {
-            let PendingKind::Subscribe { mid, sid } = p.kind else {
-                return;
-            };
             let (bizid, call) = *node;
-            let sub = Subscription {
-                sid,
-                mid,
-                rid: p.rid,
-                uid: p.uid,
-                sfu,
-            };
-            self.served_subscribed(sub, bizid, call, sdp);
+            match p.kind {
+                PendingKind::Subscribe { mid, sid } => {
+                    let sub = Subscription {
+                        sid,
+                        mid,
+                        rid: p.rid,
+                        uid: p.uid,
+                        sfu,
+                    };
+                    self.served_subscribed(sub, bizid, call, sdp);
+                }
+                PendingKind::Publish { mid, minfo } => {
+                    let stream = Stream::new(mid, p.rid, p.uid, minfo, sfu);
+                    self.hosted_published(stream, bizid, call, sdp);
+                }
+                // Never another node's: a relay is this node's own.
+                PendingKind::Relay { .. } => {}
+            }
             return;
         }
         // The peer may have left (or the stream gone) while the SFU worked.
@@ -217,40 +236,18 @@ impl Node {
                     self.reply(p.conn, p.req, Err(RequestError::NotInRoom));
                     return;
                 };
-                let stream = Stream {
-                    mid,
-                    rid: p.rid,
-                    uid: p.uid,
+                let stream = Stream::new(mid, p.rid, p.uid, minfo, sfu);
+                let entry = StreamEntry {
+                    rid: stream.rid.clone(),
+                    mid: stream.mid.clone(),
+                    uid: stream.uid.clone(),
+                    bizid: self.bizid.clone(),
+                    sfuid,
                     minfo,
-                    sfu,
+                    host: None,
                 };
-                let answer = protoo::ok_response(
-                    p.req,
-                    &protoo::PublishAnswer {
-                        jsep: protoo::AnswerJsep {
-                            kind: "answer",
-                            sdp: &sdp,
-                        },
-                        mid: &stream.mid,
-                        sfuid: &sfuid,
-                    },
-                );
-                self.send(p.conn, answer);
-                let note = protoo::notification(
-                    "stream-add",
-                    &protoo::StreamAdd {
-                        rid: &stream.rid,
-                        uid: &stream.uid,
-                        mid: &stream.mid,
-                        sfuid: &sfuid,
-                        minfo: &stream.minfo,
-                    },
-                );
-                self.notify_room(&stream.rid, Some(&stream.uid), note);
-                log::info!("{}: published {} on {sfuid}", stream.uid, stream.mid);
-                if let Some(entry) = self.stream_entry(&stream) {
-                    self.cluster_op(ClusterOp::Add(entry));
-                }
+                self.announce_stream(p.conn, p.req, &entry, &sdp);
+                log::info!("{}: published {} on {}", entry.uid, entry.mid, entry.sfuid);
                 // Capacity was reserved by the pending call.
                 let _ = self.streams.push(stream);
             }

@@ -63,6 +63,23 @@ pub(super) struct Stream {
     pub(super) uid: PeerId,
     pub(super) minfo: Minfo,
     pub(super) sfu: SfuSlot,
+    /// Set when another node's peer publishes it here (that node was
+    /// full): that node announces it and owns it; this one carries it.
+    pub(super) owner: Option<Box<NodeId>>,
+}
+
+impl Stream {
+    /// A stream of a peer here, on SFU `sfu`.
+    pub(super) fn new(mid: Mid, rid: RoomId, uid: PeerId, minfo: Minfo, sfu: SfuSlot) -> Stream {
+        Stream {
+            mid,
+            rid,
+            uid,
+            minfo,
+            sfu,
+            owner: None,
+        }
+    }
 }
 
 pub(super) struct Subscription {
@@ -255,10 +272,11 @@ impl Node {
         let mut pubs: Vec<protoo::PubInfo> = self
             .streams
             .iter()
-            .filter(|s| s.rid == rid)
+            .filter(|s| s.rid == rid && s.owner.is_none())
             .map(|s| self.pub_info(s))
             .collect();
-        pubs.extend(self.remote_streams(&rid).map(|s| protoo::PubInfo {
+        let elsewhere = self.remote_streams(&rid).chain(self.placed_in(&rid));
+        pubs.extend(elsewhere.map(|s| protoo::PubInfo {
             mid: s.mid.clone(),
             minfo: s.minfo,
             rid: s.rid.clone(),
@@ -283,11 +301,12 @@ impl Node {
     }
 
     pub(super) fn unpublish(&mut self, uid: &PeerId, rid: &RoomId, mid: &Mid) -> Reply {
-        let s = self
-            .streams
-            .iter()
-            .find(|s| &s.mid == mid && &s.rid == rid)
-            .ok_or(RequestError::NoSuchStream)?;
+        let Some(s) =
+            (self.streams.iter()).find(|s| &s.mid == mid && &s.rid == rid && s.owner.is_none())
+        else {
+            return (self.unpublish_placed(uid, rid, mid))
+                .unwrap_or(Err(RequestError::NoSuchStream));
+        };
         if &s.uid != uid {
             return Err(RequestError::NotOwner);
         }
@@ -362,11 +381,18 @@ impl Node {
         let mids: Vec<Mid> = self
             .streams
             .iter()
-            .filter(|s| &s.uid == uid && &s.rid == rid)
+            .filter(|s| &s.uid == uid && &s.rid == rid && s.owner.is_none())
             .map(|s| s.mid.clone())
             .collect();
         for mid in &mids {
             self.remove_stream(mid, Removal::ByOwner);
+        }
+        let placed: Vec<Mid> = (self.placed_in(rid))
+            .filter(|s| &s.uid == uid)
+            .map(|s| s.mid.clone())
+            .collect();
+        for mid in &placed {
+            self.remove_placed(mid, Removal::ByOwner);
         }
         while let Some(i) = self
             .subs
@@ -411,28 +437,36 @@ impl Node {
                 msg: ToSfu::Unpublish { mid: s.mid.clone() },
             });
         }
-        let note = protoo::StreamRemove {
-            rid: &s.rid,
-            uid: &s.uid,
-            mid: &s.mid,
+        log::info!("{}: stream {} removed", s.uid, s.mid);
+        match s.owner {
+            // Carried for another node, which announced it: it hears of an
+            // end it did not ask for, and tells the room.
+            Some(owner) if why == Removal::BySfu => self.hosted_ended(*owner, mid),
+            Some(_) => {}
+            None => self.stream_gone(&s.rid, &s.uid, mid, why),
         }
-        .note();
+    }
+
+    /// A stream of a peer here is gone: the room hears `stream-remove`
+    /// (all but its owner when the owner asked) and the cluster forgets it.
+    pub(super) fn stream_gone(&mut self, rid: &RoomId, uid: &PeerId, mid: &Mid, why: Removal) {
+        let note = protoo::StreamRemove { rid, uid, mid }.note();
         let except = match why {
-            Removal::ByOwner => Some(&s.uid),
+            Removal::ByOwner => Some(uid),
             Removal::BySfu => None,
         };
-        self.notify_room(&s.rid, except, note);
+        self.notify_room(rid, except, note);
         self.cluster_op(ClusterOp::Remove(StreamRef {
-            rid: s.rid.clone(),
-            mid: s.mid.clone(),
-            uid: s.uid.clone(),
+            rid: rid.clone(),
+            mid: mid.clone(),
+            uid: uid.clone(),
             bizid: self.bizid.clone(),
         }));
-        log::info!("{}: stream {} removed", s.uid, s.mid);
     }
 
     pub(super) fn mid_in_use(&self, mid: &Mid) -> bool {
         self.streams.iter().any(|s| &s.mid == mid)
+            || self.placed_mid_in_use(mid)
             || self
                 .cluster
                 .as_deref()

@@ -697,7 +697,7 @@ fn malformed_requests_are_400_and_unknown_methods_405() {
 
 #[test]
 fn the_fixed_tables_fit_the_documented_budget() {
-    // README "Limits": the node's tables are allocated up front, 414 KiB on
+    // README "Limits": the node's tables are allocated up front, 416 KiB on
     // a 64-bit target (467 KiB when rooms listed their members).
     use std::mem::size_of;
     let size = Harness::new(1).node.table_bytes();
