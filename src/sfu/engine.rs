@@ -391,6 +391,12 @@ impl Sfu {
                 id
             }
         };
+        self.receive(now, id, input);
+    }
+
+    /// Hands one received datagram to session `id` and propagates what
+    /// it produced.
+    fn receive(&mut self, now: Instant, id: SessionId, input: Input) {
         if let Some(s) = self.sessions.get_mut(&id) {
             if let Err(e) = s.rtc.handle_input(input) {
                 log::debug!("session {id:?}: input rejected: {e}");
@@ -417,18 +423,15 @@ impl Sfu {
             return;
         };
         let input = Input::Receive(now, input);
-        if let Some(s) = self.sessions.get_mut(&id) {
-            if !s.rtc.accepts(&input) {
-                log::trace!("relay port {local}: a stranger's datagram from {source}");
-                return;
-            }
-            if let Err(e) = s.rtc.handle_input(input) {
-                log::debug!("relay {id:?}: input rejected: {e}");
-                s.rtc.disconnect();
-            }
-            self.drain(id);
+        if self
+            .sessions
+            .get(&id)
+            .is_some_and(|s| !s.rtc.accepts(&input))
+        {
+            log::trace!("relay port {local}: a stranger's datagram from {source}");
+            return;
         }
-        self.propagate(now);
+        self.receive(now, id, input);
     }
 
     /// Gives every session whose deadline has passed what is due: str0m's
