@@ -224,6 +224,11 @@ pub const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
 pub const UPGRADE_HEADROOM_PCT: u64 = 15;
 /// ...for this long before a subscriber is moved up to it.
 pub const UPGRADE_HOLD: Duration = Duration::from_secs(3);
+/// A subscriber below its best layer has its estimator pad and probe for
+/// this much (percent) over what that layer needs: str0m reports a new
+/// estimate only when it moved by 5 %, so an estimate that crept up just
+/// to what is needed would not be seen.
+pub const PROBE_MARGIN_PCT: u64 = 10;
 /// VP8 temporal layers a subscriber can be sent fewer of (TID 0..=3).
 pub const MAX_TEMPORAL_LAYERS: usize = 4;
 /// A receive-side REMB this much (percent) of what a subscriber is sent

@@ -11,7 +11,7 @@
 //! connection), the loop in `Sfu::propagate` hands them to the sessions
 //! they concern and marks those for draining, until nothing is left.
 
-use super::adapt::{layer_costs, next_up, Ceiling, LayerView};
+use super::adapt::{layer_costs, probe_for, Ceiling, LayerView};
 use super::codec::{rtc_config, Link};
 use super::deadlines::Deadlines;
 use super::fasthash::FastMap;
@@ -734,12 +734,12 @@ impl Sfu {
                 takes = takes
                     .zip(layer_costs(layers, track.target, budget, track.ceiling))
                     .map(|((now, want), (n, w))| (now + n, want + w));
-                minimum += track.target.map_or(0, |t| next_up(layers, t));
+                minimum += track.target.map_or(0, |t| probe_for(layers, t));
             }
             take = take
                 .zip(takes)
                 .map(|((now, want), (n, w))| (now.max(n), want.max(w)));
-            // Probe toward the next layer up (padding fills what media does
+            // Probe toward what the next layer up needs (padding fills what media does
             // not), never past what the whole stream needs. Told only when
             // it changes by a tenth: each call re-arms str0m's estimator
             // and pacer timers, and one every allocation delayed its probes
