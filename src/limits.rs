@@ -229,6 +229,20 @@ pub const UPGRADE_HOLD: Duration = Duration::from_secs(3);
 /// estimate only when it moved by 5 %, so an estimate that crept up just
 /// to what is needed would not be seen.
 pub const PROBE_MARGIN_PCT: u64 = 10;
+/// A subscriber held below its best layer whose estimate has not moved
+/// for this long has its estimator started again from that estimate: a
+/// new estimator probes at 3 and 6 times its start, as on a new call.
+/// str0m's own estimate can stall after a lifted limit (seen in the
+/// browser lab: 359 kbit/s for 12 s on a free link, B on the lowest layer)
+/// and probes on its own only after 15 s of it.
+pub const STALL_AFTER: Duration = Duration::from_secs(4);
+/// The first wait between two such restarts of one subscriber's
+/// estimator, doubled after each (a link that really is that narrow is
+/// probed less and less often) up to `STALL_RESTART_MAX`, and back to
+/// this once it reaches its best layer.
+pub const STALL_RESTART_FIRST: Duration = Duration::from_secs(4);
+/// (See `STALL_RESTART_FIRST`.)
+pub const STALL_RESTART_MAX: Duration = Duration::from_secs(64);
 /// VP8 temporal layers a subscriber can be sent fewer of (TID 0..=3).
 pub const MAX_TEMPORAL_LAYERS: usize = 4;
 /// A receive-side REMB this much (percent) of what a subscriber is sent

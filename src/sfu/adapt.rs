@@ -152,6 +152,16 @@ pub fn layer_costs(
     Some((cost(current), cost(current.max(better))))
 }
 
+/// Whether `target` is below the best layer the client allows among those
+/// sent: a better one is wanted if the link carries it.
+pub fn below_top(layers: &[LayerView], target: Option<usize>, ceiling: Option<Ceiling>) -> bool {
+    let ranked = rank(layers);
+    let Some(at) = target.and_then(|t| ranked.iter().position(|&i| i == t)) else {
+        return false;
+    };
+    at < ceiling.map_or(ranked.len().saturating_sub(1), |c| c.rank(ranked.len()))
+}
+
 /// What a subscriber's estimator should sustain (padding fills what media
 /// does not) and probe for, receiving `target`: the budget on which the
 /// layer ranked just above it fits with the upgrade headroom; at the top,

@@ -11,19 +11,19 @@
 //! connection), the loop in `Sfu::propagate` hands them to the sessions
 //! they concern and marks those for draining, until nothing is left.
 
-use super::adapt::{layer_costs, probe_for, Ceiling, LayerView};
+use super::adapt::{below_top, layer_costs, probe_for, Ceiling, LayerView};
 use super::codec::{rtc_config, Link};
 use super::deadlines::Deadlines;
 use super::fasthash::FastMap;
 use super::keyframe::Ask;
-use super::session::{Happening, RelayLeg, Role, Session, SessionId};
+use super::session::{Happening, RelayLeg, Role, Session, SessionId, Subscriber};
 use super::temporal::{remb_budget, StepUp};
 use super::track::{Media, Slot};
 use crate::ids::{Mid, Sid};
 use crate::ipc::{FromSfu, LayerPin, SfuError, SfuStats};
 use crate::limits::{
     Limits, ALLOCATE_EVERY, CAP_EVERY, CAP_LOWER_HOLD, CAP_MARGIN_PCT, MAX_SFU_SESSIONS,
-    UPGRADE_HOLD,
+    STALL_AFTER, STALL_RESTART_FIRST, STALL_RESTART_MAX, UPGRADE_HOLD,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -517,8 +517,12 @@ impl Sfu {
                 Happening::KeyframeRequest(track) => self.relay_keyframe_request(now, from, track),
                 Happening::Connected => self.on_connected(now, from),
                 Happening::Estimate => {
-                    let publisher = match self.sessions.get(&from).map(|s| &s.role) {
-                        Some(Role::Subscriber(sub)) => sub.publisher,
+                    let publisher = match self.sessions.get_mut(&from).map(|s| &mut s.role) {
+                        Some(Role::Subscriber(sub)) => {
+                            log::debug!("session {from:?}: estimate {:?}", sub.estimate);
+                            sub.estimate_at = Some(now);
+                            sub.publisher
+                        }
                         _ => continue,
                     };
                     self.allocate(now, publisher, Some(from));
@@ -709,6 +713,7 @@ impl Sfu {
                 .estimate
                 .map(|e| e.saturating_sub(fixed) / layered.max(1));
             let (mut takes, mut minimum) = (Some((fixed, fixed)), fixed);
+            let mut below = false;
             for (slot, layers) in tracks.iter().filter(|(_, l)| l.len() > 1) {
                 let Some(track) = sub.tracks.iter_mut().find(|t| t.slot == *slot) else {
                     continue;
@@ -735,6 +740,7 @@ impl Sfu {
                     .zip(layer_costs(layers, track.target, budget, track.ceiling))
                     .map(|((now, want), (n, w))| (now + n, want + w));
                 minimum += track.target.map_or(0, |t| probe_for(layers, t));
+                below |= below_top(layers, track.target, track.ceiling);
             }
             take = take
                 .zip(takes)
@@ -756,6 +762,7 @@ impl Sfu {
                     .bwe()
                     .set_bitrate(Bitrate::bps(wanted.0), Bitrate::bps(wanted.1));
             }
+            restart_if_stalled(now, id, sub, &mut s.rtc, below);
             self.mark(id);
         }
         for (slot, layer) in switches {
@@ -918,7 +925,9 @@ impl Sfu {
             return;
         };
         if let Some(rx) = s.rtc.direct_api().stream_rx(&ssrc) {
-            log::debug!("session {publisher:?}: capped at {value} bit/s");
+            log::debug!(
+                "session {publisher:?}: capped at {value} bit/s (its subscribers take {take_now}, want {take_wanted})"
+            );
             rx.request_remb(Bitrate::bps(value));
             let lowered = p.cap.sent.is_none_or(|(sent, _)| value < sent);
             if lowered {
@@ -1088,6 +1097,34 @@ fn mark_session(s: &mut Session, id: SessionId, dirty: &mut Vec<SessionId>) {
 /// Sends a PLI on one layer of a publisher's track (nothing if it has
 /// sent no media there yet: its first frame is a key frame anyway). The
 /// layer is named by its rid: with `None`, str0m would pick any layer.
+/// Starts `sub`'s estimator again from its estimate when it is held below
+/// a better layer (`below`) and its estimate has not moved for
+/// `STALL_AFTER`: str0m's can stall well under what the link carries.
+/// The waits between restarts double while it stays below.
+fn restart_if_stalled(
+    now: Instant,
+    id: SessionId,
+    sub: &mut Subscriber,
+    rtc: &mut Rtc,
+    below: bool,
+) {
+    if !below {
+        sub.restart = None;
+        return;
+    }
+    let (Some(estimate), Some(at)) = (sub.estimate, sub.estimate_at) else {
+        return;
+    };
+    let (allowed, wait) = *sub.restart.get_or_insert((now, STALL_RESTART_FIRST));
+    if now < allowed || now.saturating_duration_since(at) < STALL_AFTER {
+        return;
+    }
+    log::debug!("session {id:?}: estimate stalled at {estimate} bit/s, its estimator starts again");
+    rtc.bwe().reset(Bitrate::bps(estimate));
+    sub.estimate_at = Some(now);
+    sub.restart = Some((now + wait, (wait * 2).min(STALL_RESTART_MAX)));
+}
+
 fn ask_keyframe(rtc: &mut Rtc, mid: TrackMid, rid: Option<Rid>) {
     if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, rid) {
         rx.request_keyframe(KeyframeRequestKind::Pli);
@@ -1141,6 +1178,41 @@ mod tests {
             answer.contains("urn:ietf:params:rtp-hdrext:sdes:mid"),
             "{answer}"
         );
+    }
+
+    #[test]
+    fn a_stalled_estimate_restarts_its_estimator_less_and_less_often() {
+        let t0 = Instant::now();
+        let uid = PeerId::parse("bob").unwrap();
+        let Role::Subscriber(mut sub) = Role::subscriber(Sid::random(&uid), SessionId(1)) else {
+            unreachable!()
+        };
+        let mut rtc = Rtc::builder()
+            .enable_bwe(Some(Bitrate::kbps(300)))
+            .build(t0);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut restarts = Vec::new();
+        sub.estimate = Some(300_000);
+        sub.estimate_at = Some(t0);
+        for s in 0..=60 {
+            let before = sub.estimate_at;
+            restart_if_stalled(at(s), SessionId(2), &mut sub, &mut rtc, true);
+            if sub.estimate_at != before {
+                restarts.push(s);
+            }
+        }
+        // After 4 s without a move, then waits of 4, 8, 16, 32 s.
+        assert_eq!(restarts, [4, 8, 16, 32]);
+        // On its best layer it is left alone, and the waits start over.
+        restart_if_stalled(at(61), SessionId(2), &mut sub, &mut rtc, false);
+        assert_eq!(sub.restart, None);
+        sub.estimate_at = Some(at(50));
+        restart_if_stalled(at(61), SessionId(2), &mut sub, &mut rtc, true);
+        assert_eq!(sub.estimate_at, Some(at(61)), "stalled 11 s: at once");
+        // An estimate that moves is no stall.
+        sub.estimate_at = Some(at(70));
+        restart_if_stalled(at(72), SessionId(2), &mut sub, &mut rtc, true);
+        assert_eq!(sub.estimate_at, Some(at(70)));
     }
 
     #[test]

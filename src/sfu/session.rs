@@ -7,7 +7,7 @@ use crate::ids::{Mid, Sid};
 use crate::limits::MAX_SSRCS_PER_PUBLISHER;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use str0m::bwe::BweKind;
 use str0m::change::SdpPendingOffer;
 use str0m::media::{MediaKind, Mid as TrackMid, Rid};
@@ -95,6 +95,11 @@ pub struct Subscriber {
     pub ceiling: Option<Ceiling>,
     /// What its estimator was last told to probe for (minimum, desired).
     pub bwe_set: Option<(u64, u64)>,
+    /// When its estimate last moved (str0m reports a move of 5 % or more).
+    pub estimate_at: Option<Instant>,
+    /// Its estimator may be started again (a stall) from then on, and the
+    /// wait after that (`STALL_RESTART_FIRST`, doubled on each restart).
+    pub restart: Option<(Instant, Duration)>,
     /// The fraction of its video lost on the way, from its receiver
     /// reports since the allocator last looked (no estimator: a REMB does
     /// not see a link that drops before its queue grows).
@@ -132,6 +137,8 @@ impl Role {
             remb_settled: false,
             ceiling: None,
             bwe_set: None,
+            estimate_at: None,
+            restart: None,
             video_loss: None,
         })
     }
