@@ -1068,6 +1068,21 @@ fn simulcast_call_with_b_limited() -> (Net, usize, usize, usize) {
     (net, p, a, b)
 }
 
+/// Lifts subscriber `b`'s rate limit and runs until it receives the top
+/// layer, for 15 s at most: whether it did, and how long it took.
+fn lift_and_climb(net: &mut Net, b: usize) -> (bool, Duration) {
+    let lifted = net.now;
+    net.peers[b].down.rate = 0;
+    let top = |n: &Net| {
+        n.peers[b]
+            .videos()
+            .last()
+            .is_some_and(|r| r.layer == 2 && r.at > lifted)
+    };
+    let climbed = net.run_until(Duration::from_secs(15), top);
+    (climbed, net.now - lifted)
+}
+
 #[test]
 fn each_subscriber_gets_the_simulcast_layer_its_link_carries() {
     let (mut net, p, a, b) = simulcast_call_with_b_limited();
@@ -1113,16 +1128,9 @@ fn a_subscriber_whose_limit_is_lifted_climbs_back_to_the_top_layer() {
     );
     // Only a is well served: the publisher is never capped below what a
     // takes (checked at the end).
-    let lifted = net.now;
-    net.peers[b].down.rate = 0;
-    let top = |n: &Net| {
-        n.peers[b]
-            .videos()
-            .last()
-            .is_some_and(|r| r.layer == 2 && r.at > lifted)
-    };
-    assert!(net.run_until(Duration::from_secs(15), top), "b stayed low");
-    println!("b back on the top layer after {:?}", net.now - lifted);
+    let (climbed, took) = lift_and_climb(&mut net, b);
+    assert!(climbed, "b stayed low");
+    println!("b back on the top layer after {took:?}");
     net.run(Duration::from_secs(2));
     assert_eq!(
         layers_since(&net.peers[b], net.now - Duration::from_secs(1)),
@@ -1471,13 +1479,8 @@ fn a_switch_at_a_key_frame_whose_first_packet_came_late_decodes_at_once() {
 fn a_lifted_limit_is_found_again_under_a_two_megabit_top_layer() {
     let mut took = Vec::new();
     for k in 0..10u64 {
-        let mut net = Net::new();
-        let (mid, _) = ids("alice");
-        let p = net.publish_simulcast(&mid);
+        let (mut net, p, a, b) = simulcast_call_with_b_limited();
         net.peers[p].sizes[2] = 5000;
-        let a = net.subscribe(&ids("a").1, &mid);
-        let b = net.subscribe(&ids("b").1, &mid);
-        net.peers[b].down.rate = 400_000;
         for n in [p, a, b] {
             let delay = Duration::from_millis(2 + (k % 4) * 7);
             (net.peers[n].up.delay, net.peers[n].down.delay) = (delay, delay);
@@ -1488,16 +1491,8 @@ fn a_lifted_limit_is_found_again_under_a_two_megabit_top_layer() {
             [0],
             "run {k}: b on the lowest layer while limited"
         );
-        let lifted = net.now;
-        net.peers[b].down.rate = 0;
-        let top = |n: &Net| {
-            n.peers[b]
-                .videos()
-                .last()
-                .is_some_and(|r| r.layer == 2 && r.at > lifted)
-        };
-        let climbed = net.run_until(Duration::from_secs(15), top);
-        took.push((net.now - lifted).as_millis());
+        let (climbed, after) = lift_and_climb(&mut net, b);
+        took.push(after.as_millis());
         assert!(
             climbed,
             "run {k}: b stayed below the top layer; runs so far (ms): {took:?}"
