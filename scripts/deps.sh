@@ -11,6 +11,9 @@ if [ "${1:-}" = "test" ]; then
     # The ARM stage: cross gcc and QEMU user emulation.
     want+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf
         libc6-dev-armhf-cross qemu-user)
+    # Backtraces from the cores of processes that die under QEMU
+    # (scripts/qemu-cores.sh).
+    want+=(gdb-multiarch binutils)
     # The network lab (wren-testkit's netlab, docs/lab.md): namespaces,
     # qdiscs and routing rules with iproute2, random loss with nftables.
     want+=(iproute2 nftables)

@@ -51,13 +51,22 @@ scripts/verify-units.sh "$target_dir/debug/wren"
 # ARM). The lab's cases (tests/lab.rs) measure frame rates and freezes
 # through the host's kernel: under QEMU they would measure the emulator,
 # and they ran natively above.
+# A process that dies of a signal under QEMU leaves its core (QEMU writes
+# the guest's own), and a failed run prints where each of its threads was
+# (scripts/qemu-cores.sh): an abort in C code says nothing by itself.
+ulimit -c unlimited 2>/dev/null || echo "no cores: ulimit -c is capped at $(ulimit -Hc)"
 for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
     step "cargo test --target $target (under QEMU)"
     skip=(--skip simulcast_through_shaped_links)
     [ "$target" = armv7-unknown-linux-gnueabihf ] && skip+=(--skip at_full_capacity)
     start=$(date +%s)
-    cargo test --workspace --target "$target" -- "${skip[@]}"
+    if ! cargo test --workspace --target "$target" -- "${skip[@]}"; then
+        scripts/qemu-cores.sh "$target_dir/$target/debug" "$target_dir/$target/debug/deps"
+        exit 1
+    fi
+    scripts/qemu-cores.sh "$target_dir/$target/debug" "$target_dir/$target/debug/deps"
     echo "$target: built and tested in $(($(date +%s) - start)) s"
 done
+ulimit -c 0
 step "the emulated board (scripts/board-test.sh: Debian 12 arm64, qemu-system-aarch64, systemd)"
 scripts/board-test.sh

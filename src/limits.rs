@@ -157,7 +157,17 @@ pub const CLUSTER_PUSH_QUEUE: usize = 1024;
 /// node to write its state again (a Redis that restarted empty loses
 /// everything; each node writes its own back when its own link returns,
 /// within the longest retry pause). Then the rooms are read once more.
-pub const RESYNC_GRACE: Duration = Duration::from_secs(6);
+/// The other nodes themselves are waited for as long (their heartbeats
+/// come back with their links). It covers another node's longest pause
+/// (`CLUSTER_RETRY_MAX` and its quarter of jitter), one connection attempt
+/// that runs out of time, and the seconds a loaded board takes to write:
+/// at 6 s, a node whose pause ended 5 s after ours lost its streams to the
+/// others under emulation (tests/cluster.rs, the Redis-restart call).
+pub const RESYNC_GRACE: Duration = Duration::from_secs(10);
+const _: () = assert!(
+    RESYNC_GRACE.as_millis()
+        >= CLUSTER_RETRY_MAX.as_millis() * 5 / 4 + REDIS_TIMEOUT.as_millis() + 2000
+);
 /// Streams of other boards one node's SFUs pull at once (relays), each on
 /// a UDP port of its own: past it a subscription to another board's
 /// stream is refused with 503.

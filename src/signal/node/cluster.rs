@@ -6,8 +6,10 @@
 //! The node does no I/O here either: the shell (`signal::cluster_link`)
 //! says when the link comes and goes and hands over what arrives on it;
 //! the node decides who is alive. A node is dead when nothing was heard
-//! from it for [`NODE_TIMEOUT`] while our own link was up; one that comes
-//! back with another `epoch` is a new process, and the old one is dead.
+//! from it for [`NODE_TIMEOUT`] while our own link was up (and, when our
+//! link came back, not before the [`RESYNC_GRACE`] is over: its link may
+//! come back later than ours); one that comes back with another `epoch`
+//! is a new process, and the old one is dead.
 
 use super::{ConnId, Node, Now, SfuSlot};
 use crate::ids::{Mid, NodeId, PeerId, RoomId, Sid};
@@ -18,7 +20,7 @@ use crate::limits::{
 use crate::signal::protoo::{Minfo, RequestId};
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What one node tells the others on the cluster's event channel. Every
 /// node hears every message, its own included.
@@ -280,6 +282,9 @@ pub enum Link {
 pub(super) struct ClusterNode {
     pub(super) beat: Beat,
     pub(super) last_heard: Instant,
+    /// Not heard since our link came back: waited for until the grace
+    /// after it ends, even if that is later than `NODE_TIMEOUT`.
+    pub(super) awaited: bool,
 }
 
 /// Members of other nodes this node keeps at most: as many as it has
@@ -392,6 +397,21 @@ pub(super) struct Cluster {
     pub(super) synced: heapless::Vec<NodeId, MAX_CLUSTER_NODES>,
 }
 
+impl Cluster {
+    /// When `n` is taken as dead if nothing more is heard from it. A node
+    /// not heard since our link came back is waited for until the grace
+    /// ends: its own link to Redis likely went down with ours and comes
+    /// back after its own retry pause, which can end later than
+    /// `NODE_TIMEOUT` after ours did.
+    fn deadline(&self, n: &ClusterNode) -> Instant {
+        let heard = n.last_heard + NODE_TIMEOUT;
+        match self.settle_at {
+            Some(end) if n.awaited => heard.max(end),
+            _ => heard,
+        }
+    }
+}
+
 /// What `/metrics` and `/healthz` show of the cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterMetrics {
@@ -440,6 +460,7 @@ impl Node {
         c.link = Link::Up;
         for n in c.nodes.iter_mut() {
             n.last_heard = now.mono;
+            n.awaited = true;
         }
         c.settle_at = Some(now.mono + RESYNC_GRACE);
         c.synced.clear();
@@ -480,6 +501,7 @@ impl Node {
                     Some(i) if c.nodes[i].beat.epoch == beat.epoch => {
                         c.nodes[i].beat = beat;
                         c.nodes[i].last_heard = now.mono;
+                        c.nodes[i].awaited = false;
                     }
                     Some(_) => {
                         log::info!("node {} restarted", beat.bizid);
@@ -512,6 +534,7 @@ impl Node {
         let node = ClusterNode {
             beat,
             last_heard: now.mono,
+            awaited: false,
         };
         match c.nodes.push(node) {
             Ok(()) => log::info!("node {bizid} joined the cluster"),
@@ -552,7 +575,7 @@ impl Node {
         if c.link != Link::Up {
             return None;
         }
-        c.nodes.iter().map(|n| n.last_heard + NODE_TIMEOUT).min()
+        c.nodes.iter().map(|n| c.deadline(n)).min()
     }
 
     /// Forgets the nodes not heard from in time (only while the link is up).
@@ -563,16 +586,21 @@ impl Node {
         if c.link != Link::Up {
             return;
         }
-        let dead: Vec<NodeId> = c
+        let dead: Vec<(NodeId, Duration)> = c
             .nodes
             .iter()
-            .filter(|n| now.saturating_duration_since(n.last_heard) >= NODE_TIMEOUT)
-            .map(|n| n.beat.bizid.clone())
+            .filter(|n| now >= c.deadline(n))
+            .map(|n| {
+                (
+                    n.beat.bizid.clone(),
+                    now.saturating_duration_since(n.last_heard),
+                )
+            })
             .collect();
-        for bizid in dead {
+        for (bizid, silent) in dead {
             log::warn!(
                 "node {bizid}: no heartbeat for {} s, taken as dead",
-                NODE_TIMEOUT.as_secs()
+                silent.as_secs()
             );
             self.node_gone(&bizid);
         }
@@ -667,14 +695,25 @@ mod tests {
         now.mono += NODE_TIMEOUT * 3;
         node.tick(now);
         assert_eq!(others(&node), 1);
-        // Back up: b gets a whole timeout from now.
+        // Back up: b's own link may come back up to a retry pause later,
+        // so b is waited for until the grace ends, longer than a timeout.
         node.cluster_up(now);
-        now.mono += NODE_TIMEOUT - Duration::from_millis(1);
+        let up = now.mono;
+        assert_eq!(node.poll_timeout(), Some(up + RESYNC_GRACE));
+        now.mono = up + RESYNC_GRACE - Duration::from_millis(1);
         node.tick(now);
         assert_eq!(others(&node), 1);
         now.mono += Duration::from_millis(1);
         node.tick(now);
         assert_eq!(others(&node), 0);
+
+        // Once heard again, b has its own timeout, grace or not.
+        node.cluster_event(now, beat("b", 1));
+        node.cluster_down(now, "connection refused".into());
+        node.cluster_up(now);
+        now.mono += Duration::from_secs(1);
+        node.cluster_event(now, beat("b", 1));
+        assert_eq!(node.poll_timeout(), Some(now.mono + NODE_TIMEOUT));
     }
 
     #[test]
