@@ -64,7 +64,7 @@ for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
         scripts/qemu-cores.sh "$target_dir/$target/debug" "$target_dir/$target/debug/deps"
         exit 1
     fi
-    scripts/qemu-cores.sh "$target_dir/$target/debug" "$target_dir/$target/debug/deps"
+    scripts/qemu-cores.sh --remove
     echo "$target: built and tested in $(($(date +%s) - start)) s"
 done
 ulimit -c 0

@@ -1154,13 +1154,21 @@ fn a_publisher_whose_subscribers_are_all_weak_is_capped_to_what_they_take() {
     for &s in &subs {
         net.peers[s].down.rate = 400_000;
     }
-    net.run(Duration::from_secs(25));
+    // Long enough for every estimator restart a held-back subscriber gets
+    // (after 4, 8, 16 and 32 s of a still estimate).
+    net.run(Duration::from_secs(70));
     let caps = &net.peers[p].caps;
     println!("caps {caps:?}");
     let last = *caps.last().expect("the publisher was capped");
     // The lowest layer and audio (~175 kbit/s) with the margin; well under
     // the ~1.85 Mbit/s of all three layers.
     assert!((150_000..=400_000).contains(&last), "cap {last}");
+    // Once down, it stays down: nobody's link carries the middle layer.
+    let low = caps.iter().position(|&c| c <= 400_000).unwrap();
+    assert!(
+        caps[low..].iter().all(|&c| c <= 400_000),
+        "the cap went up again: {caps:?}"
+    );
 }
 
 #[test]

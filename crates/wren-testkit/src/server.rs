@@ -220,17 +220,12 @@ pub fn runner() -> &'static [String] {
 }
 
 /// The QEMU user emulation that runs `bin`, a binary built for another
-/// machine (aarch64 or armv7), named by its ELF header. It emulates the
-/// boards' CPUs (as `.cargo/config.toml`'s runners and the emulated
-/// boards do), not QEMU's default `max`: that one has features no
-/// Raspberry Pi has (the RNDR random instruction, which aws-lc then draws
-/// on; ARMv8 crypto in 32-bit mode), so the code run would not be the
-/// board's.
+/// machine (aarch64 or armv7), named by its ELF header.
 pub fn qemu_for(bin: &str) -> Vec<String> {
     let elf = std::fs::read(bin).unwrap_or_else(|e| panic!("{bin} is not readable: {e}"));
     let qemu = match elf.get(18..20) {
-        Some([0xb7, 0]) => "qemu-aarch64 -cpu cortex-a72 -L /usr/aarch64-linux-gnu",
-        Some([0x28, 0]) => "qemu-arm -cpu cortex-a15 -L /usr/arm-linux-gnueabihf",
+        Some([0xb7, 0]) => "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+        Some([0x28, 0]) => "qemu-arm -L /usr/arm-linux-gnueabihf",
         other => panic!("{bin} is built for an unknown machine {other:?}"),
     };
     qemu.split_whitespace().map(String::from).collect()
