@@ -160,9 +160,8 @@ pub const CLUSTER_PUSH_QUEUE: usize = 1024;
 /// The other nodes themselves are waited for as long (their heartbeats
 /// come back with their links). It covers another node's longest pause
 /// (`CLUSTER_RETRY_MAX` and its quarter of jitter), one connection attempt
-/// that runs out of time, and the seconds a loaded board takes to write:
-/// at 6 s, a node whose pause ended 5 s after ours lost its streams to the
-/// others under emulation (tests/cluster.rs, the Redis-restart call).
+/// that runs out of time, and the seconds a loaded board takes to write
+/// (at 6 s, as it was, a node coming back 5 s after ours had about one).
 pub const RESYNC_GRACE: Duration = Duration::from_secs(10);
 const _: () = assert!(
     RESYNC_GRACE.as_millis()
