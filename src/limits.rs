@@ -289,6 +289,18 @@ pub const CAP_MARGIN_PCT: u64 = 25;
 pub const CAP_EVERY: Duration = Duration::from_secs(1);
 /// (See `CAP_EVERY`.)
 pub const CAP_LOWER_HOLD: Duration = Duration::from_secs(10);
+/// A cap raised for a better layer a subscriber wants (a trial: the layer
+/// may be off at the publisher) that nobody has taken once the want is
+/// gone is lowered again at once, this long after the raise at the
+/// earliest; the next trial then waits twice as long for the want to
+/// hold (from `UPGRADE_HOLD`), up to `CAP_TRIAL_HOLD_MAX`. A probe through
+/// a bursty link can overestimate a subscriber for seconds (browser lab,
+/// case 5: 380 kbit/s read as 1.05 Mbit/s for 3 s behind a `tbf`), and
+/// with `CAP_LOWER_HOLD` alone each one had the publisher send its middle
+/// layer for nobody for over 10 s.
+pub const CAP_TRIAL_MIN: Duration = Duration::from_secs(3);
+/// (See `CAP_TRIAL_MIN`.)
+pub const CAP_TRIAL_HOLD_MAX: Duration = Duration::from_secs(48);
 
 /// The bounds in force, each at most its compile-time capacity above: the
 /// `[limits]` table of the config file may lower them (an edge box with

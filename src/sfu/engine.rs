@@ -22,8 +22,7 @@ use super::track::{Media, Slot};
 use crate::ids::{Mid, Sid};
 use crate::ipc::{FromSfu, LayerPin, SfuError, SfuStats};
 use crate::limits::{
-    Limits, ALLOCATE_EVERY, CAP_EVERY, CAP_LOWER_HOLD, CAP_MARGIN_PCT, MAX_SFU_SESSIONS,
-    STALL_AFTER, STALL_RESTART_FIRST, STALL_RESTART_MAX, UPGRADE_HOLD,
+    Limits, ALLOCATE_EVERY, MAX_SFU_SESSIONS, STALL_AFTER, STALL_RESTART_FIRST, STALL_RESTART_MAX,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -855,9 +854,7 @@ impl Sfu {
     /// subscriber takes (`take`: now and wanted, bits per second; None:
     /// unknown), with a margin: for simulcast, the layers that subscriber's
     /// estimate carries; for one layer, the highest REMB of its
-    /// subscribers. A raised cap goes at once; a lower one only once it
-    /// has held for a while (a subscriber's estimate dips), and it is
-    /// repeated every `CAP_EVERY`.
+    /// subscribers. When a cap goes out is `Cap::next`'s to say.
     fn cap_publisher(&mut self, now: Instant, publisher: SessionId, take: Option<(u64, u64)>) {
         let Some(s) = self.sessions.get_mut(&publisher) else {
             return;
@@ -868,51 +865,6 @@ impl Sfu {
         let Some((take_now, take_wanted)) = take.filter(|_| !p.subscribers.is_empty()) else {
             return;
         };
-        // What a subscriber receives is covered at once; a better layer
-        // that would have to come back only once it has been wanted for
-        // the upgrade hold (an estimate wobbling over its cost must not
-        // lift the cap and drop it again).
-        let take = if take_wanted > take_now {
-            let since = *p.cap.wanted_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= UPGRADE_HOLD {
-                take_wanted
-            } else {
-                take_now
-            }
-        } else {
-            p.cap.wanted_since = None;
-            take_now
-        };
-        let cap = take * (100 + CAP_MARGIN_PCT) / 100;
-        // No cap yet counts as an infinite one: the first must hold too
-        // (every subscriber's estimate starts low and climbs).
-        let send = match p.cap.sent {
-            Some((sent, _)) if cap >= sent => {
-                p.cap.lower_since = None;
-                // Raised over what every layer cost: nothing is throttled
-                // any more, measurements are true again. (A small raise
-                // is not enough: it would let a throttled layer, measured
-                // cheap, be chosen.)
-                let all: u64 = p.cap.costs.iter().flatten().sum();
-                if cap >= all {
-                    p.cap.costs.clear();
-                }
-                true
-            }
-            _ => {
-                let since = *p.cap.lower_since.get_or_insert(now);
-                now.saturating_duration_since(since) >= CAP_LOWER_HOLD
-            }
-        };
-        let (value, due) = match p.cap.sent {
-            None if !send => return,
-            Some((sent, at)) if !send => (sent, at + CAP_EVERY <= now),
-            Some((sent, at)) if sent == cap => (cap, at + CAP_EVERY <= now),
-            _ => (cap, true),
-        };
-        if !due {
-            return;
-        }
         // One REMB caps the whole connection (the browser shares it out
         // among its layers, dropping the upper ones first).
         let ssrc = p
@@ -921,31 +873,37 @@ impl Sfu {
             .filter(|t| t.slot.kind == MediaKind::Video)
             .flat_map(|t| t.layers.iter())
             .find_map(|l| l.source);
-        let Some(ssrc) = ssrc else {
+        let Some(ssrc) = ssrc.filter(|ssrc| s.rtc.direct_api().stream_rx(ssrc).is_some()) else {
             return;
         };
-        if let Some(rx) = s.rtc.direct_api().stream_rx(&ssrc) {
+        let Some(remb) = p.cap.next(now, take_now, take_wanted) else {
+            return;
+        };
+        let mut api = s.rtc.direct_api();
+        let Some(rx) = api.stream_rx(&ssrc) else {
+            return;
+        };
+        if remb.withdrawn {
             log::debug!(
-                "session {publisher:?}: capped at {value} bit/s (its subscribers take {take_now}, want {take_wanted})"
+                "session {publisher:?}: nobody took the layer the cap was raised for: lowered again"
             );
-            rx.request_remb(Bitrate::bps(value));
-            let lowered = p.cap.sent.is_none_or(|(sent, _)| value < sent);
-            if lowered {
-                // What each layer cost before this cap throttles it.
-                for (i, t) in p.tracks.iter().enumerate() {
-                    if p.cap.costs.len() <= i {
-                        p.cap.costs.push(Vec::new());
-                    }
-                    let costs = &mut p.cap.costs[i];
-                    costs.resize(t.layers.len(), 0);
-                    for (c, l) in costs.iter_mut().zip(&t.layers) {
-                        *c = (*c).max(l.rate.bps());
-                    }
+        }
+        log::debug!(
+            "session {publisher:?}: capped at {} bit/s (its subscribers take {take_now}, want {take_wanted})",
+            remb.value
+        );
+        rx.request_remb(Bitrate::bps(remb.value));
+        if remb.lowered {
+            // What each layer cost before this cap throttles it.
+            for (i, t) in p.tracks.iter().enumerate() {
+                if p.cap.costs.len() <= i {
+                    p.cap.costs.push(Vec::new());
                 }
-            }
-            p.cap.sent = Some((value, now));
-            if value == cap {
-                p.cap.lower_since = None;
+                let costs = &mut p.cap.costs[i];
+                costs.resize(t.layers.len(), 0);
+                for (c, l) in costs.iter_mut().zip(&t.layers) {
+                    *c = (*c).max(l.rate.bps());
+                }
             }
         }
         self.mark(publisher);

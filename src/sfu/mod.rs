@@ -10,6 +10,7 @@
 //! - `packet`: one publisher packet as it is relayed;
 //! - `layer`: a publisher track's simulcast layers and their bitrates;
 //! - `adapt`: which layer each subscriber track receives;
+//! - `cap`: the most a publisher is told to send;
 //! - `rewrite`: sequence numbers, timestamps and payload types per
 //!   subscriber track;
 //! - `keyframe`: coalesced key-frame requests;
@@ -21,6 +22,7 @@
 
 mod adapt;
 mod batch;
+mod cap;
 mod codec;
 mod deadlines;
 pub mod engine;

@@ -2,6 +2,7 @@
 //! its up-tracks or a subscriber with its down-tracks.
 
 use super::adapt::Ceiling;
+use super::cap::Cap;
 use super::track::{DownTrack, UpTrack};
 use crate::ids::{Mid, Sid};
 use crate::limits::MAX_SSRCS_PER_PUBLISHER;
@@ -50,24 +51,6 @@ impl std::fmt::Debug for RelayLeg {
             .field("answered", &self.offer.is_none())
             .finish()
     }
-}
-
-/// The most a publisher is told to send (REMB): what its best-served
-/// subscriber takes.
-#[derive(Debug, Default)]
-pub struct Cap {
-    /// Bits per second last sent, and when.
-    pub sent: Option<(u64, Instant)>,
-    /// Since when a lower cap than the one sent has held.
-    pub lower_since: Option<Instant>,
-    /// Since when a subscriber has wanted a better layer than it receives.
-    pub wanted_since: Option<Instant>,
-    /// Each layer's bitrate (per track) from before a lowered cap went out:
-    /// under the cap the browser throttles its upper layers, and a layer
-    /// measured at a throttled rate must not look cheap enough to choose
-    /// (which would raise the cap again, and so on). Cleared when the cap
-    /// is raised over all of them.
-    pub costs: Vec<Vec<u64>>,
 }
 
 #[derive(Debug)]

@@ -11,7 +11,8 @@
 // 3. 150 ms RTT with 30 ms jitter on every link: a new call starts and
 //    stays up.
 // 5. Both subscribers limited to 400 kbit/s: the SFU caps the publisher
-//    (REMB) and Chrome stops its top layer.
+//    (REMB) and Chrome stops its upper layers; they stay off (a raise the
+//    SFU tries for a subscriber that seemed faster is withdrawn at once).
 // 6. The camera in one layer with three temporal layers (L1T3): B behind
 //    70 % of the stream's rate is sent fewer frames per second of
 //    the same picture (from its REMB), A all of them; lifted, B gets all
@@ -330,7 +331,7 @@ test('5. both subscribers behind 400 kbit/s: the SFU caps the publisher, which s
     const limited = Date.now();
     const timeline = [];
     let prev = await publisher.evaluate(publisherView);
-    while (Date.now() - limited < 20_000) {
+    while (Date.now() - limited < 36_000) {
       await delay(2000);
       const view = await publisher.evaluate(publisherView);
       const s = sentBetween(prev, view);
@@ -344,20 +345,29 @@ test('5. both subscribers behind 400 kbit/s: the SFU caps the publisher, which s
     console.log(`the SFU's caps: ${caps.join(' -> ') || 'not logged (WREN_LOG_LEVEL=debug logs them)'}`);
     const m = await measure('5. A and B limited to 400 kbit/s', 4000);
     // The 1280-wide layer stops about 3 s after the cap (Chrome gives the
-    // cap to the lower layers first). The 640-wide one goes on at 300-400
-    // kbit/s that nobody receives: see the SFU's caps (README, Bad networks).
-    // The cap must stop the top layer within the 20 s. In some runs (3 of
-    // about 13 in sessions 9 and 10) the SFU raised the cap again a few
-    // seconds later and the top layer came back before the last sample:
-    // that is printed, and open (README, Bad networks).
-    const topAt = (t) => t.layers.find((l) => l.rid === 'f')?.kbit ?? 0;
+    // cap to the lower layers first), the 640-wide one with it.
+    const sentAt = (t, rid) => t.layers.find((l) => l.rid === rid)?.kbit ?? 0;
     // Not before 10 s: a lower cap holds that long before it is sent (an
     // earlier case may leave the publisher's own estimate low at first).
-    const stopped = timeline.findIndex((t) => t.at >= 10 && topAt(t) < 100);
-    assert.ok(stopped >= 0, `the top layer never stopped in the 20 s after both subscribers were limited: ${JSON.stringify(timeline)}`);
+    const stopped = timeline.findIndex((t) => t.at >= 10 && sentAt(t, 'f') < 100);
+    assert.ok(stopped >= 0, `the top layer never stopped in the 36 s after both subscribers were limited: ${JSON.stringify(timeline)}`);
     console.log(`the top layer stopped ${timeline[stopped].at} s after the limit`);
-    const back = timeline.slice(stopped).find((t) => topAt(t) >= 100);
-    if (back) console.log(`WARNING: the cap went back up and the top layer came back at ${back.at} s: ${JSON.stringify(back)}`);
+    // A subscriber's estimate may read high for a few seconds (a probe
+    // through the shaper's burst) and the SFU try the 640-wide layer
+    // again (a trial): nobody can take it at 400 kbit/s, so the SFU must
+    // withdraw the raise within a few seconds (3 s after it, CAP_TRIAL_MIN,
+    // plus Chrome's lag), not leave the publisher sending it for nobody
+    // (before session 12 it did, for 10 s or more, in 3 of 4 runs). At most
+    // 4 samples (2 s each) in a row with either upper layer on: a layer on
+    // for 4.5 s touches 4 of them at most, one on for 10 s touches 5.
+    let run = 0;
+    let longest = 0;
+    for (const t of timeline.slice(stopped)) {
+      run = sentAt(t, 'h') >= 100 || sentAt(t, 'f') >= 100 ? run + 1 : 0;
+      longest = Math.max(longest, run);
+    }
+    console.log(`upper layers back after the cap: at most ${longest} samples (2 s each) in a row`);
+    assert.ok(longest <= 4, `the publisher sent a layer nobody could take for ${longest * 2} s in a row: ${JSON.stringify(timeline.slice(stopped))}`);
     for (const [name, r] of Object.entries(m)) assert.ok(r.frames > 0, `${name}: ${JSON.stringify(r)}`);
   } finally {
     await shape('2 down');
