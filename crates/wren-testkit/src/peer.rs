@@ -69,8 +69,13 @@ pub struct Peer {
     pub first_keyframe_request: Option<Instant>,
     /// When the first video packet arrived (time to first frame).
     pub first_video_packet: Option<Instant>,
-    /// Whether the first video packet received started a key frame.
+    /// Whether the subscriber's video starts at a key frame: the earliest
+    /// video packet in sequence order (a decoder's view; a packet lost on
+    /// the way and repaired by RTX arrives after later ones) is a key
+    /// frame's first.
     pub first_video_key: Option<bool>,
+    /// That earliest packet's (extended) sequence number.
+    first_video_seq: Option<u64>,
     /// Every video packet received, when recording (see
     /// [`Peer::recording_subscriber_at`]).
     pub video_log: Option<Vec<VideoPacket>>,
@@ -246,6 +251,7 @@ impl Peer {
             first_keyframe_request: None,
             first_video_packet: None,
             first_video_key: None,
+            first_video_seq: None,
             video_log: None,
             keyframe_wanted: [true; LAYERS.len()],
             last_keyframe: [None; LAYERS.len()],
@@ -496,10 +502,14 @@ impl Peer {
                                     at: now,
                                 });
                             }
-                            if kind == MediaKind::Video && self.first_video_packet.is_none() {
-                                self.first_video_packet = Some(now);
-                                self.first_video_key =
-                                    Some(starts_keyframe(Codec::Vp8, &p.payload));
+                            if kind == MediaKind::Video {
+                                self.first_video_packet.get_or_insert(now);
+                                let seq = *p.seq_no;
+                                if self.first_video_seq.is_none_or(|first| seq < first) {
+                                    self.first_video_seq = Some(seq);
+                                    self.first_video_key =
+                                        Some(starts_keyframe(Codec::Vp8, &p.payload));
+                                }
                             }
                         }
                     }
