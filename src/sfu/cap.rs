@@ -52,12 +52,17 @@ pub struct Remb {
 }
 
 impl Cap {
+    /// How long a want must hold before a trial, now.
+    fn want_hold(&self) -> Duration {
+        self.trial_hold.max(UPGRADE_HOLD)
+    }
+
     /// The cap to send now, given what the best-served subscriber takes
     /// (`take_now`) and wants (`take_wanted`), bits per second; None:
     /// nothing to send (held back, or repeated less often than
     /// `CAP_EVERY`). What it returns is taken as sent.
     pub fn next(&mut self, now: Instant, take_now: u64, take_wanted: u64) -> Option<Remb> {
-        let hold = self.trial_hold.max(UPGRADE_HOLD);
+        let hold = self.want_hold();
         // A trial ends taken once a subscriber receives about what was
         // wanted (costs count every cheaper layer, now and wanted alike);
         // withdrawn once nobody wants it any more, though not before the
@@ -78,7 +83,7 @@ impl Cap {
         }
         let trying = !withdrawn && take_wanted > take_now && {
             let since = *self.wanted_since.get_or_insert(now);
-            now.saturating_duration_since(since) >= self.trial_hold.max(UPGRADE_HOLD)
+            now.saturating_duration_since(since) >= self.want_hold()
         };
         if take_wanted <= take_now {
             self.wanted_since = None;

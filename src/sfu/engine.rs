@@ -873,14 +873,14 @@ impl Sfu {
             .filter(|t| t.slot.kind == MediaKind::Video)
             .flat_map(|t| t.layers.iter())
             .find_map(|l| l.source);
-        let Some(ssrc) = ssrc.filter(|ssrc| s.rtc.direct_api().stream_rx(ssrc).is_some()) else {
-            return;
-        };
-        let Some(remb) = p.cap.next(now, take_now, take_wanted) else {
+        let Some(ssrc) = ssrc else {
             return;
         };
         let mut api = s.rtc.direct_api();
         let Some(rx) = api.stream_rx(&ssrc) else {
+            return;
+        };
+        let Some(remb) = p.cap.next(now, take_now, take_wanted) else {
             return;
         };
         if remb.withdrawn {
