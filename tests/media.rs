@@ -63,7 +63,8 @@ fn subscriber_receives_audio_and_video_starting_at_a_key_frame() {
     assert_eq!(
         subscriber.first_video_key,
         Some(true),
-        "the subscriber's video starts at a key frame"
+        "the subscriber's video starts at a key frame: {}",
+        subscriber.video_start()
     );
     let asked = publisher.keyframe_requests > requests_before;
     let first_video = subscriber.first_video_packet.unwrap();

@@ -460,6 +460,7 @@ impl Sfu {
                 for t in p.tracks.iter_mut() {
                     for l in t.layers.iter_mut() {
                         if l.keyframes.handle_timeout(now) {
+                            log::debug!("session {id:?}: a key frame request that waited goes out");
                             ask_keyframe(&mut s.rtc, t.mid, l.rid);
                         }
                     }
@@ -597,7 +598,9 @@ impl Sfu {
                             continue;
                         }
                     }
-                    if l.keyframes.request(now) == Ask::Now {
+                    let ask = l.keyframes.request(now);
+                    log::debug!("session {id:?}: waits for a key frame ({ask:?})");
+                    if ask == Ask::Now {
                         ask_keyframe(&mut p.rtc, t.mid, l.rid);
                     }
                 }
@@ -638,23 +641,34 @@ impl Sfu {
 
     /// Asks a publisher for a key frame on one layer of one video track;
     /// coalesced per layer (see `keyframe`).
-    fn request_keyframe(&mut self, now: Instant, publisher: SessionId, slot: Slot, layer: usize) {
-        let Some(s) = self.sessions.get_mut(&publisher) else {
-            return;
-        };
+    /// Returns what was done about it (None: no such video layer).
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        publisher: SessionId,
+        slot: Slot,
+        layer: usize,
+    ) -> Option<Ask> {
+        let s = self.sessions.get_mut(&publisher)?;
         let Role::Publisher(p) = &mut s.role else {
-            return;
+            return None;
         };
+        let mut ask = None;
         if let Some(t) = p.tracks.iter_mut().find(|t| t.slot == slot) {
             if let Some(l) = t.layers.get_mut(layer) {
-                if slot.kind == MediaKind::Video && l.keyframes.request(now) == Ask::Now {
-                    ask_keyframe(&mut s.rtc, t.mid, l.rid);
+                if slot.kind == MediaKind::Video {
+                    let a = l.keyframes.request(now);
+                    if a == Ask::Now {
+                        ask_keyframe(&mut s.rtc, t.mid, l.rid);
+                    }
+                    ask = Some(a);
                 }
             }
         }
         // Drained even when nothing went out now: its deadline may have
         // moved to a coalesced request.
         self.mark(publisher);
+        ask
     }
 
     /// Chooses again the layer each subscriber of `publisher` receives (or
@@ -980,6 +994,44 @@ impl Sfu {
         }
         if allocate {
             self.allocate(now, from, None);
+            self.ask_again(now, from);
+        }
+    }
+
+    /// Asks `publisher` again for each key frame a subscriber still waits
+    /// for (to start, or to switch layers). A PLI lost on the way, or one
+    /// the publisher ignored, must not leave a subscriber black (or on a
+    /// layer its link cannot carry) until the publisher's next key frame of
+    /// its own, which may be minutes away: `KeyframeRequests` sends one
+    /// again once the last went `KEYFRAME_PATIENCE` unanswered.
+    fn ask_again(&mut self, now: Instant, publisher: SessionId) {
+        let Some(Role::Publisher(up)) = self.sessions.get(&publisher).map(|s| &s.role) else {
+            return;
+        };
+        let mut awaited: Vec<(Slot, usize)> = Vec::new();
+        for id in &up.subscribers {
+            let Some(Role::Subscriber(sub)) = self.sessions.get(id).map(|s| &s.role) else {
+                continue;
+            };
+            if !sub.started {
+                continue;
+            }
+            for t in sub
+                .tracks
+                .iter()
+                .filter(|t| t.slot.kind == MediaKind::Video)
+            {
+                if let Some(layer) = t.awaited_keyframe() {
+                    if !awaited.contains(&(t.slot, layer)) {
+                        awaited.push((t.slot, layer));
+                    }
+                }
+            }
+        }
+        for (slot, layer) in awaited {
+            if self.request_keyframe(now, publisher, slot, layer) == Some(Ask::Now) {
+                log::debug!("session {publisher:?}: asked again for a key frame (layer {layer})");
+            }
         }
     }
 

@@ -188,6 +188,9 @@ struct Peer {
     next_frame: Option<Instant>,
     received: Vec<Received>,
     keyframe_requests: Vec<Instant>,
+    /// Publisher: how many of the next key-frame requests it ignores (as
+    /// if lost on the way).
+    ignore_keyframe_requests: usize,
     up: Link,
     down: Link,
 }
@@ -262,6 +265,7 @@ impl Peer {
             next_frame: None,
             received: Vec::new(),
             keyframe_requests: Vec::new(),
+            ignore_keyframe_requests: 0,
             up: Link::new(now, n as u64 * 2),
             down: Link::new(now, n as u64 * 2 + 1),
         }
@@ -509,7 +513,9 @@ impl Peer {
                             .and_then(|rid| LAYERS.iter().position(|(x, _)| Rid::from(*x) == rid))
                             .unwrap_or(0);
                         let last = self.last_keyframe[i];
-                        if last.is_none_or(|k| now - k >= Duration::from_millis(300)) {
+                        if self.ignore_keyframe_requests > 0 {
+                            self.ignore_keyframe_requests -= 1;
+                        } else if last.is_none_or(|k| now - k >= Duration::from_millis(300)) {
                             self.keyframe_wanted[i] = true;
                         }
                     }
@@ -895,6 +901,47 @@ fn a_subscriber_that_connects_long_after_a_key_frame_gets_a_new_one() {
 }
 
 #[test]
+fn a_subscriber_whose_key_frame_request_goes_unanswered_asks_again() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish(&mid);
+    let a = net.subscribe(&ids("a").1, &mid);
+    assert!(net.run_until(Duration::from_secs(5), |n| n.peers[a].videos().count() > 0));
+    net.run(Duration::from_secs(1));
+    let asked = net.peers[p].keyframe_requests.len();
+    // The request b's start makes is lost (or ignored, as a browser
+    // ignores one too soon after its last key frame).
+    net.peers[p].ignore_keyframe_requests = 1;
+    let b = net.subscribe(&ids("b").1, &mid);
+    let subscribed = net.now;
+    assert!(net.run_until(Duration::from_secs(5), |n| n.peers[b]
+        .videos()
+        .next()
+        .is_some()));
+    let first = net.peers[b].videos().next().unwrap().clone();
+    let seen: Vec<Duration> = net.peers[p].keyframe_requests[asked..]
+        .iter()
+        .map(|t| *t - subscribed)
+        .collect();
+    // Not a delta frame after VIDEO_START_PATIENCE: the key frame asked
+    // for again once the first request went KEYFRAME_PATIENCE unanswered.
+    assert!(first.key, "b's first packet starts a key frame: {seen:?}");
+    assert!(
+        first.at - subscribed < crate::limits::VIDEO_START_PATIENCE,
+        "{:?}",
+        first.at - subscribed
+    );
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[1] - seen[0] >= crate::limits::KEYFRAME_PATIENCE,
+        "{seen:?}"
+    );
+    net.run(Duration::from_secs(1));
+    let (complete, n) = complete_video(&net.peers[b]);
+    assert!(complete && n > 100, "b decodes on from it: {n}");
+}
+
+#[test]
 fn a_session_that_never_connects_is_given_up_and_reported() {
     let mut net = Net::with_connect_timeout(Duration::from_secs(3));
     let (mid, sid) = ids("alice");
@@ -1150,6 +1197,40 @@ fn a_subscriber_whose_limit_is_lifted_climbs_back_to_the_top_layer() {
         "capped below a's layer: {:?}",
         net.peers[p].caps
     );
+}
+
+#[test]
+fn a_layer_switch_whose_key_frame_request_goes_unanswered_asks_again() {
+    let mut net = Net::new();
+    let (mid, _) = ids("alice");
+    let p = net.publish_simulcast(&mid);
+    let sid = ids("a").1;
+    let a = net.subscribe(&sid, &mid);
+    let on_top = |n: &Net| n.peers[a].videos().last().is_some_and(|r| r.layer == 2);
+    assert!(net.run_until(Duration::from_secs(15), on_top));
+    net.run(Duration::from_secs(1));
+    let asked = net.peers[p].keyframe_requests.len();
+    // The request for the move down to the lowest layer is lost: a stays
+    // on the top layer until a key frame of the lowest comes.
+    net.peers[p].ignore_keyframe_requests = 1;
+    net.sfu.pin_layer(net.now, &sid, Some(LayerPin::Low));
+    let pinned = net.now;
+    let low = |n: &Net| n.peers[a].videos().last().is_some_and(|r| r.layer == 0);
+    let moved = net.run_until(Duration::from_secs(5), low);
+    let seen: Vec<Duration> = net.peers[p].keyframe_requests[asked..]
+        .iter()
+        .map(|t| *t - pinned)
+        .collect();
+    assert!(moved, "a stayed on the top layer: requests {seen:?}");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[1] - seen[0] >= crate::limits::KEYFRAME_PATIENCE,
+        "{seen:?}"
+    );
+    let took = net.now - pinned;
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let last = switches(&net.peers[a]).pop().unwrap();
+    assert!(last.key && last.layer == 0, "{last:?}");
 }
 
 #[test]

@@ -125,6 +125,12 @@ impl DownTrack {
         }
     }
 
+    /// The layer whose key frame this track waits for (to start, or to
+    /// switch to it), if it waits for one.
+    pub fn awaited_keyframe(&self) -> Option<usize> {
+        self.target.filter(|&t| self.current != Some(t))
+    }
+
     /// The layer whose key frames this track needs now: the target while
     /// a switch (or the start) waits for one, else the current one.
     pub fn keyframe_layer(&self) -> usize {

@@ -18,9 +18,27 @@ use wren::sfu::keyframe::starts_keyframe;
 
 /// A simulcast publisher's layers: rid and bytes per 20 ms frame (low,
 /// middle, top: ~150 kbit/s, ~500 kbit/s, ~1.2 Mbit/s). Each frame's bytes
-/// after the first are `0x10 + layer`, so a subscriber can tell which layer
-/// it receives.
+/// after the first are [`fill`], so a subscriber can tell which layer it
+/// receives.
 pub const LAYERS: [(&str, usize); 3] = [("q", 375), ("h", 1250), ("f", 3000)];
+
+/// The fill byte of a test publisher's video: `0x10 + layer`, with bit 5
+/// set in every packet of a key frame. (Only a key frame's first packet
+/// says so in its VP8 header: the fill tells a subscriber that a packet it
+/// starts with continues a key frame whose first packet was lost.)
+pub fn fill(layer: usize, key_frame: bool) -> u8 {
+    0x10 | layer as u8 | (key_frame as u8) << 5
+}
+
+/// What a received packet's last byte (a [`fill`]) tells: its layer and
+/// whether it belongs to a key frame.
+pub fn read_fill(b: u8) -> (u8, bool) {
+    (b & 0x0f, b & 0x20 != 0)
+}
+
+/// How many of a subscriber's first video packets [`Peer::video_head`]
+/// keeps.
+const VIDEO_HEAD: usize = 8;
 
 /// What a publisher sends.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +71,8 @@ pub struct Peer {
     offer: String,
     /// ICE and DTLS are up.
     pub connected: bool,
+    /// When it connected (ICE and DTLS done).
+    pub connected_at: Option<Instant>,
     tracks: Vec<(Mid, MediaKind)>,
     /// RTP packets received per kind: [audio, video].
     pub received: [usize; 2],
@@ -76,6 +96,9 @@ pub struct Peer {
     pub first_video_key: Option<bool>,
     /// That earliest packet's (extended) sequence number.
     first_video_seq: Option<u64>,
+    /// The first video packets in order of arrival (a failing test shows
+    /// them).
+    pub video_head: Vec<VideoPacket>,
     /// Every video packet received, when recording (see
     /// [`Peer::recording_subscriber_at`]).
     pub video_log: Option<Vec<VideoPacket>>,
@@ -242,6 +265,7 @@ impl Peer {
             pending: Some(pending),
             offer: offer.to_sdp_string(),
             connected: false,
+            connected_at: None,
             tracks,
             received: [0, 0],
             received_bytes: 0,
@@ -252,6 +276,7 @@ impl Peer {
             first_video_packet: None,
             first_video_key: None,
             first_video_seq: None,
+            video_head: Vec::new(),
             video_log: None,
             keyframe_wanted: [true; LAYERS.len()],
             last_keyframe: [None; LAYERS.len()],
@@ -378,7 +403,7 @@ impl Peer {
                         self.last_keyframe[0] = Some(now);
                     }
                     for i in 0..n {
-                        self.write_load(now, size, ts, key && i == 0, i + 1 == n);
+                        self.write_load(now, size, ts, key, i == 0, i + 1 == n);
                     }
                 }
                 Sending::Nothing => {}
@@ -420,7 +445,7 @@ impl Peer {
                         if key {
                             self.last_keyframe[i] = Some(now);
                         }
-                        let mut d = vec![0x10 + i as u8; size];
+                        let mut d = vec![fill(i, key); size];
                         d[0] = !key as u8;
                         d[1] = n as u8;
                         (Codec::Vp8, Frequency::NINETY_KHZ, d)
@@ -442,7 +467,17 @@ impl Peer {
         }
     }
 
-    fn write_load(&mut self, now: Instant, size: usize, ts: u32, key: bool, marker: bool) {
+    /// One packet of a load frame: the frame's `first`, or its `last`
+    /// (marked), of a `key_frame` or not.
+    fn write_load(
+        &mut self,
+        now: Instant,
+        size: usize,
+        ts: u32,
+        key_frame: bool,
+        first: bool,
+        last: bool,
+    ) {
         let Some(&(mid, _)) = self.tracks.iter().find(|t| t.1 == MediaKind::Video) else {
             return;
         };
@@ -456,15 +491,42 @@ impl Peer {
         }) else {
             return;
         };
-        let mut payload = vec![0u8; size.max(2)];
+        let mut payload = vec![fill(0, key_frame); size.max(2)];
         payload[0] = 0x10; // VP8 descriptor: start of a partition.
-        payload[1] = !key as u8; // the VP8 header's P bit: 0 on a key frame
+        payload[1] = !(key_frame && first) as u8; // the VP8 header's P bit: 0 on a key frame
         let seq = SeqNo::from(self.sent + 1);
         let mut api = self.rtc.direct_api();
         if let Some(tx) = api.stream_tx_by_mid(mid, None) {
-            tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(marker));
+            tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(last));
             self.sent += 1;
         }
+    }
+
+    /// How the subscriber's video began, for a failing test to show: how
+    /// long after connecting the first packet came, and the first packets
+    /// in order of arrival (sequence number, RTP timestamp, "K" starts a
+    /// key frame, "k" continues one, "d" is a delta frame's).
+    pub fn video_start(&self) -> String {
+        let after = self
+            .first_video_packet
+            .zip(self.connected_at)
+            .map(|(f, c)| f.saturating_duration_since(c));
+        let head: Vec<String> = self
+            .video_head
+            .iter()
+            .map(|v| {
+                let kind = match (v.key, v.in_key) {
+                    (true, _) => "K",
+                    (false, true) => "k",
+                    (false, false) => "d",
+                };
+                format!("{} {} {kind}", v.seq, v.timestamp)
+            })
+            .collect();
+        format!(
+            "first video {after:?} after connecting: {}",
+            head.join(", ")
+        )
     }
 
     fn drain(&mut self, now: Instant) {
@@ -475,7 +537,10 @@ impl Peer {
                     let _ = self.socket.send_to(&t.contents, t.destination);
                 }
                 Ok(Output::Event(e)) => match e {
-                    Event::Connected => self.connected = true,
+                    Event::Connected => {
+                        self.connected = true;
+                        self.connected_at.get_or_insert(now);
+                    }
                     Event::RtpPacket(p) => {
                         let kind = self
                             .rtc
@@ -492,17 +557,24 @@ impl Peer {
                                 pts.push(pt);
                             }
                             self.received_bytes += p.payload.len() as u64;
-                            if let (MediaKind::Video, Some(log)) = (kind, &mut self.video_log) {
-                                log.push(VideoPacket {
+                            if kind == MediaKind::Video {
+                                let (layer, in_key) =
+                                    read_fill(p.payload.last().copied().unwrap_or(0));
+                                let v = VideoPacket {
                                     seq: *p.seq_no,
                                     timestamp: p.header.timestamp,
                                     key: starts_keyframe(Codec::Vp8, &p.payload),
-                                    layer: p.payload.last().map_or(0, |b| b.wrapping_sub(0x10)),
+                                    in_key,
+                                    layer,
                                     bytes: p.payload.len(),
                                     at: now,
-                                });
-                            }
-                            if kind == MediaKind::Video {
+                                };
+                                if let Some(log) = &mut self.video_log {
+                                    log.push(v);
+                                }
+                                if self.video_head.len() < VIDEO_HEAD {
+                                    self.video_head.push(v);
+                                }
                                 self.first_video_packet.get_or_insert(now);
                                 let seq = *p.seq_no;
                                 if self.first_video_seq.is_none_or(|first| seq < first) {

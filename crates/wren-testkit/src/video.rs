@@ -23,6 +23,8 @@ pub struct VideoPacket {
     pub timestamp: u32,
     /// It starts a key frame.
     pub key: bool,
+    /// It is part of a key frame (the test publishers' fill byte).
+    pub in_key: bool,
     /// The simulcast layer it came from (the test publishers' fill byte).
     pub layer: u8,
     /// Payload bytes.
@@ -128,6 +130,7 @@ mod tests {
                     seq: f * per + i,
                     timestamp: f as u32 * 1800,
                     key: f == 0 && i == 0,
+                    in_key: f == 0,
                     layer,
                     bytes: 1000,
                     at: t0 + Duration::from_millis(20 * f),
