@@ -393,8 +393,40 @@ pub(super) struct Cluster {
     /// Until when, after the link was made again, entries of live nodes
     /// that Redis lacks are kept (see `RESYNC_GRACE`).
     pub(super) settle_at: Option<Instant>,
-    /// The nodes heard writing their state again since then.
-    pub(super) synced: heapless::Vec<NodeId, MAX_CLUSTER_NODES>,
+    /// Which answers, since the link was last made again, may lack a live
+    /// node's entries.
+    pub(super) resync: Option<Resync>,
+}
+
+/// The calls of the grace after the link came back, and the nodes heard
+/// writing their state again in it. An answer is judged by when its call
+/// was made, not by when it came: Redis answers on the command connection
+/// and tells of a node's `Sync` on the event connection, so the answer to
+/// a read made before that `Sync` can come after it, without the node's
+/// entries (seen under QEMU: a peer told another had left, which came back
+/// at once).
+#[derive(Debug)]
+pub(super) struct Resync {
+    /// The first call made in the grace (this node's own sync).
+    pub(super) from: ClusterCall,
+    /// The first call made after the grace ended (None: it goes on).
+    pub(super) until: Option<ClusterCall>,
+    /// The nodes heard writing their state again, each with the first call
+    /// made after that: its answer has their entries.
+    pub(super) synced: heapless::Vec<(NodeId, ClusterCall), MAX_CLUSTER_NODES>,
+}
+
+impl Resync {
+    /// Whether the answer to `call` may lack entries of `bizid` that Redis
+    /// will have again (`bizid` alive).
+    pub(super) fn may_lack(&self, call: ClusterCall, bizid: &NodeId) -> bool {
+        let in_grace = call >= self.from && self.until.is_none_or(|u| call < u);
+        in_grace
+            && !self
+                .synced
+                .iter()
+                .any(|(b, after)| b == bizid && call >= *after)
+    }
 }
 
 impl Cluster {
@@ -446,7 +478,7 @@ impl Node {
             replica: Replica::default(),
             next_call: 1,
             settle_at: None,
-            synced: heapless::Vec::new(),
+            resync: None,
         }));
     }
 
@@ -463,7 +495,11 @@ impl Node {
             n.awaited = true;
         }
         c.settle_at = Some(now.mono + RESYNC_GRACE);
-        c.synced.clear();
+        c.resync = Some(Resync {
+            from: ClusterCall(c.next_call),
+            until: None,
+            synced: heapless::Vec::new(),
+        });
         log::info!("cluster link up; {} other nodes known", c.nodes.len());
         self.sync(now);
     }

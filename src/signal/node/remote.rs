@@ -108,7 +108,7 @@ impl Node {
         match (join, answer) {
             (_, ClusterAnswer::Rooms(rooms)) => {
                 for room in rooms {
-                    self.replace_room(room, false);
+                    self.replace_room(call, room, false);
                 }
             }
             (Some(j), ClusterAnswer::Joined { order, room }) => self.joined(now, j, order, room),
@@ -144,7 +144,7 @@ impl Node {
             }));
             return;
         };
-        self.replace_room(room, true);
+        self.replace_room(j.call, room, true);
         match self.enter_room(j.req, pidx, j.rid.clone(), j.may_publish, Some(order)) {
             Ok(text) => self.send(j.conn, text),
             Err(e) => {
@@ -279,9 +279,12 @@ impl Node {
             }
             ClusterEvent::Sync { bizid } if bizid != self.bizid => {
                 if let Some(c) = self.cluster.as_deref_mut() {
-                    if !c.synced.contains(&bizid) {
-                        // Full: the rest are kept until the grace ends.
-                        let _ = c.synced.push(bizid);
+                    let after = ClusterCall(c.next_call);
+                    if let Some(r) = c.resync.as_mut() {
+                        if !r.synced.iter().any(|(b, _)| *b == bizid) {
+                            // Full: the rest are kept until the grace ends.
+                            let _ = r.synced.push((bizid, after));
+                        }
                     }
                 }
                 // It may share any of our rooms: read them all again.
@@ -309,7 +312,9 @@ impl Node {
             return;
         }
         c.settle_at = None;
-        c.synced.clear();
+        if let Some(r) = c.resync.as_mut() {
+            r.until = Some(ClusterCall(c.next_call));
+        }
         if c.link == Link::Up {
             self.reread_rooms();
         }
@@ -320,13 +325,12 @@ impl Node {
         self.cluster.as_deref()?.settle_at
     }
 
-    /// Whether an entry of node `bizid` that Redis lacks is kept for now:
-    /// during the grace after the link came back, the node is alive and
-    /// has not written its state again yet.
-    fn awaiting_resync(&self, bizid: &NodeId) -> bool {
+    /// Whether an entry of node `bizid` that the answer to `call` lacks is
+    /// kept for now: the call was made in the grace after the link came
+    /// back, before the node (alive) was heard writing its state again.
+    fn awaiting_resync(&self, call: ClusterCall, bizid: &NodeId) -> bool {
         self.cluster.as_deref().is_some_and(|c| {
-            c.settle_at.is_some()
-                && !c.synced.contains(bizid)
+            c.resync.as_ref().is_some_and(|r| r.may_lack(call, bizid))
                 && c.nodes.iter().any(|n| &n.beat.bizid == bizid)
         })
     }
@@ -476,9 +480,10 @@ impl Node {
     }
 
     /// Makes the replica of one room what Redis says it is, telling the
-    /// local members what changed. `joining`: the room may have no member
-    /// here yet (its first is about to enter).
-    pub(super) fn replace_room(&mut self, room: RoomSnapshot, joining: bool) {
+    /// local members what changed. `call`: the call it answers (an entry
+    /// it lacks may be kept: see `Resync`). `joining`: the room may have no
+    /// member here yet (its first is about to enter).
+    pub(super) fn replace_room(&mut self, call: ClusterCall, room: RoomSnapshot, joining: bool) {
         if !joining && !self.rooms.iter().any(|r| r.rid == room.rid) {
             return;
         }
@@ -501,7 +506,7 @@ impl Node {
             .members
             .iter()
             .filter(|m| m.rid == rid)
-            .filter(|m| !self.awaiting_resync(&m.entry.bizid))
+            .filter(|m| !self.awaiting_resync(call, &m.entry.bizid))
             .filter(|m| {
                 !room
                     .members
@@ -515,7 +520,7 @@ impl Node {
             .streams
             .iter()
             .filter(|s| s.rid == rid)
-            .filter(|s| !self.awaiting_resync(&s.bizid))
+            .filter(|s| !self.awaiting_resync(call, &s.bizid))
             .filter(|s| !room.streams.iter().any(|n| n.mid == s.mid))
             .map(|s| (s.mid.clone(), s.bizid.clone()))
             .collect();
@@ -939,6 +944,50 @@ mod tests {
         h.node.tick(h.now);
         let fx = sync_answer(&mut h);
         let methods: Vec<_> = H::sent(&fx, 1)
+            .iter()
+            .map(|m| m["method"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(methods, ["stream-remove", "peer-leave"]);
+    }
+
+    #[test]
+    fn an_answer_read_before_a_node_wrote_its_state_again_keeps_its_entries() {
+        let mut h = H::new();
+        let with_bob = || {
+            room(
+                vec![member("bob", "b", 1)],
+                vec![stream("bob#000001", "bob", "b")],
+            )
+        };
+        h.join(1, "r", 2, with_bob());
+        let beat = super::super::cluster::Beat {
+            bizid: id("b"),
+            epoch: 1,
+            peers: 1,
+            streams: 1,
+            free_streams: 9,
+        };
+        h.node.cluster_event(h.now, ClusterEvent::Beat(beat));
+        let call = |ops: Vec<ClusterOp>| ops.iter().find_map(|op| op.call()).expect("a call");
+        // Redis restarted empty. This node writes its state again, and
+        // hears b's `Sync` (on the event connection) before the answer to
+        // its own (on the command connection), read before b wrote.
+        h.node.cluster_down(h.now, "gone".into());
+        h.node.cluster_up(h.now);
+        let own = call(h.ops());
+        h.node
+            .cluster_event(h.now, ClusterEvent::Sync { bizid: id("b") });
+        let reread = call(h.ops());
+        h.node
+            .cluster_answer(h.now, own, ClusterAnswer::Rooms(vec![room(vec![], vec![])]));
+        assert!(H::sent(&h.effects(), 1).is_empty(), "bob kept");
+        // The read made after b's `Sync` is believed: here bob has left.
+        h.node.cluster_answer(
+            h.now,
+            reread,
+            ClusterAnswer::Rooms(vec![room(vec![], vec![])]),
+        );
+        let methods: Vec<_> = H::sent(&h.effects(), 1)
             .iter()
             .map(|m| m["method"].as_str().unwrap().to_string())
             .collect();
