@@ -336,7 +336,7 @@ fn a_storm_through_an_established_session_disturbs_nobody() {
     let connected = run_until(
         &mut [&mut attacker, &mut watcher, &mut calm_pub, &mut calm_sub],
         wren_testkit::WAIT,
-        |p| p[0].connected && p[1].connected,
+        |p| p[0].connected() && p[1].connected(),
     );
     assert!(
         connected,

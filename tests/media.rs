@@ -30,7 +30,7 @@ fn subscriber_receives_audio_and_video_starting_at_a_key_frame() {
     let mid = answer["mid"].as_str().unwrap().to_string();
     assert!(
         run_until(&mut [&mut publisher], Duration::from_secs(10), |p| p[0]
-            .connected),
+            .connected()),
         "publisher connects without trickle"
     );
     run_all(&mut [&mut publisher], Duration::from_millis(300));

@@ -19,7 +19,7 @@ fn a_publisher_whose_media_closes_is_removed_like_unpublish() {
     peer.accept_answer(answer["jsep"]["sdp"].as_str().unwrap());
     assert!(run_until(&mut [&mut peer], Duration::from_secs(10), |p| p
         [0]
-    .connected));
+    .connected()));
     let mid = answer["mid"].clone();
     assert_eq!(bob.note_named("stream-add")["mid"], mid);
 

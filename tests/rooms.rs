@@ -64,7 +64,7 @@ fn until_every_subscriber_receives(swarm: Swarm, publishers: usize) -> Vec<Peer>
         .iter()
         .enumerate()
         .filter(|(_, s)| !has_media(s))
-        .map(|(i, s)| (i, s.connected, s.received))
+        .map(|(i, s)| (i, s.connected(), s.received))
         .collect();
     assert!(
         flowing,

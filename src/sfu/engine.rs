@@ -653,18 +653,17 @@ impl Sfu {
         let Role::Publisher(p) = &mut s.role else {
             return None;
         };
-        let mut ask = None;
-        if let Some(t) = p.tracks.iter_mut().find(|t| t.slot == slot) {
-            if let Some(l) = t.layers.get_mut(layer) {
-                if slot.kind == MediaKind::Video {
-                    let a = l.keyframes.request(now);
-                    if a == Ask::Now {
-                        ask_keyframe(&mut s.rtc, t.mid, l.rid);
-                    }
-                    ask = Some(a);
+        let rtc = &mut s.rtc;
+        let ask = (p.tracks.iter_mut())
+            .find(|t| t.slot == slot && slot.kind == MediaKind::Video)
+            .and_then(|t| {
+                let l = t.layers.get_mut(layer)?;
+                let ask = l.keyframes.request(now);
+                if ask == Ask::Now {
+                    ask_keyframe(rtc, t.mid, l.rid);
                 }
-            }
-        }
+                Some(ask)
+            });
         // Drained even when nothing went out now: its deadline may have
         // moved to a coalesced request.
         self.mark(publisher);

@@ -821,10 +821,7 @@ fn key_frame_requests_are_coalesced_so_the_publisher_honours_each() {
         net.run(Duration::from_millis(50));
     }
     net.run(Duration::from_millis(500));
-    let seen: Vec<Duration> = net.peers[p].keyframe_requests[asked..]
-        .iter()
-        .map(|t| *t - start)
-        .collect();
+    let seen = requests_since(&net.peers[p], asked, start);
     // Never within the 300 ms the publisher would ignore, never dropped:
     // each request reaching it makes a key frame.
     assert!((3..=6).contains(&seen.len()), "{seen:?}");
@@ -881,14 +878,21 @@ fn a_subscriber_that_connects_just_after_a_key_frame_starts_from_the_cached_one(
     assert!(complete && n > 100, "b decodes on from it: {n}");
 }
 
-#[test]
-fn a_subscriber_that_connects_long_after_a_key_frame_gets_a_new_one() {
+/// A publisher whose subscriber a has watched for a second (its key frame
+/// long gone by): the network, the stream and the publisher's index.
+fn a_call_a_second_in() -> (Net, Mid, usize) {
     let mut net = Net::new();
     let (mid, _) = ids("alice");
     let p = net.publish(&mid);
     let a = net.subscribe(&ids("a").1, &mid);
     assert!(net.run_until(Duration::from_secs(5), |n| n.peers[a].videos().count() > 0));
     net.run(Duration::from_secs(1));
+    (net, mid, p)
+}
+
+#[test]
+fn a_subscriber_that_connects_long_after_a_key_frame_gets_a_new_one() {
+    let (mut net, mid, p) = a_call_a_second_in();
     let keys = net.peers[p].keyframes_sent.len();
     let b = net.subscribe(&ids("b").1, &mid);
     assert!(net.run_until(Duration::from_secs(2), |n| n.peers[b]
@@ -902,12 +906,7 @@ fn a_subscriber_that_connects_long_after_a_key_frame_gets_a_new_one() {
 
 #[test]
 fn a_subscriber_whose_key_frame_request_goes_unanswered_asks_again() {
-    let mut net = Net::new();
-    let (mid, _) = ids("alice");
-    let p = net.publish(&mid);
-    let a = net.subscribe(&ids("a").1, &mid);
-    assert!(net.run_until(Duration::from_secs(5), |n| n.peers[a].videos().count() > 0));
-    net.run(Duration::from_secs(1));
+    let (mut net, mid, p) = a_call_a_second_in();
     let asked = net.peers[p].keyframe_requests.len();
     // The request b's start makes is lost (or ignored, as a browser
     // ignores one too soon after its last key frame).
@@ -919,10 +918,7 @@ fn a_subscriber_whose_key_frame_request_goes_unanswered_asks_again() {
         .next()
         .is_some()));
     let first = net.peers[b].videos().next().unwrap().clone();
-    let seen: Vec<Duration> = net.peers[p].keyframe_requests[asked..]
-        .iter()
-        .map(|t| *t - subscribed)
-        .collect();
+    let seen = requests_since(&net.peers[p], asked, subscribed);
     // Not a delta frame after VIDEO_START_PATIENCE: the key frame asked
     // for again once the first request went KEYFRAME_PATIENCE unanswered.
     assert!(first.key, "b's first packet starts a key frame: {seen:?}");
@@ -987,6 +983,15 @@ fn a_publisher_that_goes_away_takes_its_subscribers_and_is_reported() {
         "one report for the stream, none per subscriber: {closed:?}"
     );
     assert_eq!(net.sfu.stats().subscribers, 0);
+}
+
+/// The key-frame requests publisher `p` received after its first `from`,
+/// each as the time since `t0`.
+fn requests_since(p: &Peer, from: usize, t0: Instant) -> Vec<Duration> {
+    p.keyframe_requests[from..]
+        .iter()
+        .map(|t| *t - t0)
+        .collect()
 }
 
 /// Whether a subscriber received every video packet between its first and
@@ -1217,10 +1222,7 @@ fn a_layer_switch_whose_key_frame_request_goes_unanswered_asks_again() {
     let pinned = net.now;
     let low = |n: &Net| n.peers[a].videos().last().is_some_and(|r| r.layer == 0);
     let moved = net.run_until(Duration::from_secs(5), low);
-    let seen: Vec<Duration> = net.peers[p].keyframe_requests[asked..]
-        .iter()
-        .map(|t| *t - pinned)
-        .collect();
+    let seen = requests_since(&net.peers[p], asked, pinned);
     assert!(moved, "a stayed on the top layer: requests {seen:?}");
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(

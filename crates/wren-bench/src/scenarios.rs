@@ -295,7 +295,7 @@ pub fn media(t: Target, load: MediaLoad, seconds: f64) -> Result<MediaReport, St
         })?;
         let mut refs: Vec<&mut Peer> = peers.iter_mut().collect();
         let limit = t.wait(Duration::from_secs(20));
-        let connected = run_until(&mut refs, limit, |p| p.iter().all(|p| p.connected));
+        let connected = run_until(&mut refs, limit, |p| p.iter().all(|p| p.connected()));
         if !connected {
             return Err(format!("not every peer connected within {limit:?}"));
         }
@@ -431,7 +431,7 @@ pub fn first_frame(t: Target, tries: usize) -> Result<FirstFrameReport, String> 
         run_until(
             &mut [&mut publisher],
             t.wait(Duration::from_secs(10)),
-            |p| p[0].connected,
+            |p| p[0].connected(),
         );
         run_all(&mut [&mut publisher], Duration::from_millis(300));
         let mut subscriber = Peer::subscriber();

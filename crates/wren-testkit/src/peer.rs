@@ -69,8 +69,6 @@ pub struct Peer {
     local: SocketAddr,
     pending: Option<SdpPendingOffer>,
     offer: String,
-    /// ICE and DTLS are up.
-    pub connected: bool,
     /// When it connected (ICE and DTLS done).
     pub connected_at: Option<Instant>,
     tracks: Vec<(Mid, MediaKind)>,
@@ -264,7 +262,6 @@ impl Peer {
             local,
             pending: Some(pending),
             offer: offer.to_sdp_string(),
-            connected: false,
             connected_at: None,
             tracks,
             received: [0, 0],
@@ -370,7 +367,7 @@ impl Peer {
     }
 
     fn send_due(&mut self, now: Instant) {
-        if !self.connected {
+        if !self.connected() {
             return;
         }
         let interval = match self.sending {
@@ -502,6 +499,11 @@ impl Peer {
         }
     }
 
+    /// ICE and DTLS are up.
+    pub fn connected(&self) -> bool {
+        self.connected_at.is_some()
+    }
+
     /// How the subscriber's video began, for a failing test to show: how
     /// long after connecting the first packet came, and the first packets
     /// in order of arrival (sequence number, RTP timestamp, "K" starts a
@@ -538,7 +540,6 @@ impl Peer {
                 }
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
-                        self.connected = true;
                         self.connected_at.get_or_insert(now);
                     }
                     Event::RtpPacket(p) => {

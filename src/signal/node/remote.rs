@@ -652,6 +652,14 @@ mod tests {
             }
         }
 
+        /// The methods of the notifications connection `conn` was sent.
+        fn methods(effects: &[Effect], conn: u64) -> Vec<String> {
+            H::sent(effects, conn)
+                .iter()
+                .map(|m| m["method"].as_str().unwrap().to_string())
+                .collect()
+        }
+
         /// What connection `conn` was sent, decoded.
         fn sent(effects: &[Effect], conn: u64) -> Vec<Value> {
             effects
@@ -812,11 +820,7 @@ mod tests {
     #[test]
     fn a_dead_node_leaves_every_room_and_is_purged() {
         let mut h = H::new();
-        let snap = room(
-            vec![member("bob", "b", 1)],
-            vec![stream("bob#000001", "bob", "b")],
-        );
-        h.join(1, "r", 2, snap);
+        h.join(1, "r", 2, bob_of_b());
         h.node.cluster_event(
             h.now,
             ClusterEvent::Bye {
@@ -844,10 +848,7 @@ mod tests {
             },
         );
         let fx = h.effects();
-        let methods: Vec<_> = H::sent(&fx, 1)
-            .iter()
-            .map(|m| m["method"].as_str().unwrap().to_string())
-            .collect();
+        let methods = H::methods(&fx, 1);
         assert_eq!(methods, ["stream-remove", "peer-leave"]);
         let purge = ClusterOp::Purge { bizid: id("b") };
         assert!(fx.contains(&Effect::Cluster(Box::new(purge))));
@@ -883,22 +884,7 @@ mod tests {
 
     #[test]
     fn after_the_link_returns_a_live_node_s_entries_wait_for_it_to_write_them_again() {
-        let mut h = H::new();
-        let with_bob = || {
-            room(
-                vec![member("bob", "b", 1)],
-                vec![stream("bob#000001", "bob", "b")],
-            )
-        };
-        h.join(1, "r", 2, with_bob());
-        let beat = super::super::cluster::Beat {
-            bizid: id("b"),
-            epoch: 1,
-            peers: 1,
-            streams: 1,
-            free_streams: 9,
-        };
-        h.node.cluster_event(h.now, ClusterEvent::Beat(beat));
+        let mut h = in_room_with_bob_of_live_b();
         // Redis restarted empty: this node's own sync finds nothing of b.
         let sync_answer = |h: &mut H| {
             let ops = h.ops();
@@ -920,7 +906,7 @@ mod tests {
         let ops = h.ops();
         let call = ops.iter().find_map(|op| op.call()).expect("a snapshot");
         h.node
-            .cluster_answer(h.now, call, ClusterAnswer::Rooms(vec![with_bob()]));
+            .cluster_answer(h.now, call, ClusterAnswer::Rooms(vec![bob_of_b()]));
         assert!(H::sent(&h.effects(), 1).is_empty());
 
         // Another time b never writes again (its peer left meanwhile):
@@ -943,31 +929,13 @@ mod tests {
         assert_eq!(h.node.poll_timeout(), Some(h.now.mono));
         h.node.tick(h.now);
         let fx = sync_answer(&mut h);
-        let methods: Vec<_> = H::sent(&fx, 1)
-            .iter()
-            .map(|m| m["method"].as_str().unwrap().to_string())
-            .collect();
+        let methods = H::methods(&fx, 1);
         assert_eq!(methods, ["stream-remove", "peer-leave"]);
     }
 
     #[test]
     fn an_answer_read_before_a_node_wrote_its_state_again_keeps_its_entries() {
-        let mut h = H::new();
-        let with_bob = || {
-            room(
-                vec![member("bob", "b", 1)],
-                vec![stream("bob#000001", "bob", "b")],
-            )
-        };
-        h.join(1, "r", 2, with_bob());
-        let beat = super::super::cluster::Beat {
-            bizid: id("b"),
-            epoch: 1,
-            peers: 1,
-            streams: 1,
-            free_streams: 9,
-        };
-        h.node.cluster_event(h.now, ClusterEvent::Beat(beat));
+        let mut h = in_room_with_bob_of_live_b();
         let call = |ops: Vec<ClusterOp>| ops.iter().find_map(|op| op.call()).expect("a call");
         // Redis restarted empty. This node writes its state again, and
         // hears b's `Sync` (on the event connection) before the answer to
@@ -987,10 +955,7 @@ mod tests {
             reread,
             ClusterAnswer::Rooms(vec![room(vec![], vec![])]),
         );
-        let methods: Vec<_> = H::sent(&h.effects(), 1)
-            .iter()
-            .map(|m| m["method"].as_str().unwrap().to_string())
-            .collect();
+        let methods = H::methods(&h.effects(), 1);
         assert_eq!(methods, ["stream-remove", "peer-leave"]);
     }
 
@@ -1064,14 +1029,35 @@ mod tests {
         h.node.cluster_metrics().unwrap().relays
     }
 
+    /// Room "r" as Redis has it: bob of node b, who publishes bob#000001.
+    fn bob_of_b() -> RoomSnapshot {
+        room(
+            vec![member("bob", "b", 1)],
+            vec![stream("bob#000001", "bob", "b")],
+        )
+    }
+
+    /// Alice (connection 1) here, in room "r" with bob of node b, whose
+    /// heartbeat was heard.
+    fn in_room_with_bob_of_live_b() -> H {
+        let mut h = H::new();
+        h.join(1, "r", 2, bob_of_b());
+        let beat = super::super::cluster::Beat {
+            bizid: id("b"),
+            epoch: 1,
+            peers: 1,
+            streams: 1,
+            free_streams: 9,
+        };
+        h.node.cluster_event(h.now, ClusterEvent::Beat(beat));
+        h
+    }
+
     /// Alice (connection 1) and dan (2) here, in room "r" with bob of
     /// node b, who publishes bob#000001.
     fn with_a_stream_on_b() -> H {
         let mut h = H::new();
-        let snap = room(
-            vec![member("bob", "b", 1)],
-            vec![stream("bob#000001", "bob", "b")],
-        );
+        let snap = bob_of_b();
         h.join(1, "r", 2, snap.clone());
         h.connect(2, "dan");
         h.join(2, "r", 3, snap);
